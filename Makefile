@@ -1,0 +1,48 @@
+# One entry point for every workflow. `make setup` is implied by the targets that need the venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SERVICE_PKGS := $(wildcard services/*/pyproject.toml)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup proto proto-check lint typecheck test test-fast run bench compose-check clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/constraints.txt requirements/dev.in requirements/runtime.in libs/retail-proto/pyproject.toml libs/retail-common/pyproject.toml $(SERVICE_PKGS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c requirements/constraints.txt -r requirements/dev.in
+	$(PIP) install --quiet -c requirements/constraints.txt --no-deps -e libs/retail-proto -e libs/retail-common $(foreach p,$(SERVICE_PKGS),-e $(dir $(p)))
+	touch $(STAMP)
+
+proto: setup
+	$(PY) scripts/protogen.py generate
+
+proto-check: setup
+	$(PY) scripts/protogen.py check
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy libs/retail-common/src $(wildcard services/*/src) bench tests
+
+compose-check: setup
+	$(VENV)/bin/docker-compose -f docker-compose.yml config --quiet
+
+test: setup
+	$(VENV)/bin/pytest
+
+run: setup
+	$(PY) scripts/run_suite.py
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .tools .run .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
