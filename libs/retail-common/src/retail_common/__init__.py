@@ -1,0 +1,1 @@
+"""Shared runtime of the retail sync suite: one way to do each cross-cutting thing."""

@@ -1,0 +1,27 @@
+"""Configuration fails fast and names every bad variable."""
+
+import pytest
+
+from retail_common.config import ConfigError, ServiceSettings, load_settings
+
+
+def test_every_problem_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("NATS_URL", "http://wrong:4222")
+    monkeypatch.setenv("GRPC_LISTEN", "no-port")
+    monkeypatch.setenv("DB_POOL_MAX", "zero")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(ServiceSettings)
+    message = str(caught.value)
+    for variable in ("DATABASE_URL: is required", "NATS_URL", "GRPC_LISTEN", "DB_POOL_MAX"):
+        assert variable in message
+
+
+def test_valid_environment_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/d")
+    monkeypatch.setenv("GRPC_LISTEN", "0.0.0.0:0")
+    monkeypatch.setenv("SERVICE_CREDENTIAL", "rk_svc_secret")
+    settings = load_settings(ServiceSettings)
+    assert settings.grpc_listen == "0.0.0.0:0"
+    assert settings.service_credential is not None
+    assert "secret" not in repr(settings)
