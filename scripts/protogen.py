@@ -15,7 +15,6 @@ import argparse
 import filecmp
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -191,6 +190,8 @@ def ensure_buf() -> Path:
         raise ProtogenError(f"buf {pinned} is installed from npm, but npm is not on PATH (install Node.js)")
     print(f"installing buf {pinned} into {BUF_TOOL_DIR.relative_to(ROOT)} (npm ci)", file=sys.stderr)
     _run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=BUF_TOOL_DIR, what="npm ci (buf)")
+    if not BUF_BIN.exists():
+        raise ProtogenError(f"npm ci succeeded but {BUF_BIN} is missing")
     return BUF_BIN
 
 
@@ -276,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=["generate", "check", "baseline"])
     args = parser.parse_args(argv)
     commands = {"generate": cmd_generate, "check": cmd_check, "baseline": cmd_baseline}
-    os.chdir(ROOT)
     try:
         commands[args.command]()
     except ProtogenError as exc:
