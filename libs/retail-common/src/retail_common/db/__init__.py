@@ -1,0 +1,44 @@
+"""Postgres access: pools, transactions, versioned migrations and the append-only audit trail."""
+
+from retail_common.db.audit import (
+    AUDIT_MIGRATIONS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    AuditRecord,
+    InvalidPageTokenError,
+    append_audit,
+    list_audit,
+)
+from retail_common.db.migrations import (
+    AppliedMigration,
+    MigrationChecksumError,
+    MigrationError,
+    MigrationFile,
+    MigrationLayoutError,
+    MigrationSource,
+    migrate,
+    pending_migrations,
+)
+from retail_common.db.pool import Connection, Isolation, create_pool, transaction
+
+__all__ = [
+    "AUDIT_MIGRATIONS",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "AppliedMigration",
+    "AuditRecord",
+    "Connection",
+    "InvalidPageTokenError",
+    "Isolation",
+    "MigrationChecksumError",
+    "MigrationError",
+    "MigrationFile",
+    "MigrationLayoutError",
+    "MigrationSource",
+    "append_audit",
+    "create_pool",
+    "list_audit",
+    "migrate",
+    "pending_migrations",
+    "transaction",
+]

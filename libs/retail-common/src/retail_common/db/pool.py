@@ -1,0 +1,73 @@
+"""Connection pools and transactions: the one way services talk to Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["Connection", "Isolation", "create_pool", "transaction"]
+
+Isolation: TypeAlias = Literal["read_committed", "repeatable_read", "serializable"]
+# What repositories receive: a plain connection or one borrowed from a pool.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg returns json/jsonb as text by default; decode once here so repositories see Python values.
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float | None = None,
+    application_name: str | None = None,
+) -> asyncpg.Pool[asyncpg.Record]:
+    """A pool whose sessions run in UTC with json/jsonb decoded to Python values.
+
+    `application_name` (shown in pg_stat_activity) defaults to OTEL_SERVICE_NAME, the same name the
+    service's traces carry, so a slow query can be matched to its service.
+    """
+    name = application_name or os.environ.get("OTEL_SERVICE_NAME") or "retail"
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        init=_init_connection,
+        server_settings={"application_name": name, "timezone": "UTC"},
+    )
+
+
+@asynccontextmanager
+async def transaction(
+    pool_or_conn: asyncpg.Pool[asyncpg.Record] | Connection,
+    *,
+    isolation: Isolation = "read_committed",
+    readonly: bool = False,
+) -> AsyncIterator[Connection]:
+    """Yield a connection inside a transaction: commit on success, roll back on any exception.
+
+    Given a pool, a connection is borrowed for the transaction's lifetime and returned afterwards.
+    Given a connection already in a transaction, this becomes a savepoint (asyncpg's nesting rule).
+    """
+    if isinstance(pool_or_conn, asyncpg.Pool):
+        async with pool_or_conn.acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
+            yield conn
+    else:
+        # A savepoint inherits the outer isolation; asyncpg refuses a different one, so only pass
+        # an explicit (non-default) request through and let asyncpg report a real conflict.
+        nested = pool_or_conn.is_in_transaction() and isolation == "read_committed"
+        async with pool_or_conn.transaction(isolation=None if nested else isolation, readonly=readonly):
+            yield pool_or_conn
