@@ -1,0 +1,5 @@
+import sys
+
+from retail_common.auth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""Credentials in the service's own database: create (plaintext shown once), revoke, rotate, resolve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import SecretStr
+
+from retail_common.auth.keys import generate_key, hash_secret, parse_key, secret_matches
+from retail_common.clock import Clock, SystemClock
+from retail_common.context import Principal, PrincipalKind
+
+__all__ = ["CredentialInfo", "CredentialStore", "IssuedCredential"]
+
+_COLUMNS = "key_id, principal_id, kind, roles, description, created_at, expires_at, revoked_at, replaced_by"
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A freshly created credential. `key` is the only copy of the plaintext: hand it over, never log it."""
+
+    key_id: str
+    key: SecretStr
+    principal: Principal
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A stored credential as listed to operators (no secret material)."""
+
+    key_id: str
+    principal: Principal
+    description: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    replaced_by: str | None
+
+    def active_at(self, instant: datetime) -> bool:
+        return (self.revoked_at is None or self.revoked_at > instant) and (
+            self.expires_at is None or self.expires_at > instant
+        )
+
+
+def _principal(row: asyncpg.Record) -> Principal:
+    return Principal(id=row["principal_id"], kind=PrincipalKind(row["kind"]), roles=frozenset(row["roles"]))
+
+
+def _info(row: asyncpg.Record) -> CredentialInfo:
+    return CredentialInfo(
+        key_id=row["key_id"],
+        principal=_principal(row),
+        description=row["description"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        replaced_by=row["replaced_by"],
+    )
+
+
+class CredentialStore:
+    """API keys of one service's callers (table `auth_credentials`, migration source AUTH_MIGRATIONS).
+
+    No cache: every call resolves against the database, so a revocation takes effect on the next call.
+    """
+
+    def __init__(self, pool: asyncpg.Pool[Any], clock: Clock | None = None) -> None:
+        self._pool = pool
+        self._clock = clock or SystemClock()
+
+    async def create(
+        self,
+        principal_id: str,
+        kind: PrincipalKind,
+        roles: Iterable[str] = (),
+        *,
+        expires_at: datetime | None = None,
+        description: str = "",
+    ) -> IssuedCredential:
+        return await self._insert(self._pool, principal_id, kind, sorted(set(roles)), expires_at, description)
+
+    async def _insert(
+        self,
+        db: asyncpg.Pool[Any] | asyncpg.pool.PoolConnectionProxy[Any],
+        principal_id: str,
+        kind: PrincipalKind,
+        roles: list[str],
+        expires_at: datetime | None,
+        description: str,
+    ) -> IssuedCredential:
+        if not principal_id:
+            raise ValueError("principal_id must not be empty")
+        key_id, key = generate_key()
+        parsed = parse_key(key.get_secret_value())
+        assert parsed is not None  # generate_key and parse_key agree on the format
+        await db.execute(
+            "INSERT INTO auth_credentials (key_id, secret_sha256, principal_id, kind, roles, description,"
+            " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            key_id,
+            hash_secret(parsed.secret),
+            principal_id,
+            kind.value,
+            roles,
+            description,
+            self._clock.now(),
+            expires_at,
+        )
+        principal = Principal(id=principal_id, kind=kind, roles=frozenset(roles))
+        return IssuedCredential(key_id=key_id, key=key, principal=principal, expires_at=expires_at)
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke one key now; False if it does not exist or was already revoked."""
+        status = await self._pool.execute(
+            "UPDATE auth_credentials SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+            key_id,
+            self._clock.now(),
+        )
+        return status.endswith(" 1")
+
+    async def rotate(self, key_id: str, overlap: timedelta) -> IssuedCredential:
+        """Issue a new key for the same principal; the old one keeps working for `overlap`, then expires."""
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM auth_credentials WHERE key_id = $1 FOR UPDATE", key_id
+            )
+            if row is None or not _info(row).active_at(now):
+                raise LookupError(f"no active credential {key_id}")
+            old = _info(row)
+            issued = await self._insert(
+                conn,
+                old.principal.id,
+                old.principal.kind,
+                sorted(old.principal.roles),
+                None,
+                old.description,
+            )
+            await conn.execute(
+                "UPDATE auth_credentials SET replaced_by = $2,"
+                " expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3) WHERE key_id = $1",
+                key_id,
+                issued.key_id,
+                now + overlap,
+            )
+        return issued
+
+    async def resolve(self, key: str) -> Principal | None:
+        """The principal a presented key stands for, or None if unknown, wrong, revoked or expired."""
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS}, secret_sha256 FROM auth_credentials WHERE key_id = $1", parsed.key_id
+        )
+        if row is None or not secret_matches(parsed.secret, row["secret_sha256"]):
+            return None
+        if not _info(row).active_at(self._clock.now()):
+            return None
+        return _principal(row)
+
+    async def list_credentials(self, principal_id: str | None = None) -> list[CredentialInfo]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM auth_credentials WHERE $1::text IS NULL OR principal_id = $1"
+            " ORDER BY principal_id, created_at",
+            principal_id,
+        )
+        return [_info(row) for row in rows]
