@@ -1,0 +1,1 @@
+"""Inventory-reservation service: system of record for locations, stock and reservations."""
