@@ -10,6 +10,7 @@ from typing import Literal, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 __all__ = ["Connection", "Isolation", "create_pool", "transaction"]
 
@@ -20,10 +21,17 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     # asyncpg returns json/jsonb as text by default; decode once here so repositories see Python values.
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
-        )
+    # Pool housekeeping is kept out of traces (it would be a span per connect/release, not per query).
+    with suppress_instrumentation():
+        for type_name in ("json", "jsonb"):
+            await conn.set_type_codec(
+                type_name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
+            )
+
+
+async def _reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    with suppress_instrumentation():
+        await conn.reset()
 
 
 async def create_pool(
@@ -46,6 +54,7 @@ async def create_pool(
         max_size=max_size,
         command_timeout=command_timeout,
         init=_init_connection,
+        reset=_reset_connection,
         server_settings={"application_name": name, "timezone": "UTC"},
     )
 
