@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -17,7 +17,6 @@ import pytest_asyncio
 from retail_common.testing.nats import NatsServer
 from retail_common.testing.otlp import OtlpReceiver
 from retail_common.testing.postgres import PostgresServer, TestDatabase, locate_postgres
-from retail_common.testing.process import ServiceProcess
 
 
 @pytest.fixture(scope="session")
@@ -57,27 +56,3 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
-
-
-StartService = Callable[..., Awaitable[ServiceProcess]]
-
-
-@pytest_asyncio.fixture
-async def start_service() -> AsyncIterator[StartService]:
-    """Factory: `await start_service("pkg.module", {"DATABASE_URL": ...})` runs the service as a separate
-    process on an ephemeral port and returns once it is SERVING; every process is killed afterwards."""
-    started: list[ServiceProcess] = []
-
-    async def start(
-        module: str, env: Mapping[str, str], *, wait: bool = True, within: float = 60.0
-    ) -> ServiceProcess:
-        process = ServiceProcess(module, env)
-        started.append(process)
-        process.start()
-        if wait:
-            await process.wait_serving(within)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
