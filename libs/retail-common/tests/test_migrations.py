@@ -139,7 +139,7 @@ async def test_applied_version_without_file_is_refused(database_url: str, source
 
 def run_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "retail_common.db.migrate", *args],
+        [sys.executable, "-m", "retail_common.db.migrate_cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,4 +1,4 @@
-"""Command line for the migration runner (`python -m retail_common.db.migrate`).
+"""Command line for the migration runner (`python -m retail_common.db.migrate_cli`).
 
 Exit codes: 0 done / nothing pending, 1 pending migrations found with --check, 2 error.
 """
@@ -29,7 +29,7 @@ def _source(text: str) -> MigrationSource:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m retail_common.db.migrate", description="Apply or check SQL migrations."
+        prog="python -m retail_common.db.migrate_cli", description="Apply or check SQL migrations."
     )
     parser.add_argument(
         "--database-url", default=os.environ.get("DATABASE_URL"), help="default: $DATABASE_URL"
