@@ -4,12 +4,14 @@
 - `database` / `database_url` (per test): a fresh, empty database dropped after the test.
 - `nats_server` (per test): a nats-server with JetStream on a free port with its own store.
 - `otlp_receiver` (per test): an OTLP/gRPC receiver collecting the spans and metrics sent to it.
+- `start_service` (per test): factory running `python -m <module>` as a separate process on an ephemeral
+  port, returning a ServiceProcess once its health is SERVING (killed after the test).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import pytest
 import pytest_asyncio
@@ -17,6 +19,7 @@ import pytest_asyncio
 from retail_common.testing.nats import NatsServer
 from retail_common.testing.otlp import OtlpReceiver
 from retail_common.testing.postgres import PostgresServer, TestDatabase, locate_postgres
+from retail_common.testing.process import ServiceProcess
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +59,27 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+StartService = Callable[..., Awaitable[ServiceProcess]]
+
+
+@pytest_asyncio.fixture
+async def start_service() -> AsyncIterator[StartService]:
+    """Factory: `await start_service("pkg.module", {"DATABASE_URL": ...})` runs the service as a separate
+    process on an ephemeral port and returns once it is SERVING; every process is killed afterwards."""
+    started: list[ServiceProcess] = []
+
+    async def start(
+        module: str, env: Mapping[str, str], *, wait: bool = True, within: float = 60.0
+    ) -> ServiceProcess:
+        process = ServiceProcess(module, env)
+        started.append(process)
+        process.start()
+        if wait:
+            await process.wait_serving(within)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

@@ -1,0 +1,78 @@
+"""Outgoing calls: one channel helper that adds the credential, a default deadline and trace propagation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from pydantic import SecretStr
+
+from retail_common.telemetry import client_interceptors
+
+__all__ = ["connect"]
+
+
+class _CallDefaults(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds `authorization: Bearer <key>` and a deadline when the caller gave none."""
+
+    def __init__(self, credential: SecretStr | None, default_timeout: float) -> None:
+        self._credential = credential
+        self._default_timeout = default_timeout
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if self._credential is not None and "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {self._credential.get_secret_value()}")
+        return grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout if details.timeout is not None else self._default_timeout,
+            metadata=metadata,
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def connect(
+    target: str,
+    *,
+    credential: SecretStr | None,
+    default_timeout: float = 10.0,
+    max_message_bytes: int = 4 * 1024 * 1024,
+    tracing: bool = True,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """An insecure-transport channel (TLS terminates at the mesh/ingress; see DESIGN.md §8)."""
+    interceptors: list[Any] = [_CallDefaults(credential, default_timeout)]
+    if tracing:
+        interceptors += client_interceptors()
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            *options,
+        ],
+        interceptors=interceptors,
+    )

@@ -1,0 +1,230 @@
+"""Server interceptors, outermost first: call context + request log, error mapping, deadline, auth.
+
+(The OTel server interceptor from retail_common.telemetry goes before all of them, so the span and
+its trace id exist for everything below.) Each one acts around the handler inside the call's own
+task, so they share the call's ContextVars: auth adds the principal to the CallContext that the
+request log reads when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import grpc
+from opentelemetry import trace
+
+from retail_common.auth.policy import PUBLIC_INFRASTRUCTURE_METHODS, MethodPolicy
+from retail_common.context import CallContext, Principal, current_call, set_call
+from retail_common.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    internal_status,
+)
+from retail_common.grpcx._wrap import wrap_handler
+
+__all__ = [
+    "AuthInterceptor",
+    "CallContextInterceptor",
+    "DeadlineInterceptor",
+    "ErrorInterceptor",
+    "Resolver",
+    "current_trace_id",
+]
+
+logger = logging.getLogger("retail_common.grpcx")
+
+Resolver = Callable[[str], Awaitable[Principal | None]]
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
+
+# Probes call these every few seconds; their request log lines go to DEBUG.
+_QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# Dependency outages: the caller may retry, so UNAVAILABLE rather than INTERNAL.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def current_trace_id() -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
+class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
+            return handler
+        method = handler_call_details.method
+        return wrap_handler(handler, lambda context: self.around(method, context))
+
+    def around(self, method: str, context: ServicerContext) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+
+def _deadline_passed(context: ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+class CallContextInterceptor(_AroundInterceptor):
+    """Sets the CallContext and logs one line per call: method, principal, code, duration, trace id.
+
+    Metadata values are never logged (they carry credentials).
+    """
+
+    @asynccontextmanager
+    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
+        previous = current_call()
+        set_call(CallContext(method=method, trace_id=current_trace_id()))
+        started = time.monotonic()
+        code: grpc.StatusCode | None = None
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = (
+                grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
+            )
+            raise
+        except grpc.aio.AbortError:
+            code = context.code()
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        else:
+            code = context.code()
+        finally:
+            call = current_call()
+            principal = call.principal if call else None
+            code_name = (code or grpc.StatusCode.OK).name
+            duration_ms = round((time.monotonic() - started) * 1000, 2)
+            logger.log(
+                logging.DEBUG if method in _QUIET_METHODS else logging.INFO,
+                "rpc %s %s %.1fms",
+                method,
+                code_name,
+                duration_ms,
+                extra={
+                    "rpc_method": method,
+                    "rpc_code": code_name,
+                    "duration_ms": duration_ms,
+                    "principal_id": principal.id if principal else None,
+                    "principal_kind": principal.kind.value if principal else None,
+                    "trace_id": call.trace_id if call else None,
+                },
+            )
+            set_call(previous)
+
+
+class ErrorInterceptor(_AroundInterceptor):
+    """Domain errors -> their status; anything else -> INTERNAL with only the trace id sent back."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    async def _abort(self, context: ServicerContext, status: grpc.Status) -> None:
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    @asynccontextmanager
+    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
+        try:
+            yield
+        except DomainError as exc:
+            await self._abort(context, exc.to_grpc_status(self._domain))
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except _UNAVAILABLE_ERRORS as exc:
+            logger.warning("rpc %s: dependency unavailable: %s", method, type(exc).__name__)
+            await self._abort(
+                context, Unavailable("a dependency is unavailable; retry").to_grpc_status(self._domain)
+            )
+        except Exception:
+            trace_id = current_trace_id()
+            # The exception (and its message) stays in the server log, keyed by trace id.
+            logger.exception("rpc %s failed with an unexpected exception (trace id %s)", method, trace_id)
+            await self._abort(context, internal_status(trace_id, self._domain))
+
+
+class DeadlineInterceptor(_AroundInterceptor):
+    """Stops the handler when the caller's deadline passes.
+
+    grpc.aio also cancels the handler task when the client's deadline expires; this bound makes it
+    explicit and independent of when the transport notices, so no work continues past the deadline.
+    """
+
+    @asynccontextmanager
+    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
+        remaining = context.time_remaining()
+        if remaining is None:
+            yield
+            return
+        if remaining <= 0:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started"
+            )
+        timeout = asyncio.timeout(remaining)
+        try:
+            async with timeout:
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
+def _bearer_token(context: ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+class AuthInterceptor(_AroundInterceptor):
+    """Resolves `authorization: Bearer <key>` to a Principal and enforces the method's policy.
+
+    Unlisted methods are denied (secure default); health and reflection are public. Failures say
+    nothing about why a key was refused (unknown, wrong, revoked, expired look the same).
+    """
+
+    def __init__(self, resolve: Resolver, policies: Mapping[str, MethodPolicy]) -> None:
+        self._resolve = resolve
+        self._policies = dict(policies)
+
+    def policy_for(self, method: str) -> MethodPolicy | None:
+        if method in PUBLIC_INFRASTRUCTURE_METHODS:
+            return MethodPolicy(is_public=True)
+        return self._policies.get(method)
+
+    @asynccontextmanager
+    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
+        policy = self.policy_for(method)
+        if policy is None or not policy.is_public:
+            token = _bearer_token(context)
+            principal = await self._resolve(token) if token else None
+            if principal is None:
+                raise Unauthenticated()
+            call = current_call()
+            set_call(replace(call, principal=principal) if call else CallContext(method, principal=principal))
+            if policy is None:
+                raise PermissionDenied("no access policy allows this method")
+            denial = policy.denial(principal)
+            if denial is not None:
+                raise PermissionDenied(denial)
+        yield

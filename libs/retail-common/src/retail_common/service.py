@@ -1,0 +1,249 @@
+"""`run_service(spec)`: the one bootstrap call that turns a ServiceSpec into a running service.
+
+Order (DESIGN.md §9): settings -> logging + telemetry -> migrations (or refuse to start on a pending
+one) -> pool -> gRPC server (interceptors, health, reflection, servicers) -> background tasks, NATS
+(connected in the background) and the DB health watcher -> serve. SIGTERM/SIGINT: health NOT_SERVING,
+stop accepting and let in-flight calls finish (grace), cancel background tasks, drain NATS, close
+the pool, flush telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.metrics import Meter
+
+from retail_common._nats_link import NatsLink
+from retail_common.auth import AUTH_MIGRATIONS, CredentialStore, MethodPolicy, full_method_name
+from retail_common.clock import Clock, SystemClock
+from retail_common.config import ConfigError, ServiceSettings, load_settings
+from retail_common.db import AUDIT_MIGRATIONS, MigrationSource, create_pool, migrate, pending_migrations
+from retail_common.grpcx import (
+    HealthReporter,
+    build_server,
+    connect,
+    enable_reflection,
+    interceptor_chain,
+)
+from retail_common.messaging import MESSAGING_MIGRATIONS
+from retail_common.telemetry import configure_logging, meter, server_interceptor, setup_telemetry
+
+__all__ = ["RUNTIME_MIGRATIONS", "ServiceContext", "ServiceSpec", "StartupError", "run_service", "serve"]
+
+logger = logging.getLogger("retail_common.service")
+
+S = TypeVar("S", bound=ServiceSettings)
+
+# Tables the shared runtime itself owns in every service's database, applied before the service's own.
+RUNTIME_MIGRATIONS: tuple[MigrationSource, ...] = (AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS)
+
+
+class StartupError(Exception):
+    """The service cannot start as configured (pending migrations with MIGRATE_ON_START=false, ...)."""
+
+
+@dataclass
+class ServiceContext(Generic[S]):
+    """What servicers and background tasks get: settings, pool, clock, NATS, health, metrics."""
+
+    name: str
+    settings: S
+    pool: asyncpg.Pool[asyncpg.Record]
+    clock: Clock
+    nats: NatsLink
+    health: HealthReporter
+    credentials: CredentialStore
+    meter: Meter
+
+    def channel(self, target: str, *, default_timeout: float = 10.0) -> grpc.aio.Channel:
+        """A channel to another service of the suite, carrying this service's credential."""
+        return connect(
+            target,
+            credential=self.settings.service_credential,
+            default_timeout=default_timeout,
+            max_message_bytes=self.settings.grpc_max_message_bytes,
+        )
+
+
+Register = Callable[[ServiceContext[S], grpc.aio.Server], None]
+Background = Callable[[ServiceContext[S]], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec(Generic[S]):
+    """A service described once; `run_service` does everything else.
+
+    `services`: descriptors of the gRPC services `register` adds (reflection, health entries and the
+    policy completeness check use them). `policies`: full method name -> MethodPolicy, usually built
+    with auth.service_policies. `background`: long-running coroutines (relay, consumers); cancelled at
+    shutdown; one returning or failing early stops the service (so the orchestrator restarts it).
+    """
+
+    name: str
+    settings_cls: type[S]
+    services: Sequence[ServiceDescriptor]
+    policies: Mapping[str, MethodPolicy]
+    register: Register[S]
+    migrations: Sequence[MigrationSource] = ()
+    background: Sequence[Background[S]] = ()
+    clock: Clock = field(default_factory=SystemClock)
+    error_domain: str | None = None  # ErrorInfo.domain; default: the first service's proto package
+    db_check_interval: float = 1.0
+
+    @property
+    def domain(self) -> str:
+        return self.error_domain or self.services[0].file.package
+
+    def check_policies(self) -> None:
+        methods = {full_method_name(s, m.name) for s in self.services for m in s.methods}
+        missing = sorted(methods - set(self.policies))
+        if missing:
+            raise StartupError(f"no access policy for {missing}: every method needs one")
+
+
+async def _database_reachable(pool: asyncpg.Pool[asyncpg.Record], limit: float) -> bool:
+    try:
+        async with asyncio.timeout(limit):
+            await pool.fetchval("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+async def _watch_database(
+    pool: asyncpg.Pool[asyncpg.Record], health: HealthReporter, interval: float
+) -> None:
+    """Overall health follows a cheap query: NOT_SERVING while the DB is unreachable, back when it returns."""
+    while True:
+        reachable = await _database_reachable(pool, limit=max(2.0, interval))
+        if reachable != health.is_serving():
+            logger.log(logging.INFO if reachable else logging.ERROR, "database %s",
+                       "reachable: SERVING" if reachable else "unreachable: NOT_SERVING")  # fmt: skip
+            await health.set_serving(reachable)
+        await asyncio.sleep(interval)
+
+
+def _write_port_file(path: str, port: int) -> None:
+    # Write-then-rename so a reader never sees a half-written number.
+    target = Path(path)
+    temporary = target.with_suffix(target.suffix + ".tmp")
+    temporary.write_text(str(port))
+    os.replace(temporary, target)
+
+
+async def _prepare_database(spec: ServiceSpec[S], settings: S) -> None:
+    sources = [*RUNTIME_MIGRATIONS, *spec.migrations]
+    if settings.migrate_on_start:
+        for applied in await migrate(settings.database_url, sources):
+            logger.info("applied migration %s %04d_%s", applied.source, applied.version, applied.name)
+        return
+    pending = await pending_migrations(settings.database_url, sources)
+    if pending:
+        names = ", ".join(f"{m.source}/{m.version:04d}_{m.name}" for m in pending)
+        raise StartupError(f"MIGRATE_ON_START is false and migrations are pending: {names}")
+
+
+async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None = None) -> None:
+    """Run the service until `stop` is set or SIGTERM/SIGINT arrives (telemetry set up by the caller)."""
+    spec.check_policies()
+    await _prepare_database(spec, settings)
+    pool = await create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    names = [service.full_name for service in spec.services]
+    health = HealthReporter(names)
+    await health.start()
+    nats_link = NatsLink(
+        [url.strip() for url in settings.nats_url.split(",")], name=spec.name, on_change=health.set_eventing
+    )
+    credentials = CredentialStore(pool, spec.clock)
+    context = ServiceContext(
+        name=spec.name,
+        settings=settings,
+        pool=pool,
+        clock=spec.clock,
+        nats=nats_link,
+        health=health,
+        credentials=credentials,
+        meter=meter(f"retail.{spec.name}"),
+    )
+    interceptors = interceptor_chain(
+        resolve=credentials.resolve,
+        policies=spec.policies,
+        error_domain=spec.domain,
+        outer=[server_interceptor()],
+    )
+    server = build_server(
+        interceptors=interceptors, health=health, max_message_bytes=settings.grpc_max_message_bytes
+    )
+    spec.register(context, server)
+    enable_reflection(server, names)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    tasks: list[asyncio.Task[None]] = []
+    failed = False
+    try:
+        port = server.add_insecure_port(settings.grpc_listen)
+        await server.start()
+        tasks.append(
+            asyncio.create_task(_watch_database(pool, health, spec.db_check_interval), name="db-health")
+        )
+        tasks.append(asyncio.create_task(nats_link.run(), name="nats"))
+        tasks += [asyncio.create_task(job(context), name=job.__name__) for job in spec.background]
+        if settings.grpc_port_file:
+            _write_port_file(settings.grpc_port_file, port)
+        logger.info("%s serving gRPC on port %d", spec.name, port)
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            failed = True
+            for task in done:
+                exc = task.exception()
+                logger.error("task %s ended unexpectedly; shutting down", task.get_name(), exc_info=exc)
+        stopping.cancel()
+    finally:
+        logger.info("%s shutting down", spec.name)
+        await health.shutdown()
+        await server.stop(settings.shutdown_grace_seconds)  # stops accepting; in-flight calls finish
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await nats_link.close()
+        await pool.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        logger.info("%s stopped", spec.name)
+    if failed:
+        raise StartupError("a background task ended unexpectedly")
+
+
+def run_service(spec: ServiceSpec[S]) -> None:
+    """Entry point of `python -m <service>`: exit 0 after a clean shutdown, 1 on failure, 2 on bad config."""
+    try:
+        settings = load_settings(spec.settings_cls)
+    except ConfigError as exc:
+        print(f"{spec.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level, spec.name)
+    telemetry = setup_telemetry(spec.name)
+    try:
+        asyncio.run(serve(spec, settings))
+    except Exception:
+        logger.exception("%s failed", spec.name)
+        sys.exit(1)
+    finally:
+        telemetry.shutdown()
