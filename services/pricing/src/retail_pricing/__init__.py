@@ -1,0 +1,1 @@
+"""The pricing service: system of record for products, price lists, change sets and effective prices."""

@@ -1,0 +1,91 @@
+"""Price over time for one scope: periods of constant price, when the current price became effective,
+and the reference price (lowest effective price in the 30 days before that)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from retail_pricing.domain.resolution import Applicable, pick_winner
+from retail_pricing.domain.tax import Amounts
+
+__all__ = [
+    "REFERENCE_PERIOD",
+    "Period",
+    "breakpoints",
+    "effective_since",
+    "periods",
+    "reference_price",
+]
+
+REFERENCE_PERIOD = timedelta(days=30)
+_JUST_BEFORE = timedelta(microseconds=1)  # instants are microsecond-precise (datetime, Postgres)
+
+PriceOf = Callable[[Applicable], Amounts]
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+    winner: Applicable | None
+
+
+def breakpoints(items: Sequence[Applicable]) -> list[datetime]:
+    """Every instant at which some candidate's window starts or ends, ascending."""
+    points: set[datetime] = set()
+    for item in items:
+        points.add(item.bounds[0])
+        if item.bounds[1] is not None:
+            points.add(item.bounds[1])
+    return sorted(points)
+
+
+def periods(items: Sequence[Applicable], quantity: int, start: datetime, end: datetime) -> list[Period]:
+    """[start, end) cut into periods with one winner each (adjacent periods of one entry merged)."""
+    cuts = [start, *(p for p in breakpoints(items) if start < p < end), end]
+    result: list[Period] = []
+    for lo, hi in itertools.pairwise(cuts):
+        winner = pick_winner(items, lo, quantity)
+        previous = result[-1] if result else None
+        same = previous is not None and (
+            (previous.winner is None and winner is None)
+            or (
+                previous.winner is not None
+                and winner is not None
+                and previous.winner.entry.entry_id == winner.entry.entry_id
+            )
+        )
+        if previous is not None and same:
+            result[-1] = Period(previous.start, hi, previous.winner)
+        else:
+            result.append(Period(lo, hi, winner))
+    return result
+
+
+def effective_since(
+    items: Sequence[Applicable], quantity: int, at: datetime, price_of: PriceOf
+) -> datetime | None:
+    """Start of the uninterrupted period ending at `at` during which the price had its value at `at`."""
+    current = pick_winner(items, at, quantity)
+    if current is None:
+        return None
+    current_price = price_of(current)
+    earlier = [p for p in breakpoints(items) if p <= at]
+    for point in reversed(earlier):
+        before = pick_winner(items, point - _JUST_BEFORE, quantity)
+        if before is None or price_of(before) != current_price:
+            return point
+    return earlier[0] if earlier else None
+
+
+def reference_price(
+    items: Sequence[Applicable], quantity: int, since: datetime, price_of: PriceOf
+) -> Amounts | None:
+    """The lowest price (by gross) effective during [since - 30 days, since); None if there was none."""
+    start = since - REFERENCE_PERIOD
+    points = [start, *(p for p in breakpoints(items) if start < p < since)]
+    prices = [price_of(w) for w in (pick_winner(items, p, quantity) for p in points) if w is not None]
+    return min(prices, key=lambda a: a.gross) if prices else None
