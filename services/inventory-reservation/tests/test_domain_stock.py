@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from retail_inventory.domain.stock import (
     RecordedMovement,
     movement_applies,

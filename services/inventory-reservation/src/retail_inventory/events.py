@@ -1,0 +1,203 @@
+"""Inventory events (retail.inventory.v1 events.proto) and the row -> proto conversions they share with
+the servicer. Events go to the outbox through an `EventWriter` (retail_common.messaging.OutboxWriter)
+in the transaction of the change; each carries the full state and the outbox's aggregate version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, TypeAlias
+
+import asyncpg
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from retail.inventory.v1 import events_pb2, location_pb2, reservation_pb2, stock_pb2, threshold_pb2
+from retail_common.db import Connection
+from retail_inventory.domain.ats import Fence, Position, ats
+
+__all__ = [
+    "EventWriter",
+    "availability_changed",
+    "fence_from_json",
+    "location_proto",
+    "position_of",
+    "reservation_proto",
+    "stock_position_proto",
+    "threshold_rule_proto",
+]
+
+Row: TypeAlias = asyncpg.Record
+DOMAIN = "inventory"
+
+
+class EventWriter(Protocol):
+    """What the repository needs from retail_common.messaging.OutboxWriter."""
+
+    async def append(
+        self,
+        conn: Connection,
+        *,
+        subject: str,
+        event_type: str,
+        aggregate_type: str,
+        aggregate_key: str,
+        payload: Message | bytes | Callable[[int], Message | bytes],
+        schema_version: int = 1,
+        occurred_at: datetime | None = None,
+    ) -> tuple[uuid.UUID, int]: ...
+
+
+def subject(event: str) -> str:
+    return f"retail.{DOMAIN}.v1.{event}"
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def fence_from_json(value: Mapping[str, int]) -> Fence:
+    if "fixed" in value:
+        return Fence(fixed=int(value["fixed"]))
+    return Fence(share_bp=int(value["share_bp"]))
+
+
+def position_of(row: Row) -> Position:
+    fences = {channel: fence_from_json(spec) for channel, spec in (row["fences"] or {}).items()}
+    reserved = {channel: int(n) for channel, n in (row["channel_reserved"] or {}).items()}
+    return Position(
+        on_hand=row["on_hand"],
+        reserved_total=row["reserved_total"],
+        safety_stock=row["safety_stock"],
+        fences=fences,
+        channel_reserved=reserved,
+    )
+
+
+def location_proto(row: Row) -> location_pb2.Location:
+    return location_pb2.Location(
+        location_id=row["location_id"],
+        kind=location_pb2.LocationKind.Value(row["kind"]),
+        display_name=row["display_name"],
+        region_id=row["region_id"],
+        time_zone=row["time_zone"],
+        channel_ids=list(row["channel_ids"]),
+        allocation_priority=row["allocation_priority"],
+        active=row["active"],
+        version=row["version"],
+        update_time=ts(row["updated_at"]),
+    )
+
+
+def _fence_proto(channel: str, spec: Mapping[str, int]) -> stock_pb2.ChannelFence:
+    if "fixed" in spec:
+        return stock_pb2.ChannelFence(channel_id=channel, fixed_quantity=int(spec["fixed"]))
+    return stock_pb2.ChannelFence(channel_id=channel, share_basis_points=int(spec["share_bp"]))
+
+
+def stock_position_proto(row: Row) -> stock_pb2.StockPosition:
+    return stock_pb2.StockPosition(
+        sku=row["sku"],
+        location_id=row["location_id"],
+        on_hand=row["on_hand"],
+        reserved_total=row["reserved_total"],
+        safety_stock=row["safety_stock"],
+        fences=[_fence_proto(c, s) for c, s in sorted((row["fences"] or {}).items())],
+        snapshot_as_of_time=ts(row["snapshot_as_of"]),
+        version=row["version"],
+    )
+
+
+def channel_ats(row: Row, channels: Iterable[str]) -> list[events_pb2.ChannelAvailableToSell]:
+    """ATS per channel of a stock row joined with its location (active, channel_ids)."""
+    position = position_of(row)
+    served = set(row["channel_ids"])
+    out = []
+    for channel in sorted(set(channels)):
+        sellable = row["active"] and channel in served
+        value = ats(position, channel).available_to_sell if sellable else 0
+        out.append(events_pb2.ChannelAvailableToSell(channel_id=channel, available_to_sell=value))
+    return out
+
+
+def availability_changed(row: Row, version: int) -> events_pb2.AvailabilityChanged:
+    channels = set(row["channel_ids"]) | set((row["fences"] or {}).keys())
+    return events_pb2.AvailabilityChanged(
+        sku=row["sku"],
+        location_id=row["location_id"],
+        on_hand=row["on_hand"],
+        reserved_total=row["reserved_total"],
+        safety_stock=row["safety_stock"],
+        channels=channel_ats(row, channels),
+        version=version,
+        change_time=ts(row["updated_at"]),
+    )
+
+
+def reservation_proto(header: Row, lines: Sequence[Row]) -> reservation_pb2.Reservation:
+    state = header["state"]
+    return reservation_pb2.Reservation(
+        reservation_id=header["reservation_id"],
+        channel_id=header["channel_id"],
+        state=reservation_pb2.ReservationState.Value(f"RESERVATION_STATE_{state}"),
+        lines=[
+            reservation_pb2.ReservationLine(
+                line_index=line["line_index"],
+                request_line_index=line["request_line_index"],
+                sku=line["sku"],
+                location_id=line["location_id"],
+                quantity=line["quantity"],
+                confirmed_quantity=line["confirmed"],
+                released_quantity=line["released"],
+                held_quantity=(
+                    line["quantity"] - line["confirmed"] - line["released"] if state == "ACTIVE" else 0
+                ),
+            )
+            for line in sorted(lines, key=lambda r: int(r["line_index"]))
+        ],
+        create_time=ts(header["created_at"]),
+        expire_time=ts(header["expires_at"]),
+        update_time=ts(header["updated_at"]),
+        version=header["version"],
+    )
+
+
+def threshold_rule_proto(row: Row) -> threshold_pb2.ThresholdRule:
+    owner = (
+        threshold_pb2.ThresholdOwner(operator_id=row["owner_id"])
+        if row["owner_kind"] == "operator"
+        else threshold_pb2.ThresholdOwner(campaign_id=row["owner_id"])
+    )
+    rule = threshold_pb2.ThresholdRule(
+        rule_id=str(row["rule_id"]),
+        sku=row["sku"],
+        location_id=row["location_id"],
+        channel_id=row["channel_id"],
+        owner=owner,
+        state=threshold_pb2.ThresholdState.Value(f"THRESHOLD_STATE_{row['state']}"),
+        version=row["version"],
+        create_time=ts(row["created_at"]),
+        update_time=ts(row["updated_at"]),
+    )
+    if row["kind"] == "ABSOLUTE":
+        rule.absolute.CopyFrom(
+            threshold_pb2.AbsoluteThreshold(
+                below_quantity=row["below_quantity"], restore_quantity=row["restore_quantity"]
+            )
+        )
+    else:
+        rule.days_of_cover.CopyFrom(
+            threshold_pb2.DaysOfCoverThreshold(
+                units_sold=row["units_sold"],
+                period_days=row["period_days"],
+                below_days=row["below_days"],
+                restore_days=row["restore_days"],
+            )
+        )
+    return rule

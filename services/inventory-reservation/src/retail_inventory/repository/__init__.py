@@ -1,0 +1,23 @@
+"""All SQL of the inventory service."""
+
+from retail_inventory.repository.inventory import (
+    MIGRATIONS,
+    InventoryRepository,
+    LocationIn,
+    MovementIn,
+    PolicyIn,
+    RuleIn,
+    SnapshotIn,
+    SnapshotResult,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "InventoryRepository",
+    "LocationIn",
+    "MovementIn",
+    "PolicyIn",
+    "RuleIn",
+    "SnapshotIn",
+    "SnapshotResult",
+]

@@ -1,0 +1,1114 @@
+"""Inventory repository: every SQL statement of the service.
+
+Concurrency rules (no oversell, no deadlock):
+- Holding units is one conditional UPDATE per position: the ATS check (inv_ats, the domain formula in
+  SQL) and the increment are the same statement, so Postgres re-checks it on the latest row version
+  under the row lock. A CHECK constraint (reserved_total <= max(0, on_hand)) backs it up.
+- A statement touching several positions first locks them with SELECT ... ORDER BY sku, location_id
+  FOR UPDATE: every transaction locks positions in that one order.
+- Reservation rows are locked before positions (reserve inserts its row first; confirm, release,
+  extend and the sweep lock it with FOR UPDATE first).
+- Every function expects to run inside the caller's transaction (retail_common.db.transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeAlias
+
+import asyncpg
+from google.protobuf.message import Message
+
+from retail.inventory.v1 import events_pb2, reservation_pb2
+from retail_common.db import Connection, MigrationSource
+from retail_common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Reason,
+)
+from retail_inventory import events
+from retail_inventory.domain import reservation as rsv
+from retail_inventory.domain.allocation import (
+    Allocation,
+    Candidate,
+    OutOfStockError,
+    RequestLine,
+    plan_reservation,
+)
+from retail_inventory.domain.ats import ats
+from retail_inventory.domain.stock import shortage_cuts
+from retail_inventory.domain.threshold import AbsoluteRule, DaysOfCoverRule, initial_state
+
+__all__ = [
+    "MIGRATIONS",
+    "InventoryRepository",
+    "LocationIn",
+    "MovementIn",
+    "PolicyIn",
+    "RuleIn",
+    "SnapshotIn",
+    "SnapshotResult",
+]
+
+MIGRATIONS = MigrationSource("retail_inventory", Path(__file__).resolve().parents[3] / "migrations")
+ERROR_DOMAIN = "retail.inventory.v1"
+OUT_OF_STOCK = "OUT_OF_STOCK"
+RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
+RESERVATION_NOT_ACTIVE = "RESERVATION_NOT_ACTIVE"
+Key = tuple[str, str]
+Row: TypeAlias = asyncpg.Record
+
+_STOCK = (
+    "s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved,"
+    " s.snapshot_as_of, s.version, s.updated_at"
+)
+_JOINED = _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority"
+_KEYS = "(select * from unnest($1::text[], $2::text[]))"
+
+
+@dataclass(frozen=True)
+class LocationIn:
+    location_id: str
+    kind: str
+    display_name: str
+    region_id: str
+    time_zone: str
+    channel_ids: tuple[str, ...]
+    allocation_priority: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class MovementIn:
+    movement_id: str
+    sku: str
+    location_id: str
+    delta: int
+    kind: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True)
+class SnapshotIn:
+    sku: str
+    location_id: str
+    on_hand: int
+    as_of: datetime
+
+
+@dataclass
+class SnapshotResult:
+    received: int = 0
+    applied: int = 0
+    ignored: int = 0
+    changed: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyIn:
+    sku: str
+    location_id: str
+    safety_stock: int
+    fences: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleIn:
+    request_id: str
+    sku: str
+    location_id: str
+    channel_id: str
+    owner_kind: str  # operator | campaign
+    owner_id: str
+    kind: str  # ABSOLUTE | DAYS_OF_COVER
+    below_quantity: int | None = None
+    restore_quantity: int | None = None
+    units_sold: int | None = None
+    period_days: int | None = None
+    below_days: int | None = None
+    restore_days: int | None = None
+
+
+def _split(keys: Iterable[Key]) -> tuple[list[str], list[str]]:
+    ordered = sorted(set(keys))
+    return [k[0] for k in ordered], [k[1] for k in ordered]
+
+
+def out_of_stock(sku: str, description: str = "not enough available-to-sell") -> FailedPrecondition:
+    return FailedPrecondition(
+        [PreconditionViolation("OUT_OF_STOCK", sku, description)],
+        f"out of stock: SKU {sku}",
+        reason=OUT_OF_STOCK,
+        domain=ERROR_DOMAIN,
+    )
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+class InventoryRepository:
+    def __init__(self, writer: events.EventWriter) -> None:
+        self._events = writer
+
+    # ----------------------------------------------------------------------------------- idempotency
+
+    async def claim_request(
+        self, conn: Connection, method: str, request_id: str, print_: str, field_name: str = "request_id"
+    ) -> bytes | None:
+        """None if this request_id is new (now claimed); else the stored response of the first call.
+
+        A concurrent duplicate waits on the first one's insert (unique index) until it commits.
+        """
+        inserted = await conn.fetchval(
+            "insert into idempotency (method, request_id, fingerprint, response) values ($1, $2, $3, '')"
+            " on conflict do nothing returning true",
+            method,
+            request_id,
+            print_,
+        )
+        if inserted:
+            return None
+        row = await conn.fetchrow(
+            "select fingerprint, response from idempotency where method = $1 and request_id = $2",
+            method,
+            request_id,
+        )
+        assert row is not None
+        if row["fingerprint"] != print_:
+            raise InvalidArgument(
+                [FieldViolation(field_name, "already used for a different request")],
+                reason=Reason.IDEMPOTENCY_KEY_REUSED,
+            )
+        return bytes(row["response"])
+
+    async def store_response(self, conn: Connection, method: str, request_id: str, response: bytes) -> None:
+        await conn.execute(
+            "update idempotency set response = $3 where method = $1 and request_id = $2",
+            method,
+            request_id,
+            response,
+        )
+
+    # ------------------------------------------------------------------------------------- locations
+
+    async def upsert_location(self, conn: Connection, loc: LocationIn) -> Row:
+        row = await conn.fetchrow(
+            """
+            insert into locations as l (location_id, kind, display_name, region_id, time_zone, channel_ids,
+                                        allocation_priority, active)
+            values ($1, $2, $3, $4, $5, $6, $7, $8)
+            on conflict (location_id) do update set
+                kind = excluded.kind, display_name = excluded.display_name, region_id = excluded.region_id,
+                time_zone = excluded.time_zone, channel_ids = excluded.channel_ids,
+                allocation_priority = excluded.allocation_priority, active = excluded.active,
+                version = l.version + 1, updated_at = now()
+            where (l.kind, l.display_name, l.region_id, l.time_zone, l.channel_ids, l.allocation_priority,
+                   l.active)
+               is distinct from (excluded.kind, excluded.display_name, excluded.region_id,
+                                 excluded.time_zone, excluded.channel_ids, excluded.allocation_priority,
+                                 excluded.active)
+            returning *
+            """,
+            loc.location_id,
+            loc.kind,
+            loc.display_name,
+            loc.region_id,
+            loc.time_zone,
+            list(loc.channel_ids),
+            loc.allocation_priority,
+            loc.active,
+        )
+        if row is None:  # nothing changed
+            current = await self.get_location(conn, loc.location_id)
+            assert current is not None
+            return current
+        await self._events.append(
+            conn,
+            subject=events.subject("LocationUpserted"),
+            event_type="retail.inventory.v1.LocationUpserted",
+            aggregate_type="retail.inventory.v1.Location",
+            aggregate_key=loc.location_id,
+            payload=events_pb2.LocationUpserted(location=events.location_proto(row)),
+        )
+        # Selling channels or activity changed: availability of every position there changes.
+        return row
+
+    async def get_location(self, conn: Connection, location_id: str) -> Row | None:
+        return await conn.fetchrow("select * from locations where location_id = $1", location_id)
+
+    async def list_locations(
+        self, conn: Connection, *, region_id: str | None, after: str, limit: int
+    ) -> list[Row]:
+        return list(
+            await conn.fetch(
+                "select * from locations where ($1::text is null or region_id = $1) and location_id > $2"
+                " order by location_id limit $3",
+                region_id,
+                after,
+                limit,
+            )
+        )
+
+    async def unknown_locations(self, conn: Connection, location_ids: Iterable[str]) -> set[str]:
+        wanted = sorted(set(location_ids))
+        rows = await conn.fetch(
+            "select x from unnest($1::text[]) x where not exists "
+            "(select 1 from locations l where l.location_id = x)",
+            wanted,
+        )
+        return {r["x"] for r in rows}
+
+    async def unknown_skus(self, conn: Connection, skus: Iterable[str]) -> set[str]:
+        rows = await conn.fetch(
+            "select x from unnest($1::text[]) x where not exists (select 1 from skus s where s.sku = x)",
+            sorted(set(skus)),
+        )
+        return {r["x"] for r in rows}
+
+    async def known_regions(self, conn: Connection, regions: Iterable[str]) -> set[str]:
+        rows = await conn.fetch(
+            "select distinct region_id from locations where region_id = any($1::text[])", sorted(set(regions))
+        )
+        return {r["region_id"] for r in rows}
+
+    # ----------------------------------------------------------------------------- stock positions
+
+    async def _ensure_positions(self, conn: Connection, keys: Iterable[Key]) -> None:
+        skus, locs = _split(keys)
+        await conn.execute(
+            "insert into skus (sku) select distinct x from unnest($1::text[]) x on conflict do nothing", skus
+        )
+        await conn.execute(
+            f"insert into stock (sku, location_id) select * from {_KEYS} k on conflict do nothing",
+            skus,
+            locs,
+        )
+
+    async def _lock(self, conn: Connection, keys: Iterable[Key]) -> list[Row]:
+        """Lock positions in the one global order; returns them (sku, location_id, on_hand, ...)."""
+        skus, locs = _split(keys)
+        return list(
+            await conn.fetch(
+                f"select {_STOCK} from stock s where (s.sku, s.location_id) in {_KEYS}"
+                " order by s.sku, s.location_id for update",
+                skus,
+                locs,
+            )
+        )
+
+    async def positions(self, conn: Connection, keys: Iterable[Key]) -> list[Row]:
+        skus, locs = _split(keys)
+        return list(
+            await conn.fetch(
+                f"select {_JOINED} from stock s join locations l on l.location_id = s.location_id"
+                f" where (s.sku, s.location_id) in {_KEYS} order by s.sku, s.location_id",
+                skus,
+                locs,
+            )
+        )
+
+    async def _after_stock_change(self, conn: Connection, keys: Iterable[Key]) -> None:
+        """AvailabilityChanged for each position, then flip threshold rules that crossed."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return
+        for row in await self.positions(conn, wanted):
+            await self._events.append(
+                conn,
+                subject=events.subject("AvailabilityChanged"),
+                event_type="retail.inventory.v1.AvailabilityChanged",
+                aggregate_type="retail.inventory.v1.StockPosition",
+                aggregate_key=f"{row['sku']}/{row['location_id']}",
+                payload=_availability_payload(row),
+            )
+        await self._evaluate_thresholds(conn, wanted)
+
+    async def _apply_shortage(self, conn: Connection, key: Key, new_on_hand: int, reserved: int) -> None:
+        """Cut held units, newest reservation first, so that reserved <= max(0, new_on_hand)."""
+        if reserved <= max(0, new_on_hand):
+            return
+        lines = await conn.fetch(
+            """
+            select rl.reservation_id, rl.line_index, rl.quantity - rl.confirmed - rl.released as held,
+                   r.channel_id
+            from reservation_lines rl join reservations r using (reservation_id)
+            where rl.sku = $1 and rl.location_id = $2 and r.state = 'ACTIVE'
+              and rl.confirmed + rl.released < rl.quantity
+            order by r.created_at desc, r.reservation_id desc, rl.line_index desc
+            for update of rl, r
+            """,
+            key[0],
+            key[1],
+        )
+        channel_of = {(r["reservation_id"], r["line_index"]): r["channel_id"] for r in lines}
+        cuts = shortage_cuts(
+            [((r["reservation_id"], r["line_index"]), int(r["held"])) for r in lines], new_on_hand, reserved
+        )
+        touched: set[str] = set()
+        for (reservation_id, line_index), units in cuts:
+            await conn.execute(
+                "update reservation_lines set released = released + $3"
+                " where reservation_id = $1 and line_index = $2",
+                reservation_id,
+                line_index,
+                units,
+            )
+            await conn.execute(
+                "update stock set reserved_total = reserved_total - $3,"
+                " channel_reserved = inv_add_reserved(channel_reserved, $4, -$3::bigint),"
+                " version = version + 1, updated_at = now() where sku = $1 and location_id = $2",
+                key[0],
+                key[1],
+                units,
+                channel_of[(reservation_id, line_index)],
+            )
+            touched.add(reservation_id)
+        for reservation_id in sorted(touched):
+            _header, rows = await self._load_reservation(conn, reservation_id)
+            state = rsv.settled_state([_line(r) for r in rows])
+            await self._save_reservation_state(conn, reservation_id, state)
+            await self._reservation_event(conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_RELEASED)
+
+    async def record_movements(self, conn: Connection, movements: Sequence[MovementIn]) -> list[str]:
+        """Record and apply movements; returns per movement APPLIED, CONTAINED_IN_SNAPSHOT or DUPLICATE."""
+        keys = {(m.sku, m.location_id) for m in movements}
+        await self._ensure_positions(conn, keys)
+        inserted = {
+            r["movement_id"]
+            for r in await conn.fetch(
+                """
+                insert into movements (movement_id, sku, location_id, delta, kind, occur_time)
+                select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                     $6::timestamptz[])
+                on conflict (movement_id) do nothing
+                returning movement_id
+                """,
+                [m.movement_id for m in movements],
+                [m.sku for m in movements],
+                [m.location_id for m in movements],
+                [m.delta for m in movements],
+                [m.kind for m in movements],
+                [m.occur_time for m in movements],
+            )
+        }
+        locked = {(r["sku"], r["location_id"]): r for r in await self._lock(conn, keys)}
+        outcomes: list[str] = []
+        deltas: dict[Key, int] = defaultdict(int)
+        seen: set[str] = set()
+        for m in movements:
+            if m.movement_id not in inserted or m.movement_id in seen:
+                outcomes.append("DUPLICATE")
+                continue
+            seen.add(m.movement_id)
+            as_of = locked[(m.sku, m.location_id)]["snapshot_as_of"]
+            if as_of is not None and m.occur_time <= as_of:
+                outcomes.append("CONTAINED_IN_SNAPSHOT")
+                continue
+            outcomes.append("APPLIED")
+            deltas[(m.sku, m.location_id)] += m.delta
+        changed = [k for k, d in sorted(deltas.items()) if d != 0]
+        for key in changed:
+            row = locked[key]
+            await self._apply_shortage(conn, key, row["on_hand"] + deltas[key], row["reserved_total"])
+        if changed:
+            skus, locs = _split(changed)
+            await conn.execute(
+                """
+                update stock s set on_hand = s.on_hand + d.delta, version = s.version + 1, updated_at = now()
+                from unnest($1::text[], $2::text[], $3::bigint[]) as d(sku, location_id, delta)
+                where s.sku = d.sku and s.location_id = d.location_id
+                """,
+                skus,
+                locs,
+                [deltas[k] for k in sorted(changed)],
+            )
+            await self._after_stock_change(conn, changed)
+        return outcomes
+
+    async def import_snapshot_batch(self, conn: Connection, entries: Sequence[SnapshotIn]) -> SnapshotResult:
+        """COPY the batch into a temp table, then merge set-based (older as-of never overwrites)."""
+        result = SnapshotResult(received=len(entries))
+        if not entries:
+            return result
+        await conn.execute(
+            "create temp table if not exists inv_snap_in (sku text, location_id text, on_hand bigint,"
+            " as_of timestamptz) on commit delete rows;"
+            "create temp table if not exists inv_snap_merge (sku text, location_id text, old_on_hand bigint,"
+            " new_on_hand bigint, reserved_total bigint, as_of timestamptz) on commit delete rows"
+        )
+        await conn.copy_records_to_table(
+            "inv_snap_in",
+            records=[(e.sku, e.location_id, e.on_hand, e.as_of) for e in entries],
+            columns=["sku", "location_id", "on_hand", "as_of"],
+        )
+        await conn.execute(
+            "insert into skus (sku) select distinct sku from inv_snap_in on conflict do nothing;"
+            "insert into stock (sku, location_id) select sku, location_id from inv_snap_in"
+            " order by sku, location_id on conflict do nothing"
+        )
+        status = await conn.execute(
+            """
+            insert into inv_snap_merge
+            select s.sku, s.location_id, s.on_hand,
+                   i.on_hand + coalesce((select sum(m.delta) from movements m
+                                         where m.sku = i.sku and m.location_id = i.location_id
+                                           and m.occur_time > i.as_of), 0),
+                   s.reserved_total, i.as_of
+            from inv_snap_in i join stock s on s.sku = i.sku and s.location_id = i.location_id
+            where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
+            order by s.sku, s.location_id
+            for update of s
+            """
+        )
+        result.applied = int(status.split()[-1])
+        result.ignored = result.received - result.applied
+        for r in await conn.fetch(
+            "select sku, location_id, new_on_hand, reserved_total from inv_snap_merge"
+            " where reserved_total > greatest(new_on_hand, 0) order by sku, location_id"
+        ):
+            await self._apply_shortage(
+                conn, (r["sku"], r["location_id"]), r["new_on_hand"], r["reserved_total"]
+            )
+        await conn.execute(
+            """
+            update stock s set on_hand = m.new_on_hand, snapshot_as_of = m.as_of,
+                   version = s.version + (m.new_on_hand <> m.old_on_hand)::int, updated_at = now()
+            from inv_snap_merge m where s.sku = m.sku and s.location_id = m.location_id
+            """
+        )
+        changed = [
+            (r["sku"], r["location_id"])
+            for r in await conn.fetch(
+                "select sku, location_id from inv_snap_merge where new_on_hand <> old_on_hand"
+            )
+        ]
+        result.changed = len(changed)
+        await self._after_stock_change(conn, changed)
+        return result
+
+    async def set_policies(self, conn: Connection, policies: Sequence[PolicyIn]) -> list[Row]:
+        keys = [(p.sku, p.location_id) for p in policies]
+        await self._ensure_positions(conn, keys)
+        await self._lock(conn, keys)
+        ordered = sorted(policies, key=lambda p: (p.sku, p.location_id))
+        await conn.execute(
+            """
+            update stock s set safety_stock = p.safety_stock, fences = p.fences::jsonb,
+                   version = s.version + 1, updated_at = now()
+            from unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) as p(sku, location_id, safety_stock,
+                                                                                 fences)
+            where s.sku = p.sku and s.location_id = p.location_id
+            """,
+            [p.sku for p in ordered],
+            [p.location_id for p in ordered],
+            [p.safety_stock for p in ordered],
+            [_json(p.fences) for p in ordered],
+        )
+        await self._after_stock_change(conn, keys)
+        return await self.positions(conn, keys)
+
+    # ---------------------------------------------------------------------------------- availability
+
+    async def availability_rows(
+        self,
+        conn: Connection,
+        channel: str,
+        skus: Sequence[str],
+        *,
+        locations: Sequence[str] = (),
+        regions: Sequence[str] = (),
+        channel_wide: bool = False,
+    ) -> list[Row]:
+        """Positions of `skus` at the given locations, regions' locations or the channel's locations."""
+        return list(
+            await conn.fetch(
+                f"""
+                select {_JOINED} from stock s join locations l on l.location_id = s.location_id
+                where s.sku = any($1::text[])
+                  and (l.location_id = any($2::text[]) or l.region_id = any($3::text[])
+                       or ($4 and $5 = any(l.channel_ids)))
+                order by s.sku, s.location_id
+                """,
+                sorted(set(skus)),
+                list(locations),
+                list(regions),
+                channel_wide,
+                channel,
+            )
+        )
+
+    # ---------------------------------------------------------------------------------- reservations
+
+    async def _hold(self, conn: Connection, channel: str, deltas: Mapping[Key, int]) -> set[Key]:
+        """Conditionally add held units; returns the keys that could not take them (nothing if all ok)."""
+        keys = sorted(deltas)
+        if len(keys) == 1:
+            (sku, loc), qty = keys[0], deltas[keys[0]]
+            row = await conn.fetchrow(
+                """
+                update stock s set reserved_total = s.reserved_total + $3,
+                       channel_reserved = inv_add_reserved(s.channel_reserved, $4, $3),
+                       version = s.version + 1, updated_at = now()
+                from locations l
+                where s.sku = $1 and s.location_id = $2 and l.location_id = s.location_id and l.active
+                  and $4 = any(l.channel_ids)
+                  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4)
+                      >= $3
+                returning s.sku
+                """,
+                sku,
+                loc,
+                qty,
+                channel,
+            )
+            return set() if row is not None else {keys[0]}
+        await self._lock(conn, keys)
+        rows = await conn.fetch(
+            """
+            update stock s set reserved_total = s.reserved_total + r.qty,
+                   channel_reserved = inv_add_reserved(s.channel_reserved, $4, r.qty),
+                   version = s.version + 1, updated_at = now()
+            from unnest($1::text[], $2::text[], $3::bigint[]) as r(sku, location_id, qty), locations l
+            where s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
+              and l.active and $4 = any(l.channel_ids)
+              and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4)
+                  >= r.qty
+            returning s.sku, s.location_id
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [deltas[k] for k in keys],
+            channel,
+        )
+        return set(keys) - {(r["sku"], r["location_id"]) for r in rows}
+
+    async def _unhold(self, conn: Connection, channel: str, deltas: Mapping[Key, int], *, ship: bool) -> None:
+        """Free held units (release/expiry), or turn them into a shipment (ship=True: on_hand drops)."""
+        keys = sorted(k for k, v in deltas.items() if v > 0)
+        if not keys:
+            return
+        if len(keys) > 1:
+            await self._lock(conn, keys)
+        await conn.execute(
+            """
+            update stock s set reserved_total = s.reserved_total - r.qty,
+                   on_hand = s.on_hand - case when $5 then r.qty else 0 end,
+                   channel_reserved = inv_add_reserved(s.channel_reserved, $4, -r.qty),
+                   version = s.version + 1, updated_at = now()
+            from unnest($1::text[], $2::text[], $3::bigint[]) as r(sku, location_id, qty)
+            where s.sku = r.sku and s.location_id = r.location_id
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [deltas[k] for k in keys],
+            channel,
+            ship,
+        )
+
+    async def _line_errors(self, conn: Connection, lines: Sequence[RequestLine]) -> None:
+        """Raise INVALID_ARGUMENT for unknown SKUs, locations or regions (called when a hold fails)."""
+        bad_skus = await self.unknown_skus(conn, [line.sku for line in lines])
+        bad_locs = await self.unknown_locations(
+            conn, [line.location_id for line in lines if line.location_id]
+        )
+        regions = [line.region_id for line in lines if line.region_id]
+        known_regions = await self.known_regions(conn, regions) if regions else set()
+        violations = []
+        for i, line in enumerate(lines):
+            if line.sku in bad_skus:
+                violations.append(FieldViolation(f"lines[{i}].sku", f"unknown SKU {line.sku!r}"))
+            if line.location_id and line.location_id in bad_locs:
+                violations.append(
+                    FieldViolation(f"lines[{i}].location_id", f"unknown location {line.location_id!r}")
+                )
+            if line.region_id and line.region_id not in known_regions:
+                violations.append(
+                    FieldViolation(f"lines[{i}].region_id", f"unknown region {line.region_id!r}")
+                )
+        if violations:
+            raise InvalidArgument(violations)
+
+    async def _plan(self, conn: Connection, channel: str, lines: Sequence[RequestLine]) -> list[Allocation]:
+        skus = [line.sku for line in lines]
+        rows = await self.availability_rows(
+            conn,
+            channel,
+            skus,
+            locations=[line.location_id for line in lines if line.location_id],
+            regions=[line.region_id for line in lines if line.region_id],
+        )
+        available: dict[Key, int] = {}
+        region: dict[Key, list[Candidate]] = defaultdict(list)
+        for row in rows:
+            sellable = row["active"] and channel in row["channel_ids"]
+            value = ats(events.position_of(row), channel).available_to_sell if sellable else 0
+            available[(row["sku"], row["location_id"])] = value
+            if sellable:
+                region[(row["sku"], row["region_id"])].append(
+                    Candidate(row["location_id"], row["allocation_priority"], value)
+                )
+        try:
+            return plan_reservation(lines, available, region)
+        except OutOfStockError as exc:
+            await self._line_errors(conn, lines)
+            raise out_of_stock(exc.sku) from None
+
+    async def _allocate_and_hold(
+        self, conn: Connection, channel: str, lines: Sequence[RequestLine]
+    ) -> list[Allocation]:
+        if all(line.location_id for line in lines):
+            plan = [
+                Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
+            ]
+            failed = await self._hold(conn, channel, _sum(plan))
+            if failed:
+                await self._line_errors(conn, lines)
+                first = next(a for a in plan if (a.sku, a.location_id) in failed)
+                raise out_of_stock(first.sku)
+            return plan
+        for _attempt in range(5):
+            plan = await self._plan(conn, channel, lines)
+            try:
+                async with conn.transaction():  # savepoint: a failed hold leaves nothing behind
+                    failed = await self._hold(conn, channel, _sum(plan))
+                    if failed:
+                        raise _RetryError
+                return plan
+            except _RetryError:
+                continue  # someone took the stock between plan and hold: plan again
+        raise out_of_stock(lines[0].sku, "stock kept changing while allocating; retry")
+
+    async def reserve(
+        self,
+        conn: Connection,
+        *,
+        reservation_id: str,
+        channel: str,
+        lines: Sequence[RequestLine],
+        ttl: timedelta,
+        request_print: str,
+    ) -> tuple[reservation_pb2.Reservation, bool]:
+        """All-or-nothing; returns (reservation, created). A retry with the same id returns it as is."""
+        header = await conn.fetchrow(
+            "insert into reservations (reservation_id, channel_id, state, fingerprint, expires_at)"
+            " values ($1, $2, 'ACTIVE', $3, now() + $4::interval) on conflict (reservation_id) do nothing"
+            " returning *",
+            reservation_id,
+            channel,
+            request_print,
+            ttl,
+        )
+        if header is None:
+            existing = await conn.fetchrow(
+                "select fingerprint from reservations where reservation_id = $1", reservation_id
+            )
+            assert existing is not None
+            if existing["fingerprint"] != request_print:
+                raise InvalidArgument(
+                    [FieldViolation("reservation_id", "already used for a different request")],
+                    reason=Reason.IDEMPOTENCY_KEY_REUSED,
+                )
+            found = await self.get_reservation(conn, reservation_id)
+            assert found is not None
+            return found, False
+        plan = await self._allocate_and_hold(conn, channel, lines)
+        await conn.execute(
+            """
+            insert into reservation_lines (reservation_id, line_index, request_line_index, sku, location_id,
+                                           quantity)
+            select $1, i - 1, r, s, l, q
+            from unnest($2::int[], $3::text[], $4::text[], $5::bigint[]) with ordinality as x(r, s, l, q, i)
+            """,
+            reservation_id,
+            [a.request_line_index for a in plan],
+            [a.sku for a in plan],
+            [a.location_id for a in plan],
+            [a.quantity for a in plan],
+        )
+        proto = await self._reservation_event(
+            conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_CREATED
+        )
+        await self._after_stock_change(conn, _sum(plan))
+        return proto, True
+
+    async def _load_reservation(
+        self, conn: Connection, reservation_id: str, *, lock: bool = False
+    ) -> tuple[Row, list[Row]]:
+        header = await conn.fetchrow(
+            "select *, expires_at <= now() as past from reservations where reservation_id = $1"
+            + (" for update" if lock else ""),
+            reservation_id,
+        )
+        if header is None:
+            raise NotFound("retail.inventory.v1.Reservation", reservation_id)
+        lines = await conn.fetch(
+            "select * from reservation_lines where reservation_id = $1 order by line_index", reservation_id
+        )
+        return header, list(lines)
+
+    async def get_reservation(
+        self, conn: Connection, reservation_id: str
+    ) -> reservation_pb2.Reservation | None:
+        try:
+            header, lines = await self._load_reservation(conn, reservation_id)
+        except NotFound:
+            return None
+        return events.reservation_proto(header, lines)
+
+    async def list_reservations(
+        self,
+        conn: Connection,
+        *,
+        channel: str | None,
+        state: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[reservation_pb2.Reservation]:
+        headers = await conn.fetch(
+            """
+            select * from reservations
+            where ($1::text is null or channel_id = $1) and ($2::text is null or state = $2)
+              and ($3::timestamptz is null or (created_at, reservation_id) < ($3, $4))
+            order by created_at desc, reservation_id desc limit $5
+            """,
+            channel,
+            state,
+            after[0] if after else None,
+            after[1] if after else "",
+            limit,
+        )
+        ids = [h["reservation_id"] for h in headers]
+        lines: dict[str, list[Row]] = defaultdict(list)
+        for line in await conn.fetch(
+            "select * from reservation_lines where reservation_id = any($1::text[])", ids
+        ):
+            lines[line["reservation_id"]].append(line)
+        return [events.reservation_proto(h, lines[h["reservation_id"]]) for h in headers]
+
+    async def _save_reservation_state(
+        self, conn: Connection, reservation_id: str, state: rsv.ReservationState
+    ) -> None:
+        await conn.execute(
+            "update reservations set state = $2, version = version + 1, updated_at = now()"
+            " where reservation_id = $1",
+            reservation_id,
+            state.value,
+        )
+
+    async def _reservation_event(
+        self, conn: Connection, reservation_id: str, change: reservation_pb2.ReservationChange.ValueType
+    ) -> reservation_pb2.Reservation:
+        header, lines = await self._load_reservation(conn, reservation_id)
+        proto = events.reservation_proto(header, lines)
+        await self._events.append(
+            conn,
+            subject=events.subject("ReservationChanged"),
+            event_type="retail.inventory.v1.ReservationChanged",
+            aggregate_type="retail.inventory.v1.Reservation",
+            aggregate_key=reservation_id,
+            payload=events_pb2.ReservationChanged(change=change, reservation=proto),
+        )
+        return proto
+
+    async def extend_reservation(
+        self, conn: Connection, reservation_id: str, ttl: timedelta
+    ) -> reservation_pb2.Reservation:
+        header, _ = await self._load_reservation(conn, reservation_id, lock=True)
+        _check_active(header)
+        await conn.execute(
+            "update reservations set expires_at = now() + $2::interval, version = version + 1,"
+            " updated_at = now() where reservation_id = $1",
+            reservation_id,
+            ttl,
+        )
+        return await self._reservation_event(
+            conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_EXTENDED
+        )
+
+    async def settle_reservation(
+        self,
+        conn: Connection,
+        reservation_id: str,
+        requested: Sequence[tuple[int, int]] | None,
+        *,
+        confirm: bool,
+        request_id: str,
+    ) -> reservation_pb2.Reservation:
+        """Confirm (units become a shipment movement) or release, whole or per line."""
+        header, rows = await self._load_reservation(conn, reservation_id, lock=True)
+        lines = [_line(r) for r in rows]
+        transition = rsv.confirm if confirm else rsv.release
+        try:
+            new_lines, state, amounts = transition(
+                rsv.ReservationState(header["state"]), lines, requested, expired=bool(header["past"])
+            )
+        except rsv.NotActiveError as exc:
+            raise _not_active(reservation_id, exc) from None
+        except rsv.LineQuantityError as exc:
+            raise InvalidArgument([FieldViolation(f"lines[{exc.position}].quantity", str(exc))]) from None
+        deltas: dict[Key, int] = defaultdict(int)
+        for index, units in amounts.items():
+            deltas[(lines[index].sku, lines[index].location_id)] += units
+        column = "confirmed" if confirm else "released"
+        await conn.execute(
+            f"update reservation_lines rl set {column} = rl.{column} + x.units"
+            " from unnest($2::int[], $3::bigint[]) as x(line_index, units)"
+            " where rl.reservation_id = $1 and rl.line_index = x.line_index",
+            reservation_id,
+            list(amounts),
+            list(amounts.values()),
+        )
+        await self._unhold(conn, header["channel_id"], deltas, ship=confirm)
+        if confirm:
+            await conn.execute(
+                """
+                insert into movements (movement_id, sku, location_id, delta, kind, occur_time)
+                select 'reservation:' || $1 || ':' || $2 || ':' || x.i, x.sku, x.loc, -x.units,
+                       'SHIPMENT', now()
+                from unnest($3::text[], $4::text[], $5::bigint[]) with ordinality as x(sku, loc, units, i)
+                """,
+                reservation_id,
+                request_id,
+                [k[0] for k in sorted(deltas)],
+                [k[1] for k in sorted(deltas)],
+                [deltas[k] for k in sorted(deltas)],
+            )
+        await self._save_reservation_state(conn, reservation_id, state)
+        del new_lines
+        change = (
+            reservation_pb2.RESERVATION_CHANGE_CONFIRMED
+            if confirm
+            else reservation_pb2.RESERVATION_CHANGE_RELEASED
+        )
+        proto = await self._reservation_event(conn, reservation_id, change)
+        await self._after_stock_change(conn, deltas)
+        return proto
+
+    async def expire_due(self, conn: Connection, *, limit: int = 100) -> list[str]:
+        """The expiry sweep (database clock): the only way a reservation expires. Returns expired ids."""
+        headers = await conn.fetch(
+            "select reservation_id, channel_id from reservations"
+            " where state = 'ACTIVE' and expires_at <= now()"
+            " order by expires_at, reservation_id limit $1 for update skip locked",
+            limit,
+        )
+        if not headers:
+            return []
+        ids = [h["reservation_id"] for h in headers]
+        channel_of = {h["reservation_id"]: h["channel_id"] for h in headers}
+        held = await conn.fetch(
+            "select reservation_id, sku, location_id, quantity - confirmed - released as held"
+            " from reservation_lines where reservation_id = any($1::text[])"
+            " and confirmed + released < quantity",
+            ids,
+        )
+        by_channel: dict[str, dict[Key, int]] = defaultdict(lambda: defaultdict(int))
+        for r in held:
+            by_channel[channel_of[r["reservation_id"]]][(r["sku"], r["location_id"])] += int(r["held"])
+        all_keys = {k for d in by_channel.values() for k in d}
+        await self._lock(conn, all_keys)
+        for channel in sorted(by_channel):
+            await self._unhold(conn, channel, by_channel[channel], ship=False)
+        await conn.execute(
+            "update reservation_lines set released = quantity - confirmed"
+            " where reservation_id = any($1::text[])",
+            ids,
+        )
+        await conn.execute(
+            "update reservations set state = 'EXPIRED', version = version + 1, updated_at = now()"
+            " where reservation_id = any($1::text[])",
+            ids,
+        )
+        for reservation_id in ids:
+            await self._reservation_event(conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_EXPIRED)
+        await self._after_stock_change(conn, all_keys)
+        return ids
+
+    # ------------------------------------------------------------------------------------ thresholds
+
+    async def _evaluate_thresholds(self, conn: Connection, keys: Sequence[Key]) -> None:
+        skus, locs = _split(keys)
+        flipped = await conn.fetch(
+            f"""
+            with cur as (
+                select t.rule_id,
+                       case when l.active and t.channel_id = any(l.channel_ids)
+                            then inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences,
+                                         s.channel_reserved, t.channel_id)
+                            else 0 end as ats
+                from threshold_rules t
+                join stock s on s.sku = t.sku and s.location_id = t.location_id
+                join locations l on l.location_id = s.location_id
+                where (t.sku, t.location_id) in {_KEYS}
+            )
+            update threshold_rules t
+            set state = case t.state when 'ABOVE' then 'BELOW' else 'ABOVE' end,
+                version = t.version + 1, updated_at = now()
+            from cur c
+            where c.rule_id = t.rule_id and (
+                (t.state = 'ABOVE' and case t.kind when 'ABSOLUTE' then c.ats < t.below_quantity
+                    else c.ats * t.period_days < t.below_days::bigint * t.units_sold end)
+                or (t.state = 'BELOW' and case t.kind when 'ABSOLUTE' then c.ats >= t.restore_quantity
+                    else c.ats * t.period_days >= t.restore_days::bigint * t.units_sold end))
+            returning t.*, c.ats
+            """,
+            skus,
+            locs,
+        )
+        for row in flipped:
+            await self._threshold_event(conn, row, int(row["ats"]))
+
+    async def _threshold_event(self, conn: Connection, row: Row, available: int) -> None:
+        await self._events.append(
+            conn,
+            subject=events.subject("ThresholdStateChanged"),
+            event_type="retail.inventory.v1.ThresholdStateChanged",
+            aggregate_type="retail.inventory.v1.ThresholdRule",
+            aggregate_key=str(row["rule_id"]),
+            payload=events_pb2.ThresholdStateChanged(
+                rule=events.threshold_rule_proto(row), available_to_sell=available
+            ),
+        )
+
+    async def create_rule(self, conn: Connection, rule: RuleIn) -> tuple[Row, bool]:
+        existing = await conn.fetchrow("select * from threshold_rules where request_id = $1", rule.request_id)
+        if existing is not None:
+            return existing, False
+        await self._ensure_positions(conn, [(rule.sku, rule.location_id)])
+        (position,) = await self._lock(conn, [(rule.sku, rule.location_id)])
+        location = await self.get_location(conn, rule.location_id)
+        assert location is not None
+        sellable = location["active"] and rule.channel_id in location["channel_ids"]
+        value = ats(events.position_of(position), rule.channel_id).available_to_sell if sellable else 0
+        domain_rule: AbsoluteRule | DaysOfCoverRule
+        if rule.kind == "ABSOLUTE":
+            domain_rule = AbsoluteRule(rule.below_quantity or 0, rule.restore_quantity or 0)
+        else:
+            domain_rule = DaysOfCoverRule(
+                rule.units_sold or 0, rule.period_days or 0, rule.below_days or 0, rule.restore_days or 0
+            )
+        state = initial_state(domain_rule, value)
+        row = await conn.fetchrow(
+            """
+            insert into threshold_rules (rule_id, request_id, sku, location_id, channel_id, owner_kind,
+                owner_id, kind, below_quantity, restore_quantity, units_sold, period_days, below_days,
+                restore_days, state)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            returning *
+            """,
+            uuid.uuid4(),
+            rule.request_id,
+            rule.sku,
+            rule.location_id,
+            rule.channel_id,
+            rule.owner_kind,
+            rule.owner_id,
+            rule.kind,
+            rule.below_quantity,
+            rule.restore_quantity,
+            rule.units_sold,
+            rule.period_days,
+            rule.below_days,
+            rule.restore_days,
+            state.value,
+        )
+        assert row is not None
+        return row, True
+
+    async def get_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
+        return await conn.fetchrow("select * from threshold_rules where rule_id = $1", rule_id)
+
+    async def list_rules(
+        self,
+        conn: Connection,
+        *,
+        sku: str | None,
+        location_id: str | None,
+        campaign_id: str | None,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[Row]:
+        return list(
+            await conn.fetch(
+                """
+                select * from threshold_rules
+                where ($1::text is null or sku = $1) and ($2::text is null or location_id = $2)
+                  and ($3::text is null or (owner_kind = 'campaign' and owner_id = $3))
+                  and ($4::uuid is null or rule_id > $4)
+                order by rule_id limit $5
+                """,
+                sku,
+                location_id,
+                campaign_id,
+                after,
+                limit,
+            )
+        )
+
+    async def delete_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
+        return await conn.fetchrow("delete from threshold_rules where rule_id = $1 returning *", rule_id)
+
+
+def _availability_payload(row: Row) -> Callable[[int], Message]:
+    def build(version: int) -> Message:
+        return events.availability_changed(row, version)
+
+    return build
+
+
+class _RetryError(Exception):
+    pass
+
+
+def _sum(plan: Iterable[Allocation]) -> dict[Key, int]:
+    out: dict[Key, int] = defaultdict(int)
+    for a in plan:
+        out[(a.sku, a.location_id)] += a.quantity
+    return dict(out)
+
+
+def _line(row: Row) -> rsv.Line:
+    return rsv.Line(
+        sku=row["sku"],
+        location_id=row["location_id"],
+        quantity=row["quantity"],
+        confirmed=row["confirmed"],
+        released=row["released"],
+        request_line_index=row["request_line_index"],
+    )
+
+
+def _check_active(header: Row) -> None:
+    try:
+        state = rsv.ReservationState(header["state"])
+        if state is not rsv.ReservationState.ACTIVE or header["past"]:
+            raise rsv.NotActiveError(
+                state, expired=bool(header["past"]) or state is rsv.ReservationState.EXPIRED
+            )
+    except rsv.NotActiveError as exc:
+        raise _not_active(header["reservation_id"], exc) from None
+
+
+def _not_active(reservation_id: str, exc: rsv.NotActiveError) -> FailedPrecondition:
+    expired = exc.expired or exc.state is rsv.ReservationState.EXPIRED
+    return FailedPrecondition(
+        [PreconditionViolation("RESERVATION_STATE", reservation_id, str(exc))],
+        f"reservation {reservation_id} is not active: {exc}",
+        reason=RESERVATION_EXPIRED if expired else RESERVATION_NOT_ACTIVE,
+        domain=ERROR_DOMAIN,
+    )
+
+
+def _json(value: Mapping[str, Mapping[str, int]]) -> str:
+    return json.dumps({k: dict(v) for k, v in value.items()}, sort_keys=True)
