@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import pytest
 import pytest_asyncio
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -61,8 +60,8 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
         await client.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
@@ -79,7 +78,7 @@ async def record(
 ) -> tuple[uuid.UUID, int]:
     writer = OutboxWriter()
 
-    class Rollback(Exception):
+    class RollbackError(Exception):
         pass
 
     result: tuple[uuid.UUID, int] | None = None
@@ -95,8 +94,8 @@ async def record(
             )
             await asyncio.sleep(hold)
             if not commit:
-                raise Rollback
-    except Rollback:
+                raise RollbackError
+    except RollbackError:
         pass
     assert result is not None
     return result
@@ -122,7 +121,7 @@ async def test_relay_publishes_late_commits_never_rollbacks_and_marks_rows(
     finally:
         relay.stop()
         await task
-    assert a1[1] == 1 and a2[1] == 2, "rolled-back bump leaves no gap"
+    assert (a1[1], a2[1]) == (1, 2), "rolled-back bump leaves no gap"
     msgs = await stream_messages(js, "TESTING")
     ids = [m.headers["Nats-Msg-Id"] for m in msgs]
     assert sorted(ids) == sorted([str(a1[0]), str(a2[0]), str((await held)[0])])
@@ -133,7 +132,8 @@ async def test_relay_publishes_late_commits_never_rollbacks_and_marks_rows(
     assert first.headers["Retail-Event-Type"] == "retail.testing.v1.AmountRecorded"
     assert AmountRecorded.FromString(first.data).amount == 1
     rows = await pool.fetch("select stream, stream_seq from outbox order by id")
-    assert {r["stream"] for r in rows} == {"TESTING"} and all(r["stream_seq"] for r in rows)
+    assert {r["stream"] for r in rows} == {"TESTING"}
+    assert all(r["stream_seq"] for r in rows)
 
 
 async def _count(pool: asyncpg.Pool[asyncpg.Record], where: str, expected: int) -> bool:
@@ -146,6 +146,7 @@ async def test_retry_after_lost_ack_is_deduplicated_by_event_id(
     js = nc.jetstream()
     event_id, _ = await record(pool, "a", 5)
     row = await pool.fetchrow("select * from outbox")
+    assert row is not None
     # The first attempt reached the stream but its ack was "lost" (the row is still unpublished).
     await js.publish(SUBJECT, bytes(row["payload"]), headers={"Nats-Msg-Id": str(event_id)})
     relay = OutboxRelay(pool, js, lease_name="t", lease_ttl=2.0)
@@ -166,18 +167,19 @@ async def test_one_active_relay_per_lease_and_standby_takes_over(
     t2 = asyncio.create_task(second.run())
     for _ in range(20):
         await asyncio.sleep(0.1)
-        assert first.is_active and not second.is_active
+        assert first.is_active
+        assert not second.is_active
     await record(pool, "a", 1)
     await eventually(lambda: _count(pool, "published_at is null", 0))
     assert (first.published_count, second.published_count) == (1, 0)
     # The holder's lease row is stolen (as after a long pause): it must stop once it cannot renew.
     await pool.execute("update relay_leases set holder = 'intruder', expires_at = now() + interval '1 hour'")
-    await eventually(lambda: _true(not first.is_active), timeout=3)
+    await eventually(lambda: _true(not first.is_active), within=3)
     await pool.execute("update relay_leases set expires_at = now()")
-    await eventually(lambda: _true(first.is_active or second.is_active), timeout=3)
+    await eventually(lambda: _true(first.is_active or second.is_active), within=3)
     active, standby = (first, second) if first.is_active else (second, first)
     active.stop()
-    await eventually(lambda: _true(standby.is_active), timeout=3)
+    await eventually(lambda: _true(standby.is_active), within=3)
     await record(pool, "a", 2)
     await eventually(lambda: _count(pool, "published_at is null", 0))
     assert standby.published_count >= 1
@@ -277,12 +279,15 @@ async def test_version_5_after_version_6_leaves_state_at_6(
         await task
     assert await view(pool, "acc") == (60, 6, 1)
     assert await view(pool, "other") == (3, 2, 2)
-    assert c.counts["stale"] == 1 and c.counts["duplicate"] == 1 and c.counts["applied"] == 3
+    assert c.counts["stale"] == 1
+    assert c.counts["duplicate"] == 1
+    assert c.counts["applied"] == 3
     assert await pool.fetchval("select version from inbox_versions where aggregate_key = 'acc'") == 6
     stale = await pool.fetchrow(
         "select applied from inbox where aggregate_key = 'acc' and aggregate_version = 5"
     )
-    assert stale is not None and stale["applied"] is False
+    assert stale is not None
+    assert stale["applied"] is False
 
 
 async def test_poison_message_dead_letters_then_replay_applies_once(
@@ -303,8 +308,10 @@ async def test_poison_message_dead_letters_then_replay_applies_once(
         [letter] = await list_dead_letters(pool, consumer="poisoned")
         assert letter.event_id == poison_id
         assert letter.num_delivered == 3
-        assert "handler failed 3 times" in letter.reason and "negative amount -5" in letter.reason
-        assert letter.subject == SUBJECT and letter.replay_count == 0
+        assert "handler failed 3 times" in letter.reason
+        assert "negative amount -5" in letter.reason
+        assert letter.subject == SUBJECT
+        assert letter.replay_count == 0
         [dl_msg] = await stream_messages(js, "DEADLETTER")
         assert dl_msg.subject == "retail.deadletter.v1.poisoned"
         assert dl_msg.headers["Retail-DL-Reason"] == letter.reason
@@ -322,7 +329,8 @@ async def test_poison_message_dead_letters_then_replay_applies_once(
         await asyncio.sleep(0.3)
         assert await view(pool, "p") == (-5, 1, 1), "second replay changes nothing"
         [after] = await list_dead_letters(pool, consumer="poisoned")
-        assert after.replay_count == 2 and after.replayed_at is not None
+        assert after.replay_count == 2
+        assert after.replayed_at is not None
     finally:
         c.stop()
         await task

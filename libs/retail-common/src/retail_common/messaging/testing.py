@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import nats
 from nats.aio.client import Client
 
 from retail_common.db import migrate
 from retail_common.messaging._streams import StreamSpec
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["DEADLETTER_STREAM", "TESTING_STREAM", "connect_nats", "migrate_messaging"]
 
@@ -17,8 +21,13 @@ DEADLETTER_STREAM = StreamSpec(name="DEADLETTER", subjects=("retail.deadletter.>
 
 async def connect_nats(url: str, name: str = "retail-test") -> Client:
     """A client that reconnects forever (tests kill and restart the server under it)."""
+
+    async def on_error(exc: Exception) -> None:
+        _log.info("nats %s: %s", name, exc or type(exc).__name__)
+
     return await nats.connect(
         url,
+        error_cb=on_error,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
