@@ -17,15 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from retail.testing.v1.probe_pb2 import AmountRecorded
 from retail_common.db import Connection, create_pool
 from retail_common.messaging import Envelope, InboxConsumer, OutboxRelay, OutboxWriter, VersionPolicy
 from retail_common.messaging.testing import connect_nats
+from retail_common.telemetry import setup_telemetry
 
 SUBJECT = "retail.testing.v1.amount_recorded"
 EVENT_TYPE = "retail.testing.v1.AmountRecorded"
@@ -39,6 +43,44 @@ create table sums (account text primary key, total bigint not null, version bigi
                    applied bigint not null);
 create table state (account text primary key, balance bigint not null, version bigint not null);
 """
+
+
+class Proc:
+    """One of these roles as a child process of the test, with its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.args = args
+        self.log = logs / f"{name}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, str(Path(__file__)), *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+
+    def kill9(self) -> None:
+        assert self.popen is not None
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 class _RollbackError(Exception):
@@ -163,6 +205,7 @@ async def apply_state(conn: Connection, env: Envelope) -> None:
 
 
 async def consumer(args: argparse.Namespace) -> None:
+    telemetry = setup_telemetry("consumer") if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else None
     pool = await create_pool(args.dsn, min_size=2, max_size=6)
     nc = await connect_nats(args.nats, "consumer")
     js = nc.jetstream()
@@ -188,6 +231,8 @@ async def consumer(args: argparse.Namespace) -> None:
     await asyncio.gather(*tasks)
     for r in runners:
         print(f"consumer {r.consumer}: {r.counts}", flush=True)
+    if telemetry is not None:
+        telemetry.shutdown()
     await nc.close()
     await pool.close()
 

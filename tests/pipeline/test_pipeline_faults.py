@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -35,38 +32,6 @@ assert _spec.loader is not None
 procs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(procs)
 EVENTS = int(os.environ.get("PIPELINE_FAULT_EVENTS", "10000"))
-
-
-class Proc:
-    def __init__(self, name: str, args: list[str], logs: Path) -> None:
-        self.name = name
-        self.args = args
-        self.log = logs / f"{name}.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [sys.executable, str(PROCS), *self.args], stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def kill9(self) -> None:
-        assert self.popen is not None
-        os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 @pytest_asyncio.fixture
@@ -108,11 +73,11 @@ async def test_pipeline_under_faults(
     await nc.close()
 
     relays = {
-        h: Proc(h, ["relay", "--dsn", prod, "--nats", nats_server.url, "--holder", h], tmp_path)
+        h: procs.Proc(h, ["relay", "--dsn", prod, "--nats", nats_server.url, "--holder", h], tmp_path)
         for h in ("relay-a", "relay-b")
     }
-    consumer = Proc("consumer", ["consumer", "--dsn", cons, "--nats", nats_server.url], tmp_path)
-    producer = Proc("producer", ["producer", "--dsn", prod, "--events", str(EVENTS)], tmp_path)
+    consumer = procs.Proc("consumer", ["consumer", "--dsn", cons, "--nats", nats_server.url], tmp_path)
+    producer = procs.Proc("producer", ["producer", "--dsn", prod, "--events", str(EVENTS)], tmp_path)
     everything = [*relays.values(), consumer, producer]
     try:
         relays["relay-a"].start()

@@ -6,6 +6,8 @@ health, errors, deadlines, auth, graceful shutdown and tracing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,8 @@ from retail_common.auth import MethodPolicy, authenticated, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
 from retail_common.db import MigrationSource
+from retail_common.messaging import OutboxRelay, ensure_streams
+from retail_common.messaging.testing import DEADLETTER_STREAM, TESTING_STREAM
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_common.testing.probe.servicer import ProbeServicer
 
@@ -23,6 +27,19 @@ __all__ = ["ADMIN_ROLE", "PROBE_MIGRATIONS", "SPEC", "ProbeServicer"]
 ADMIN_ROLE = "probe.admin"
 PROBE_SERVICE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"]
 PROBE_MIGRATIONS = MigrationSource("retail.testing.probe", Path(__file__).parent / "migrations")
+
+
+async def _relay(ctx: ServiceContext[ServiceSettings]) -> None:
+    """The probe's outbox relay (one active per database through the lease; replicas stand by)."""
+    client = await ctx.nats.connected()
+    while True:
+        try:
+            await ensure_streams(client.jetstream(), [TESTING_STREAM, DEADLETTER_STREAM])
+            break
+        except Exception as exc:  # NATS restarting: the relay must not stop the service
+            logging.getLogger(__name__).warning("probe relay: cannot ensure streams yet: %s", exc)
+            await asyncio.sleep(1.0)
+    await OutboxRelay(ctx.pool, client.jetstream(), lease_name="probe", lease_ttl=5.0).run()
 
 
 def _register(ctx: ServiceContext[ServiceSettings], server: grpc.aio.Server) -> None:
@@ -46,4 +63,5 @@ SPEC: ServiceSpec[ServiceSettings] = ServiceSpec(
     ),
     register=_register,
     migrations=[PROBE_MIGRATIONS],
+    background=[_relay],
 )

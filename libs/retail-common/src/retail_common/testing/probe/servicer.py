@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import grpc
-import uuid6
 
 from retail.common.v1 import principal_pb2
 from retail.testing.v1 import probe_pb2, probe_pb2_grpc
@@ -17,11 +16,16 @@ from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind, current_call
 from retail_common.db import transaction
 from retail_common.errors import FieldViolation, InvalidArgument, NotFound, Reason, Unauthenticated
+from retail_common.messaging import OutboxWriter, event_subject
 from retail_common.service import ServiceContext
 
 __all__ = ["ProbeServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+AMOUNT_RECORDED_SUBJECT = event_subject("testing", "amount_recorded")
+AMOUNT_RECORDED_TYPE = "retail.testing.v1.AmountRecorded"
+_OUTBOX = OutboxWriter()
 
 _MAX_MESSAGE = 1000
 _MAX_DELAY_MS = 60_000
@@ -91,9 +95,19 @@ class ProbeServicer(probe_pb2_grpc.ProbeServiceServicer):
                 request.amount,
             )
             assert row is not None
-            event_id = str(uuid6.uuid7())
-            # Messaging hook: the AmountRecorded outbox row (balance=row["balance"], version=row["version"],
-            # event_id) is written here, in this same transaction, by retail_common.messaging.
+            # The AmountRecorded event, written to the outbox in this same transaction (the relay publishes).
+            balance = row["balance"]
+            outbox_event_id, _ = await _OUTBOX.append(
+                conn,
+                subject=AMOUNT_RECORDED_SUBJECT,
+                event_type=AMOUNT_RECORDED_TYPE,
+                aggregate_type="probe_account",
+                aggregate_key=request.account_id,
+                payload=lambda version: probe_pb2.AmountRecorded(
+                    account_id=request.account_id, amount=request.amount, balance=balance, version=version
+                ),
+            )
+            event_id = str(outbox_event_id)
             await conn.execute(
                 "INSERT INTO probe_requests (request_id, account_id, amount, version, event_id)"
                 " VALUES ($1, $2, $3, $4, $5)",
