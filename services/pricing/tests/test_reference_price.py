@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+
 from retail_pricing.domain.errors import RuleError
 from retail_pricing.domain.model import (
     AbsoluteWindow,

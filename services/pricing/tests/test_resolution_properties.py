@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from retail_pricing.domain.model import (
     DEFAULT_PRIORITY,
     AbsoluteWindow,

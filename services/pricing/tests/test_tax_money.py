@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from retail_pricing.domain.model import TaxTreatment
 from retail_pricing.domain.money import from_units_nanos, is_currency, minor_unit, round_money, to_units_nanos
 from retail_pricing.domain.tax import split_tax

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BadInputError", "ForbiddenError", "RuleError", "Violation"]
+__all__ = ["BadInputError", "ConflictError", "ForbiddenError", "NotFoundError", "RuleError", "Violation"]
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,16 @@ class RuleError(Exception):
 
 class ForbiddenError(Exception):
     """The caller may not do this (maps to PERMISSION_DENIED)."""
+
+
+class NotFoundError(Exception):
+    """The addressed entity does not exist (maps to NOT_FOUND)."""
+
+    def __init__(self, entity_type: str, key: str) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        super().__init__(f"{entity_type} {key!r} not found")
+
+
+class ConflictError(Exception):
+    """The etag does not match the current version (maps to ABORTED)."""

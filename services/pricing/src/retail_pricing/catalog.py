@@ -1,0 +1,92 @@
+"""The in-memory resolution cache: configuration (lists, locations, tax rates) and per-SKU data.
+
+Loaded lazily from the database and kept until invalidated. Each replica invalidates from its own
+commits immediately and from the service's events (per-replica subscription), so while nothing changes,
+resolution touches no database at all. A generation counter discards loads that raced an invalidation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from retail_pricing.domain.model import PriceEntry
+from retail_pricing.domain.pricer import Pricer, ProductInfo
+from retail_pricing.repository.entries import entries_for_skus
+from retail_pricing.repository.price_lists import load_locations, load_price_lists, load_tax_rates
+from retail_pricing.repository.products import get_products
+
+__all__ = ["Catalog", "SkuData"]
+
+
+@dataclass(frozen=True)
+class SkuData:
+    product: ProductInfo | None  # None: unknown SKU
+    entries: Sequence[PriceEntry]
+
+
+class Catalog:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+        self._pricer: Pricer | None = None
+        self._skus: dict[str, SkuData] = {}
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self.loads = 0  # database round trips made by the cache (observability and tests)
+
+    # --- invalidation -----------------------------------------------------------------------------
+
+    def invalidate_skus(self, skus: Iterable[str]) -> None:
+        self._generation += 1
+        for sku in skus:
+            self._skus.pop(sku, None)
+
+    def invalidate_config(self) -> None:
+        self._generation += 1
+        self._pricer = None
+
+    def invalidate_all(self) -> None:
+        self._generation += 1
+        self._pricer = None
+        self._skus.clear()
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def pricer(self) -> Pricer:
+        pricer = self._pricer
+        if pricer is not None:
+            return pricer
+        async with self._lock:
+            if self._pricer is not None:
+                return self._pricer
+            generation = self._generation
+            async with self._pool.acquire() as conn:
+                self.loads += 1
+                pricer = Pricer(
+                    await load_price_lists(conn), await load_locations(conn), await load_tax_rates(conn)
+                )
+            if generation == self._generation:
+                self._pricer = pricer
+            return pricer
+
+    async def skus(self, skus: Sequence[str]) -> dict[str, SkuData]:
+        result = {sku: data for sku in skus if (data := self._skus.get(sku)) is not None}
+        missing = sorted({sku for sku in skus if sku not in result})
+        if not missing:
+            return result
+        generation = self._generation
+        async with self._pool.acquire() as conn:
+            self.loads += 1
+            products = await get_products(conn, missing)
+            entries = await entries_for_skus(conn, missing)
+        for sku in missing:
+            product = products.get(sku)
+            info = None if product is None else ProductInfo(sku, product.active, product.tax_class)
+            data = SkuData(info, tuple(entries.get(sku, ())))
+            result[sku] = data
+            if generation == self._generation:
+                self._skus[sku] = data
+        return result

@@ -1,0 +1,127 @@
+"""What every handler shares: dependencies, idempotent execution, audit, the acting principal, paging."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from retail_common.clock import Clock
+from retail_common.context import current_call
+from retail_common.db import Connection, append_audit, transaction
+from retail_common.messaging import OutboxWriter
+from retail_pricing.catalog import Catalog
+from retail_pricing.domain.errors import BadInputError, Violation
+from retail_pricing.domain.guardrails import GuardrailPolicy
+from retail_pricing.repository.idempotency import claim, complete, request_hash
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Deps",
+    "actor_id",
+    "audit",
+    "decode_page_token",
+    "encode_page_token",
+    "page_size",
+    "raise_if",
+    "run_idempotent",
+]
+
+M = TypeVar("M", bound=Message)
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass
+class Deps:
+    pool: asyncpg.Pool[asyncpg.Record]
+    clock: Clock
+    catalog: Catalog
+    writer: OutboxWriter
+    policy: GuardrailPolicy = field(default_factory=GuardrailPolicy)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+def raise_if(problems: list[Violation]) -> None:
+    if problems:
+        raise BadInputError(problems)
+
+
+def actor_id() -> str:
+    call = current_call()
+    if call is None or call.principal is None:
+        return "anonymous"
+    return call.principal.id
+
+
+async def run_idempotent(
+    deps: Deps,
+    method: str,
+    request_id: str,
+    request: Message,
+    response_cls: type[M],
+    body: Callable[[Connection], Awaitable[M]],
+) -> M:
+    """Run `body` in one transaction keyed by request_id: a retry returns the first response."""
+    if not request_id:
+        raise BadInputError([Violation("request_id", "required")])
+    if len(request_id) > 128:
+        raise BadInputError([Violation("request_id", "at most 128 characters")])
+    digest = request_hash(method, request.SerializeToString(deterministic=True))
+    async with transaction(deps.pool) as conn:
+        stored = await claim(conn, request_id, method, digest)
+        if stored is not None:
+            return response_cls.FromString(stored)
+        response = await body(conn)
+        await complete(conn, request_id, response.SerializeToString(deterministic=True))
+    return response
+
+
+def _as_dict(message: Message | None) -> dict[str, Any] | None:
+    return None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+
+
+async def audit(
+    conn: Connection,
+    method: str,
+    entity_type: str,
+    entity_key: str,
+    before: Message | None,
+    after: Message | None,
+    request_id: str | None = None,
+) -> None:
+    await append_audit(
+        conn,
+        action=f"/retail.pricing.v1.PricingService/{method}",
+        entity_type=entity_type,
+        entity_key=entity_key,
+        before=_as_dict(before),
+        after=_as_dict(after),
+        request_id=request_id,
+    )
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise BadInputError([Violation("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(last_key: str) -> str:
+    return base64.urlsafe_b64encode(last_key.encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadInputError([Violation("page_token", "malformed")]) from None

@@ -1,0 +1,179 @@
+"""Price lists, their entries, and tax rates."""
+
+from __future__ import annotations
+
+from retail.pricing.v1 import price_lists_pb2
+from retail.pricing.v1 import pricing_service_pb2 as pb
+from retail_common.db import Connection
+from retail_pricing import events
+from retail_pricing.convert import (
+    decimal_from_proto,
+    decimal_to_proto,
+    entry_to_proto,
+    price_list_from_proto,
+    price_list_to_proto,
+    timestamp_to_proto,
+)
+from retail_pricing.domain.errors import ConflictError, NotFoundError, RuleError, Violation
+from retail_pricing.handlers.common import (
+    Deps,
+    audit,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    raise_if,
+    run_idempotent,
+)
+from retail_pricing.repository import entries as entries_repo
+from retail_pricing.repository import price_lists as repo
+
+__all__ = [
+    "create_price_list",
+    "get_price_list",
+    "list_price_entries",
+    "list_price_lists",
+    "list_tax_rates",
+    "set_tax_rate",
+    "update_price_list",
+]
+
+ENTITY = "retail.pricing.v1.PriceList"
+
+
+async def create_price_list(deps: Deps, request: pb.CreatePriceListRequest) -> pb.CreatePriceListResponse:
+    problems: list[Violation] = []
+    price_list, name = price_list_from_proto(request.price_list, "price_list", problems)
+    raise_if(problems)
+
+    async def body(conn: Connection) -> pb.CreatePriceListResponse:
+        stored = await repo.insert_price_list(conn, price_list, name, deps.clock.now())
+        if stored is None:
+            raise RuleError("ALREADY_EXISTS", price_list.price_list_id, "a price list with this id exists")
+        out = price_list_to_proto(stored)
+        await audit(conn, "CreatePriceList", ENTITY, price_list.price_list_id, None, out)
+        await events.price_list_upserted(deps.writer, conn, out)
+        return pb.CreatePriceListResponse(price_list=out)
+
+    response = await run_idempotent(
+        deps, "CreatePriceList", request.request_id, request, pb.CreatePriceListResponse, body
+    )
+    deps.catalog.invalidate_config()
+    return response
+
+
+async def update_price_list(deps: Deps, request: pb.UpdatePriceListRequest) -> pb.UpdatePriceListResponse:
+    problems: list[Violation] = []
+    price_list, name = price_list_from_proto(request.price_list, "price_list", problems)
+    if not request.price_list.etag.isdigit():
+        problems.append(Violation("price_list.etag", "required (from the last read)"))
+    raise_if(problems)
+
+    async def body(conn: Connection) -> pb.UpdatePriceListResponse:
+        before = await repo.get_price_list(conn, price_list.price_list_id, lock=True)
+        if before is None:
+            raise NotFoundError(ENTITY, price_list.price_list_id)
+        if before.price_list.currency != price_list.currency:
+            raise_if([Violation("price_list.currency_code", "cannot be changed")])
+        if str(before.version) != request.price_list.etag:
+            raise ConflictError(f"etag {request.price_list.etag} is stale; current is {before.version}")
+        stored = await repo.update_price_list(conn, price_list, name, before.version, deps.clock.now())
+        assert stored is not None
+        out = price_list_to_proto(stored)
+        await audit(
+            conn, "UpdatePriceList", ENTITY, price_list.price_list_id, price_list_to_proto(before), out
+        )
+        await events.price_list_upserted(deps.writer, conn, out)
+        return pb.UpdatePriceListResponse(price_list=out)
+
+    response = await run_idempotent(
+        deps, "UpdatePriceList", request.request_id, request, pb.UpdatePriceListResponse, body
+    )
+    deps.catalog.invalidate_all()
+    return response
+
+
+async def get_price_list(deps: Deps, request: pb.GetPriceListRequest) -> pb.GetPriceListResponse:
+    async with deps.pool.acquire() as conn:
+        stored = await repo.get_price_list(conn, request.price_list_id)
+    if stored is None:
+        raise NotFoundError(ENTITY, request.price_list_id)
+    return pb.GetPriceListResponse(price_list=price_list_to_proto(stored))
+
+
+async def list_price_lists(deps: Deps, request: pb.ListPriceListsRequest) -> pb.ListPriceListsResponse:
+    size = page_size(request.page_size)
+    async with deps.pool.acquire() as conn:
+        rows = await repo.list_price_lists(conn, decode_page_token(request.page_token), size + 1)
+    token = encode_page_token(rows[size - 1].price_list.price_list_id) if len(rows) > size else ""
+    return pb.ListPriceListsResponse(
+        price_lists=[price_list_to_proto(r) for r in rows[:size]], next_page_token=token
+    )
+
+
+async def list_price_entries(deps: Deps, request: pb.ListPriceEntriesRequest) -> pb.ListPriceEntriesResponse:
+    size = page_size(request.page_size)
+    raw = decode_page_token(request.page_token)
+    if raw and not raw.isdigit():
+        raise_if([Violation("page_token", "malformed")])
+    async with deps.pool.acquire() as conn:
+        stored = await repo.get_price_list(conn, request.price_list_id)
+        if stored is None:
+            raise NotFoundError(ENTITY, request.price_list_id)
+        rows = await entries_repo.list_entries(
+            conn, request.price_list_id, request.sku, int(raw or 0), size + 1
+        )
+    currency = stored.price_list.currency
+    token = encode_page_token(str(rows[size - 1][0].entry_id)) if len(rows) > size else ""
+    return pb.ListPriceEntriesResponse(
+        entries=[entry_to_proto(e, currency, cs, at) for e, cs, at in rows[:size]], next_page_token=token
+    )
+
+
+async def set_tax_rate(deps: Deps, request: pb.SetTaxRateRequest) -> pb.SetTaxRateResponse:
+    problems: list[Violation] = []
+    rate_in = request.tax_rate
+    if not rate_in.tax_class:
+        problems.append(Violation("tax_rate.tax_class", "required"))
+    rate = decimal_from_proto(rate_in.rate, "tax_rate.rate", problems)
+    if rate is not None and not 0 <= rate <= 1:
+        problems.append(Violation("tax_rate.rate", "must be a fraction between 0 and 1"))
+    raise_if(problems)
+    assert rate is not None
+
+    async def body(conn: Connection) -> pb.SetTaxRateResponse:
+        now = deps.clock.now()
+        _, before = await repo.upsert_tax_rate(conn, rate_in.region_id, rate_in.tax_class, rate, now)
+        out = price_lists_pb2.TaxRate(
+            region_id=rate_in.region_id,
+            tax_class=rate_in.tax_class,
+            rate=decimal_to_proto(rate),
+            update_time=timestamp_to_proto(now),
+        )
+        previous = (
+            None
+            if before is None
+            else price_lists_pb2.TaxRate(
+                region_id=rate_in.region_id, tax_class=rate_in.tax_class, rate=decimal_to_proto(before)
+            )
+        )
+        key = f"{rate_in.region_id}/{rate_in.tax_class}"
+        await audit(conn, "SetTaxRate", "retail.pricing.v1.TaxRate", key, previous, out)
+        await events.tax_rate_changed(deps.writer, conn, out)
+        return pb.SetTaxRateResponse(tax_rate=out)
+
+    response = await run_idempotent(
+        deps, "SetTaxRate", request.request_id, request, pb.SetTaxRateResponse, body
+    )
+    deps.catalog.invalidate_config()
+    return response
+
+
+async def list_tax_rates(deps: Deps, request: pb.ListTaxRatesRequest) -> pb.ListTaxRatesResponse:
+    async with deps.pool.acquire() as conn:
+        rates = await repo.load_tax_rates(conn)
+    return pb.ListTaxRatesResponse(
+        tax_rates=[
+            price_lists_pb2.TaxRate(region_id=region, tax_class=tax_class, rate=decimal_to_proto(rate))
+            for (region, tax_class), rate in sorted(rates.items())
+        ]
+    )

@@ -1,0 +1,79 @@
+"""BatchUpsertProducts, GetProduct, ListProducts."""
+
+from __future__ import annotations
+
+from retail.pricing.v1 import pricing_service_pb2 as pb
+from retail_common.db import Connection
+from retail_pricing import events
+from retail_pricing.convert import product_from_proto, product_to_proto
+from retail_pricing.domain.errors import BadInputError, NotFoundError, Violation
+from retail_pricing.domain.products import MAX_BATCH, validate_product
+from retail_pricing.handlers.common import (
+    Deps,
+    audit,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    raise_if,
+    run_idempotent,
+)
+from retail_pricing.repository import products as repo
+
+__all__ = ["batch_upsert_products", "get_product", "list_products"]
+
+
+async def batch_upsert_products(
+    deps: Deps, request: pb.BatchUpsertProductsRequest
+) -> pb.BatchUpsertProductsResponse:
+    if not 1 <= len(request.products) <= MAX_BATCH:
+        raise BadInputError([Violation("products", f"1 to {MAX_BATCH} products")])
+    problems: list[Violation] = []
+    products = [product_from_proto(p, f"products[{i}]", problems) for i, p in enumerate(request.products)]
+    for i, product in enumerate(products):
+        problems += validate_product(product, f"products[{i}]")
+    seen: set[str] = set()
+    for i, product in enumerate(products):
+        if product.sku in seen:
+            problems.append(Violation(f"products[{i}].sku", "duplicate in this request"))
+        seen.add(product.sku)
+    raise_if(problems)
+
+    async def body(conn: Connection) -> pb.BatchUpsertProductsResponse:
+        changed = await repo.upsert_products(conn, products, deps.clock.now())
+        for stored, before in changed:
+            after_proto = product_to_proto(stored)
+            await audit(
+                conn,
+                "BatchUpsertProducts",
+                "retail.pricing.v1.Product",
+                stored.sku,
+                None if before is None else product_to_proto(before),
+                after_proto,
+            )
+            await events.product_upserted(deps.writer, conn, after_proto)
+        current = await repo.get_products(conn, [p.sku for p in products])
+        return pb.BatchUpsertProductsResponse(products=[product_to_proto(current[p.sku]) for p in products])
+
+    response = await run_idempotent(
+        deps, "BatchUpsertProducts", request.request_id, request, pb.BatchUpsertProductsResponse, body
+    )
+    deps.catalog.invalidate_skus(p.sku for p in products)
+    return response
+
+
+async def get_product(deps: Deps, request: pb.GetProductRequest) -> pb.GetProductResponse:
+    async with deps.pool.acquire() as conn:
+        found = await repo.get_products(conn, [request.sku])
+    product = found.get(request.sku)
+    if product is None:
+        raise NotFoundError("retail.pricing.v1.Product", request.sku)
+    return pb.GetProductResponse(product=product_to_proto(product))
+
+
+async def list_products(deps: Deps, request: pb.ListProductsRequest) -> pb.ListProductsResponse:
+    size = page_size(request.page_size)
+    after = decode_page_token(request.page_token)
+    async with deps.pool.acquire() as conn:
+        rows = await repo.list_products(conn, after, size + 1)
+    token = encode_page_token(rows[size - 1].sku) if len(rows) > size else ""
+    return pb.ListProductsResponse(products=[product_to_proto(p) for p in rows[:size]], next_page_token=token)

@@ -1,0 +1,61 @@
+"""Fixtures of the pricing tests: a migrated database, handler dependencies, an acting operator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from retail_common.clock import ManualClock
+from retail_common.context import CallContext, Principal, PrincipalKind, set_call
+from retail_common.db import create_pool, migrate
+from retail_common.messaging import OutboxWriter
+from retail_common.service import RUNTIME_MIGRATIONS
+from retail_pricing.catalog import Catalog
+from retail_pricing.handlers.common import Deps
+from retail_pricing.schema import PRICING_MIGRATIONS
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(database_url, [*RUNTIME_MIGRATIONS, PRICING_MIGRATIONS])
+    p = await create_pool(database_url, min_size=1, max_size=10)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def deps(pool: asyncpg.Pool, clock: ManualClock) -> Deps:
+    return Deps(pool=pool, clock=clock, catalog=Catalog(pool), writer=OutboxWriter(clock))
+
+
+class Acting:
+    """Switch the principal of the 'current call' (as the auth interceptor would set it)."""
+
+    def as_(self, principal_id: str) -> None:
+        set_call(
+            CallContext(
+                method="/retail.pricing.v1.PricingService/test",
+                principal=Principal(principal_id, PrincipalKind.OPERATOR, frozenset({"pricing.admin"})),
+            )
+        )
+
+
+@pytest.fixture
+def acting() -> Iterator[Acting]:
+    a = Acting()
+    a.as_("alice")
+    yield a
+    set_call(None)
