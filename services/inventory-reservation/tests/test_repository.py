@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from retail.inventory.v1 import events_pb2
 from retail_common.db import transaction
 from retail_common.errors import FailedPrecondition, InvalidArgument
 from retail_inventory.domain.allocation import AllocationStrategy, RequestLine
@@ -315,3 +316,41 @@ async def test_threshold_hovering_announces_each_real_crossing_once(pool, repo):
     async with transaction(pool) as conn:
         row = await repo.get_rule(conn, rule["rule_id"])
     assert (row["state"], row["version"]) == ("BELOW", 4)
+
+
+async def test_threshold_follows_reservations_and_days_of_cover(pool, repo):
+    await seed(pool, repo, {("A", "s1"): 40})
+    async with transaction(pool) as conn:
+        # 70 units sold over 7 days = 10/day: BELOW under 3 days of cover (30), back at 4 days (40)
+        rule, _ = await repo.create_rule(
+            conn,
+            RuleIn(
+                "q1", "A", "s1", "web", "operator", "ops-1", "DAYS_OF_COVER",
+                units_sold=70, period_days=7, below_days=3, restore_days=4,
+            ),
+        )  # fmt: skip
+    assert rule["state"] == "ABOVE"
+    await reserve(pool, repo, "r1", "mkt", [RequestLine("A", 11, "s1")])  # web ATS 29 -> BELOW
+    await reserve(pool, repo, "r2", "mkt", [RequestLine("A", 1, "s1")])  # 28: still BELOW, no event
+    async with transaction(pool) as conn:
+        await repo.settle_reservation(conn, "r2", None, confirm=False, request_id="x2")  # 29
+        await repo.settle_reservation(conn, "r1", None, confirm=False, request_id="x1")  # 40 -> ABOVE
+    events = await pool.fetch(
+        "select payload from outbox"
+        " where event_type = 'retail.inventory.v1.ThresholdStateChanged' order by id"
+    )
+    decoded = [events_pb2.ThresholdStateChanged.FromString(e["payload"]) for e in events]
+    assert [(e.rule.state, e.available_to_sell, e.rule.owner.operator_id) for e in decoded] == [
+        (2, 29, "ops-1"),
+        (1, 40, "ops-1"),
+    ]
+
+
+async def test_location_channel_change_republishes_availability(pool, repo):
+    await seed(pool, repo, {("A", "s1"): 5, ("B", "s1"): 5})
+    before = await outbox_count(pool, "AvailabilityChanged")
+    async with transaction(pool) as conn:
+        await repo.upsert_location(conn, location("s1", channels=("web",)))
+    assert await outbox_count(pool, "AvailabilityChanged") == before + 2
+    with pytest.raises(FailedPrecondition):
+        await reserve(pool, repo, "m1", "mkt", [RequestLine("A", 1, "s1")])

@@ -203,6 +203,9 @@ class InventoryRepository:
     # ------------------------------------------------------------------------------------- locations
 
     async def upsert_location(self, conn: Connection, loc: LocationIn) -> Row:
+        before = await conn.fetchrow(
+            "select channel_ids, active from locations where location_id = $1 for update", loc.location_id
+        )
         row = await conn.fetchrow(
             """
             insert into locations as l (location_id, kind, display_name, region_id, time_zone, channel_ids,
@@ -241,7 +244,14 @@ class InventoryRepository:
             aggregate_key=loc.location_id,
             payload=events_pb2.LocationUpserted(location=events.location_proto(row)),
         )
-        # Selling channels or activity changed: availability of every position there changes.
+        if before is not None and (
+            sorted(before["channel_ids"]) != sorted(loc.channel_ids) or before["active"] != loc.active
+        ):
+            # Selling channels or activity changed: every position there has a new ATS per channel.
+            keys = await conn.fetch(
+                "select sku, location_id from stock where location_id = $1", loc.location_id
+            )
+            await self._after_stock_change(conn, [(k["sku"], k["location_id"]) for k in keys])
         return row
 
     async def get_location(self, conn: Connection, location_id: str) -> Row | None:
