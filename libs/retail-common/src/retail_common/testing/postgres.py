@@ -53,6 +53,8 @@ class PostgresServer:
 
 @dataclass
 class TestDatabase:
+    __test__ = False  # a fixture value, not a pytest test class
+
     server: PostgresServer
     name: str
     dsn: str
