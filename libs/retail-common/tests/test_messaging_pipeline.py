@@ -20,6 +20,7 @@ from retail_common.messaging import (
     InboxConsumer,
     OutboxRelay,
     OutboxWriter,
+    VersionPolicy,
     ensure_streams,
     list_dead_letters,
     new_event_id,
@@ -358,3 +359,24 @@ async def test_undecodable_message_goes_to_dead_letters_at_once(
     assert letters[1].event_id is None
     assert len(await stream_messages(js, "DEADLETTER")) == 2
     assert await pool.fetchval("select count(*) from inbox") == 0
+
+
+async def test_sequential_gate_applies_each_version_once_in_order(
+    pool: asyncpg.Pool[asyncpg.Record], nc: Client
+) -> None:
+    js = nc.jetstream()
+    for version in (2, 1, 3, 5, 4, 3):  # out of order, a gap that fills later, and a repeat of 3
+        await publish_event(js, "seq", version, 10**version)
+    await publish_event(js, "late", 2, 7)  # version 1 never arrives: must not be applied
+    c = consumer(pool, js, version_policy=VersionPolicy.SEQUENTIAL, gap_delay=0.05, max_deliver=1000)
+    task = asyncio.create_task(c.run())
+    try:
+        await eventually(lambda: _true(c.counts["applied"] == 5))
+        await asyncio.sleep(0.3)
+    finally:
+        c.stop()
+        await task
+    assert await view(pool, "seq") == (111110, 5, 5)
+    assert c.counts["stale"] == 1
+    assert c.counts["gap"] >= 2
+    assert await view(pool, "late") is None

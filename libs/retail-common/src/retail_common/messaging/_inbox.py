@@ -64,29 +64,35 @@ class Outcome(enum.Enum):
     GAP = "gap"
 
 
+# One statement on the common path: record (consumer, event id) in the inbox and advance the aggregate's
+# version if the gate passes. `fresh` is false for a duplicate; `advanced` is true when the handler must
+# run. The upsert locks the inbox_versions row, so replicas handling one aggregate serialise on it.
+# $6: true = NEWER (advance if greater), false = SEQUENTIAL (advance only from version - 1; a first
+# version of an unseen aggregate must be 1).
 _CLAIM = """
 with fresh as (
     insert into inbox (consumer, event_id, aggregate_type, aggregate_key, aggregate_version, applied)
-    values ($1, $2, $3, $4, $5, false)
+    values ($1, $2, $3, $4, $5, true)
     on conflict (consumer, event_id) do nothing
     returning 1
-), cur as (
+), advanced as (
+    -- A first-seen aggregate under SEQUENTIAL with a version > 1 gets a row at 0 ("nothing applied").
     insert into inbox_versions as iv (consumer, aggregate_type, aggregate_key, version)
-    select $1, $3, $4, 0 where exists (select 1 from fresh)
-    on conflict (consumer, aggregate_type, aggregate_key) do update set version = iv.version
+    select $1, $3, $4, case when $6 or $5 = 1 then $5 else 0 end where exists (select 1 from fresh)
+    on conflict (consumer, aggregate_type, aggregate_key) do update set version = $5
+    where ($6 and iv.version < $5) or (not $6 and iv.version = $5 - 1)
     returning iv.version
 )
-select exists (select 1 from fresh) as fresh, (select version from cur) as current
+select exists (select 1 from fresh) as fresh, exists (select 1 from advanced where version = $5) as advanced
 """
 
-_APPLIED = """
-with v as (
-    update inbox_versions set version = $5
-    where consumer = $1 and aggregate_type = $3 and aggregate_key = $4
-)
-update inbox set applied = true where consumer = $1 and event_id = $2
+# Rare path (not advanced): the locked current version tells a stale message from a gap.
+_CURRENT = """
+select version from inbox_versions
+where consumer = $1 and aggregate_type = $2 and aggregate_key = $3 for update
 """
 
+_STALE = "update inbox set applied = false where consumer = $1 and event_id = $2"
 _UNCLAIM = "delete from inbox where consumer = $1 and event_id = $2"
 
 # Infrastructure trouble (not the message's fault): nak and retry without counting toward dead letters.
@@ -131,6 +137,7 @@ class InboxConsumer:
         fetch_timeout: float = 1.0,
         version_policy: VersionPolicy = VersionPolicy.NEWER,
         gap_delay: float = 0.2,
+        concurrency: int = 1,
         deadletter_stream: str = "DEADLETTER",
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
@@ -156,7 +163,9 @@ class InboxConsumer:
         self._deadletter_stream = deadletter_stream
         self._tracer = tracer or default_tracer()
         self._stopping = asyncio.Event()
-        self._sub: JetStreamContext.PullSubscription | None = None
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._concurrency = concurrency
         self.counts: dict[str, int] = {o.value: 0 for o in Outcome} | {"failed": 0, "dead_lettered": 0}
         m = meter or default_meter()
         self._attrs = {"consumer": durable, "stream": stream}
@@ -172,54 +181,48 @@ class InboxConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Fetch and handle until `stop()`; `concurrency` fetch loops, each with its own pull subscription."""
+        await asyncio.gather(*(self._loop() for _ in range(self._concurrency)))
+
+    async def _loop(self) -> None:
+        sub: JetStreamContext.PullSubscription | None = None
         errors = 0
         try:
             while not self._stopping.is_set():
-                if self._sub is None:
+                if sub is None:
                     try:
-                        await self._subscribe()
+                        await ensure_consumer(self._js, self.stream, self.spec)
+                        sub = await self._js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
                     except Exception as exc:
                         errors += 1
                         _log.warning("inbox %s: cannot bind consumer: %s", self.consumer, exc)
                         await self._sleep(min(0.1 * 2**errors, 2.0))
                         continue
                 try:
-                    msgs = await self._fetch()
+                    # Watchdog: a fetch whose request or reply was lost in a reconnect must not hang.
+                    msgs = await asyncio.wait_for(
+                        sub.fetch(self._batch, timeout=self._fetch_timeout), self._fetch_timeout + 5.0
+                    )
                 except TimeoutError:  # also nats' TimeoutError/FetchTimeoutError: an empty fetch
                     errors = 0
                     continue
                 except Exception as exc:
                     errors += 1
                     _log.warning("inbox %s: fetch failed (%d): %s", self.consumer, errors, exc)
-                    if errors >= 3:
-                        await self._unsubscribe()
+                    if errors >= 3:  # persistent: recreate the pull subscription
+                        await _unsubscribe(sub)
+                        sub = None
                     await self._sleep(min(0.05 * 2**errors, 2.0))
                     continue
                 errors = 0
                 await self.handle_batch(msgs)
         finally:
-            await self._unsubscribe()
+            if sub is not None:
+                await _unsubscribe(sub)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _subscribe(self) -> None:
-        await ensure_consumer(self._js, self.stream, self.spec)
-        self._sub = await self._js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
-
-    async def _unsubscribe(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _fetch(self) -> list[Msg]:
-        assert self._sub is not None
-        # Watchdog: a fetch whose request or reply was lost in a reconnect must not hang the loop.
-        return await asyncio.wait_for(
-            self._sub.fetch(self._batch, timeout=self._fetch_timeout), self._fetch_timeout + 5.0
-        )
 
     # -- handling -----------------------------------------------------------------------------------
 
@@ -242,11 +245,17 @@ class InboxConsumer:
             await self._settle(msg, outcome)
 
     async def _apply_together(self, decoded: Sequence[tuple[Msg, Envelope]]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        # Lock order: aggregates in ascending key order (a stable sort keeps each aggregate's messages in
+        # delivery order), so replicas committing overlapping batches cannot deadlock on each other.
+        order = sorted(
+            range(len(decoded)), key=lambda i: (decoded[i][1].aggregate_type, decoded[i][1].aggregate_key)
+        )
+        by_index: dict[int, Outcome] = {}
         async with self._pool.acquire() as conn, conn.transaction():
-            for msg, env in decoded:
-                outcomes.append(await self._apply(conn, msg, env))
-        return outcomes
+            for i in order:
+                msg, env = decoded[i]
+                by_index[i] = await self._apply(conn, msg, env)
+        return [by_index[i] for i in range(len(decoded))]
 
     async def _apply_one_by_one(self, decoded: Sequence[tuple[Msg, Envelope]]) -> None:
         for msg, env in decoded:
@@ -280,19 +289,28 @@ class InboxConsumer:
             return outcome
 
     async def _gate_and_handle(self, conn: Connection, env: Envelope) -> Outcome:
-        key = (self.consumer, env.dedupe_id, env.aggregate_type, env.aggregate_key, env.aggregate_version)
-        row = await conn.fetchrow(_CLAIM, *key)
+        newer = self._policy is VersionPolicy.NEWER
+        row = await conn.fetchrow(
+            _CLAIM,
+            self.consumer,
+            env.dedupe_id,
+            env.aggregate_type,
+            env.aggregate_key,
+            env.aggregate_version,
+            newer,
+        )
         assert row is not None
         if not row["fresh"]:
             return Outcome.DUPLICATE
-        current = int(row["current"])
-        if env.aggregate_version <= current:
-            return Outcome.STALE
-        if self._policy is VersionPolicy.SEQUENTIAL and env.aggregate_version != current + 1:
+        if not row["advanced"]:
+            current = await conn.fetchval(_CURRENT, self.consumer, env.aggregate_type, env.aggregate_key)
+            if env.aggregate_version <= (current or 0):
+                await conn.execute(_STALE, self.consumer, env.dedupe_id)
+                return Outcome.STALE
+            # SEQUENTIAL and a predecessor is missing: leave no trace, retry after a short delay.
             await conn.execute(_UNCLAIM, self.consumer, env.dedupe_id)
             return Outcome.GAP
         await self._handler(conn, env)
-        await conn.execute(_APPLIED, *key)
         return Outcome.APPLIED
 
     async def _settle(self, msg: Msg, outcome: Outcome) -> None:
@@ -334,6 +352,11 @@ class InboxConsumer:
         self.counts["dead_lettered"] += 1
         self._dead.add(1, self._attrs)
         await _quietly(msg.term())
+
+
+async def _unsubscribe(sub: JetStreamContext.PullSubscription) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:
