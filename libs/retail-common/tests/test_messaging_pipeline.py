@@ -380,3 +380,34 @@ async def test_sequential_gate_applies_each_version_once_in_order(
     assert c.counts["stale"] == 1
     assert c.counts["gap"] >= 2
     assert await view(pool, "late") is None
+
+
+async def test_relay_exports_lag_and_published_count(pool: asyncpg.Pool[asyncpg.Record], nc: Client) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    relay = OutboxRelay(pool, nc.jetstream(), lease_name="m", meter=provider.get_meter("t"))
+
+    def points() -> dict[str, float]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        return {
+            m.name: sum(p.value for p in m.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+
+    await record(pool, "a", 1)
+    await asyncio.sleep(0.3)
+    assert await relay.relay_once() == (1, 0)  # no lease yet: measured, not published
+    assert points()["retail.outbox.lag"] >= 0.3
+    assert await relay._lease.acquire_or_renew()
+    assert await relay.relay_once() == (1, 0)
+    await relay.relay_once()
+    measured = points()
+    assert measured["retail.outbox.published"] == 1
+    assert measured["retail.outbox.lag"] == 0
+    provider.shutdown()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from opentelemetry import metrics, trace
 
+from retail_common.telemetry import meter as telemetry_meter
+
 __all__ = ["SCOPE", "message_attributes", "meter", "tracer"]
 
 SCOPE = "retail_common.messaging"
@@ -14,7 +16,7 @@ def tracer() -> trace.Tracer:
 
 
 def meter() -> metrics.Meter:
-    return metrics.get_meter(SCOPE)
+    return telemetry_meter(SCOPE)
 
 
 def message_attributes(subject: str, message_id: str, size: int, operation: str) -> dict[str, str | int]:
