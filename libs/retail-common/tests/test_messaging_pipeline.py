@@ -394,7 +394,7 @@ async def test_relay_exports_lag_and_published_count(pool: asyncpg.Pool[asyncpg.
         data = reader.get_metrics_data()
         assert data is not None
         return {
-            m.name: sum(p.value for p in m.data.data_points)
+            m.name: float(sum(getattr(p, "value", 0) for p in m.data.data_points))
             for rm in data.resource_metrics
             for sm in rm.scope_metrics
             for m in sm.metrics
