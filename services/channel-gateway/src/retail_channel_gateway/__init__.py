@@ -1,0 +1,1 @@
+"""Channel gateway: channel registry, façade, governed delivery and delivery ledger (issue 7)."""

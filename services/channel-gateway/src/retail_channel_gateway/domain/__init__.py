@@ -1,0 +1,1 @@
+"""Pure domain of the gateway: no I/O, time and randomness injected."""
