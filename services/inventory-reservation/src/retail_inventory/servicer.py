@@ -518,7 +518,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         prefix: Callable[[int], str],
     ) -> list[availability_pb2.Availability]:
         check = _Violations()
-        locations, regions, wide = [], [], False
+        locations: list[str] = []
+        regions: list[str] = []
         for i, (sku, scope) in enumerate(queries):
             check.id(f"{prefix(i)}sku", sku)
             which = scope.WhichOneof("scope")
@@ -529,9 +530,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             elif which == "region_id":
                 check.id(f"{field}.region_id", scope.region_id)
                 regions.append(scope.region_id)
-            elif which == "all_channel_locations" and scope.all_channel_locations:
-                wide = True
-            else:
+            elif which != "all_channel_locations" or not scope.all_channel_locations:
                 check.add(field, "set location_id, region_id or all_channel_locations")
         check.raise_if_any()
         if strict:
@@ -545,7 +544,11 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 found.add("scope.region_id", f"unknown region {scope.region_id!r}")
             found.raise_if_any()
         rows = await self._repo.availability_rows(
-            conn, channel, [q[0] for q in queries], locations=locations, regions=regions, channel_wide=wide
+            conn,
+            channel,
+            pairs=[(q[0], q[1].location_id) for q in queries if q[1].WhichOneof("scope") == "location_id"],
+            region_pairs=[(q[0], q[1].region_id) for q in queries if q[1].WhichOneof("scope") == "region_id"],
+            channel_skus=[q[0] for q in queries if q[1].WhichOneof("scope") == "all_channel_locations"],
         )
         by_sku: dict[str, list[Any]] = defaultdict(list)
         for row in rows:

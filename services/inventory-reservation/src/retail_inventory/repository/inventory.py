@@ -70,7 +70,7 @@ Row: TypeAlias = asyncpg.Record
 
 _STOCK = (
     "s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved,"
-    " s.snapshot_as_of, s.version, s.updated_at"
+    " s.snapshot_as_of, s.version, s.updated_at, s.rule_count"
 )
 _JOINED = _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority"
 _KEYS = "(select * from unnest($1::text[], $2::text[]))"
@@ -331,9 +331,12 @@ class InventoryRepository:
     async def _after_stock_change(self, conn: Connection, keys: Iterable[Key]) -> None:
         """AvailabilityChanged for each position, then flip threshold rules that crossed."""
         wanted = sorted(set(keys))
-        if not wanted:
-            return
-        for row in await self.positions(conn, wanted):
+        if wanted:
+            await self._announce(conn, await self.positions(conn, wanted))
+
+    async def _announce(self, conn: Connection, rows: Sequence[Row]) -> None:
+        """AvailabilityChanged for each (position joined with location) row; thresholds where watched."""
+        for row in rows:
             await self._events.append(
                 conn,
                 subject=events.subject("AvailabilityChanged"),
@@ -342,7 +345,9 @@ class InventoryRepository:
                 aggregate_key=f"{row['sku']}/{row['location_id']}",
                 payload=_availability_payload(row),
             )
-        await self._evaluate_thresholds(conn, wanted)
+        watched = [(r["sku"], r["location_id"]) for r in rows if r["rule_count"]]
+        if watched:
+            await self._evaluate_thresholds(conn, watched)
 
     async def _apply_shortage(self, conn: Connection, key: Key, new_on_hand: int, reserved: int) -> None:
         """Cut held units, newest reservation first, so that reserved <= max(0, new_on_hand)."""
@@ -534,26 +539,35 @@ class InventoryRepository:
         self,
         conn: Connection,
         channel: str,
-        skus: Sequence[str],
         *,
-        locations: Sequence[str] = (),
-        regions: Sequence[str] = (),
-        channel_wide: bool = False,
+        pairs: Iterable[Key] = (),
+        region_pairs: Iterable[Key] = (),
+        channel_skus: Iterable[str] = (),
     ) -> list[Row]:
-        """Positions of `skus` at the given locations, regions' locations or the channel's locations."""
+        """Positions (joined with their location) for (sku, location) pairs, (sku, region) pairs and
+        SKUs at every location serving `channel`."""
+        skus, locs = _split(pairs)
+        region_skus, regions = _split(region_pairs)
+        wide = sorted(set(channel_skus))
+        parts = []
+        if skus:
+            parts.append(f"(s.sku, s.location_id) in {_KEYS}")
+        if region_skus:
+            parts.append("(s.sku, l.region_id) in (select * from unnest($3::text[], $4::text[]))")
+        if wide:
+            parts.append("(s.sku = any($5::text[]) and $6 = any(l.channel_ids))")
+        if not parts:
+            return []
         return list(
             await conn.fetch(
-                f"""
-                select {_JOINED} from stock s join locations l on l.location_id = s.location_id
-                where s.sku = any($1::text[])
-                  and (l.location_id = any($2::text[]) or l.region_id = any($3::text[])
-                       or ($4 and $5 = any(l.channel_ids)))
-                order by s.sku, s.location_id
-                """,
-                sorted(set(skus)),
-                list(locations),
-                list(regions),
-                channel_wide,
+                f"select {_JOINED} from stock s join locations l on l.location_id = s.location_id"
+                f" where ($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text) is not null"
+                f" and ({' or '.join(parts)})",
+                skus,
+                locs,
+                region_skus,
+                regions,
+                wide,
                 channel,
             )
         )
@@ -650,13 +664,11 @@ class InventoryRepository:
             raise InvalidArgument(violations)
 
     async def _plan(self, conn: Connection, channel: str, lines: Sequence[RequestLine]) -> list[Allocation]:
-        skus = [line.sku for line in lines]
         rows = await self.availability_rows(
             conn,
             channel,
-            skus,
-            locations=[line.location_id for line in lines if line.location_id],
-            regions=[line.region_id for line in lines if line.region_id],
+            pairs=[(line.sku, line.location_id) for line in lines if line.location_id],
+            region_pairs=[(line.sku, line.region_id) for line in lines if line.region_id],
         )
         available: dict[Key, int] = {}
         region: dict[Key, list[Candidate]] = defaultdict(list)
@@ -709,7 +721,101 @@ class InventoryRepository:
         ttl: timedelta,
         request_print: str,
     ) -> tuple[reservation_pb2.Reservation, bool]:
-        """All-or-nothing; returns (reservation, created). A retry with the same id returns it as is."""
+        """All-or-nothing; returns (reservation, created). A retry with the same id returns it as is.
+
+        Lines that all name a location take the fast path: one statement inserts the header (its unique
+        key serialises concurrent duplicates), holds every position with the conditional UPDATE (only if
+        the header was new) and inserts the lines. Region lines are planned against current ATS first.
+        """
+        if not all(line.location_id for line in lines):
+            return await self._reserve_planned(
+                conn,
+                reservation_id=reservation_id,
+                channel=channel,
+                lines=lines,
+                ttl=ttl,
+                request_print=request_print,
+            )
+        plan = [
+            Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
+        ]
+        deltas = _sum(plan)
+        keys = sorted(deltas)
+        if len(keys) > 1:
+            await self._lock(conn, keys)
+        rows = await conn.fetch(
+            _RESERVE_FAST,
+            reservation_id,
+            channel,
+            request_print,
+            ttl,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [deltas[k] for k in keys],
+            [a.request_line_index for a in plan],
+            [a.sku for a in plan],
+            [a.location_id for a in plan],
+            [a.quantity for a in plan],
+        )
+        if not rows or rows[0]["r_created_at"] is None:
+            return await self._existing_reservation(conn, reservation_id, request_print), False
+        held = {(r["sku"], r["location_id"]) for r in rows if r["sku"] is not None}
+        if held != set(keys):
+            await self._line_errors(conn, lines)
+            raise out_of_stock(next(a.sku for a in plan if (a.sku, a.location_id) not in held))
+        first = rows[0]
+        header = {
+            "reservation_id": reservation_id,
+            "channel_id": channel,
+            "state": "ACTIVE",
+            "created_at": first["r_created_at"],
+            "expires_at": first["r_expires_at"],
+            "updated_at": first["r_created_at"],
+            "version": 1,
+        }
+        line_rows = [
+            {
+                "line_index": i,
+                "request_line_index": a.request_line_index,
+                "sku": a.sku,
+                "location_id": a.location_id,
+                "quantity": a.quantity,
+                "confirmed": 0,
+                "released": 0,
+            }
+            for i, a in enumerate(plan)
+        ]
+        proto = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
+        await self._append_reservation_event(conn, proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
+        await self._announce(conn, rows)
+        return proto, True
+
+    async def _existing_reservation(
+        self, conn: Connection, reservation_id: str, request_print: str
+    ) -> reservation_pb2.Reservation:
+        existing = await conn.fetchrow(
+            "select fingerprint from reservations where reservation_id = $1", reservation_id
+        )
+        assert existing is not None
+        if existing["fingerprint"] != request_print:
+            raise InvalidArgument(
+                [FieldViolation("reservation_id", "already used for a different request")],
+                reason=Reason.IDEMPOTENCY_KEY_REUSED,
+            )
+        found = await self.get_reservation(conn, reservation_id)
+        assert found is not None
+        return found
+
+    async def _reserve_planned(
+        self,
+        conn: Connection,
+        *,
+        reservation_id: str,
+        channel: str,
+        lines: Sequence[RequestLine],
+        ttl: timedelta,
+        request_print: str,
+    ) -> tuple[reservation_pb2.Reservation, bool]:
         header = await conn.fetchrow(
             "insert into reservations (reservation_id, channel_id, state, fingerprint, expires_at)"
             " values ($1, $2, 'ACTIVE', $3, now() + $4::interval) on conflict (reservation_id) do nothing"
@@ -720,18 +826,7 @@ class InventoryRepository:
             ttl,
         )
         if header is None:
-            existing = await conn.fetchrow(
-                "select fingerprint from reservations where reservation_id = $1", reservation_id
-            )
-            assert existing is not None
-            if existing["fingerprint"] != request_print:
-                raise InvalidArgument(
-                    [FieldViolation("reservation_id", "already used for a different request")],
-                    reason=Reason.IDEMPOTENCY_KEY_REUSED,
-                )
-            found = await self.get_reservation(conn, reservation_id)
-            assert found is not None
-            return found, False
+            return await self._existing_reservation(conn, reservation_id, request_print), False
         plan = await self._allocate_and_hold(conn, channel, lines)
         await conn.execute(
             """
@@ -821,15 +916,23 @@ class InventoryRepository:
     ) -> reservation_pb2.Reservation:
         header, lines = await self._load_reservation(conn, reservation_id)
         proto = events.reservation_proto(header, lines)
+        await self._append_reservation_event(conn, proto, change)
+        return proto
+
+    async def _append_reservation_event(
+        self,
+        conn: Connection,
+        proto: reservation_pb2.Reservation,
+        change: reservation_pb2.ReservationChange.ValueType,
+    ) -> None:
         await self._events.append(
             conn,
             subject=events.subject("ReservationChanged"),
             event_type="retail.inventory.v1.ReservationChanged",
             aggregate_type="retail.inventory.v1.Reservation",
-            aggregate_key=reservation_id,
+            aggregate_key=proto.reservation_id,
             payload=events_pb2.ReservationChanged(change=change, reservation=proto),
         )
-        return proto
 
     async def extend_reservation(
         self, conn: Connection, reservation_id: str, ttl: timedelta
@@ -1034,6 +1137,11 @@ class InventoryRepository:
             state.value,
         )
         assert row is not None
+        await conn.execute(
+            "update stock set rule_count = rule_count + 1 where sku = $1 and location_id = $2",
+            rule.sku,
+            rule.location_id,
+        )
         return row, True
 
     async def get_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
@@ -1067,7 +1175,18 @@ class InventoryRepository:
         )
 
     async def delete_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
-        return await conn.fetchrow("delete from threshold_rules where rule_id = $1 returning *", rule_id)
+        row = await conn.fetchrow("select sku, location_id from threshold_rules where rule_id = $1", rule_id)
+        if row is None:
+            return None
+        await self._lock(conn, [(row["sku"], row["location_id"])])
+        deleted = await conn.fetchrow("delete from threshold_rules where rule_id = $1 returning *", rule_id)
+        if deleted is not None:
+            await conn.execute(
+                "update stock set rule_count = rule_count - 1 where sku = $1 and location_id = $2",
+                deleted["sku"],
+                deleted["location_id"],
+            )
+        return deleted
 
 
 def _availability_payload(row: Row) -> Callable[[int], Message]:
@@ -1075,6 +1194,35 @@ def _availability_payload(row: Row) -> Callable[[int], Message]:
         return events.availability_changed(row, version)
 
     return build
+
+
+# Header first (its unique key serialises duplicates: a conflict leaves everything untouched), then the
+# conditional holds (only if the header is new), then the lines. Returns one row per position held,
+# with the header's times; no row with a null sku when nothing could be held.
+_RESERVE_FAST = f"""
+with hdr as (
+    insert into reservations (reservation_id, channel_id, state, fingerprint, expires_at)
+    values ($1, $2, 'ACTIVE', $3, now() + $4::interval)
+    on conflict (reservation_id) do nothing
+    returning created_at, expires_at
+), held as (
+    update stock s set reserved_total = s.reserved_total + r.qty,
+           channel_reserved = inv_add_reserved(s.channel_reserved, $2, r.qty),
+           version = s.version + 1, updated_at = now()
+    from unnest($5::text[], $6::text[], $7::bigint[]) as r(sku, location_id, qty), locations l
+    where exists (select 1 from hdr)
+      and s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
+      and l.active and $2 = any(l.channel_ids)
+      and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $2) >= r.qty
+    returning {_JOINED}
+), lines as (
+    insert into reservation_lines (reservation_id, line_index, request_line_index, sku, location_id, quantity)
+    select $1, x.i - 1, x.r, x.s, x.l, x.q
+    from hdr, unnest($8::int[], $9::text[], $10::text[], $11::bigint[]) with ordinality as x(r, s, l, q, i)
+)
+select held.*, hdr.created_at as r_created_at, hdr.expires_at as r_expires_at
+from hdr left join held on true
+"""
 
 
 class _RetryError(Exception):
