@@ -317,7 +317,13 @@ class InboxConsumer:
         self.counts[outcome.value] += 1
         self._handled.add(1, self._attrs | {"outcome": outcome.value})
         if outcome is Outcome.GAP:
-            await _quietly(msg.nak(delay=self._gap_delay))
+            delivered = msg.metadata.num_delivered
+            if delivered >= self.spec.max_deliver:  # the predecessor never came (e.g. it was dead-lettered)
+                await self._dead_letter(
+                    msg, f"version gap: a predecessor was not applied after {delivered} tries"
+                )
+            else:
+                await _quietly(msg.nak(delay=self._gap_delay))
         else:
             await _quietly(msg.ack())
 
