@@ -1,0 +1,1 @@
+"""Promotion service: campaigns, promotions, evaluation, redemptions, guardrails, deployment ledger."""

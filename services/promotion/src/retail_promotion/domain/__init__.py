@@ -1,0 +1,1 @@
+"""Pure domain of the promotion service: no I/O."""
