@@ -238,8 +238,9 @@ def run_service(spec: ServiceSpec[S]) -> None:
     except ConfigError as exc:
         print(f"{spec.name}: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(settings.log_level, spec.name)
     telemetry = setup_telemetry(spec.name)
+    # Logs name the service as traces do (OTEL_SERVICE_NAME wins over spec.name in both).
+    configure_logging(settings.log_level, telemetry.service_name)
     try:
         asyncio.run(serve(spec, settings))
     except Exception:
