@@ -213,6 +213,39 @@ async def test_fence_availability_reserve_confirm_release_and_audit(pool, operat
         )
     )
     assert region.availability.available_to_sell == 80
+    own = await mkt.GetAvailability(pb.GetAvailabilityRequest(sku="A", channel_id="mkt", scope=scope))
+    (breakdown,) = own.availability.locations
+    assert (breakdown.available_to_sell, breakdown.channel_fence, breakdown.channel_reserved) == (80, 20, 20)
+    assert (breakdown.on_hand, breakdown.reserved_total, breakdown.sellable) == (100, 20, True)
+    await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p2",
+            policies=[
+                stock_pb2.StockPolicy(
+                    sku="A",
+                    location_id="s1",
+                    fences=[stock_pb2.ChannelFence(channel_id="mkt", fixed_quantity=30)],
+                )
+            ],
+        )
+    )
+    got = await web.GetAvailability(pb.GetAvailabilityRequest(sku="A", channel_id="web", scope=scope))
+    assert (got.availability.available_to_sell, got.availability.locations[0].fenced_for_other_channels) == (
+        70,
+        10,
+    )
+    await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p3",
+            policies=[
+                stock_pb2.StockPolicy(
+                    sku="A",
+                    location_id="s1",
+                    fences=[stock_pb2.ChannelFence(channel_id="mkt", fixed_quantity=20)],
+                )
+            ],
+        )
+    )
 
     reserved = await web.ReserveStock(
         pb.ReserveStockRequest(reservation_id="w1", channel_id="web", lines=[line("A", 5)])

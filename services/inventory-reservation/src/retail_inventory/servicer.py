@@ -47,7 +47,6 @@ from retail_common.service import ServiceContext
 from retail_inventory import events
 from retail_inventory.domain import limits
 from retail_inventory.domain.allocation import AllocationStrategy, RequestLine
-from retail_inventory.domain.ats import ats
 from retail_inventory.repository import (
     InventoryRepository,
     LocationIn,
@@ -549,6 +548,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             pairs=[(q[0], q[1].location_id) for q in queries if q[1].WhichOneof("scope") == "location_id"],
             region_pairs=[(q[0], q[1].region_id) for q in queries if q[1].WhichOneof("scope") == "region_id"],
             channel_skus=[q[0] for q in queries if q[1].WhichOneof("scope") == "all_channel_locations"],
+            computed=True,
         )
         by_sku: dict[str, list[Any]] = defaultdict(list)
         for row in rows:
@@ -563,10 +563,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             else:
                 selected = [r for r in by_sku[sku] if channel in r["channel_ids"]]
             result = availability_pb2.Availability(sku=sku, channel_id=channel)
+            selected.sort(key=lambda r: str(r["location_id"]))
             for row in selected:
-                sellable = bool(row["active"]) and channel in row["channel_ids"]
-                breakdown = ats(events.position_of(row), channel)
-                value = breakdown.available_to_sell if sellable else 0
+                sellable = bool(row["sellable"])
+                value = row["ats"] if sellable else 0
                 result.available_to_sell += value
                 if not totals_only:
                     result.locations.append(
@@ -576,9 +576,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                             on_hand=row["on_hand"],
                             reserved_total=row["reserved_total"],
                             safety_stock=row["safety_stock"],
-                            fenced_for_other_channels=breakdown.fenced_for_other_channels,
-                            channel_fence=breakdown.channel_fence,
-                            channel_reserved=breakdown.channel_reserved,
+                            fenced_for_other_channels=row["others"],
+                            channel_fence=row["own_fence"],
+                            channel_reserved=row["own_reserved"],
                             sellable=sellable,
                         )
                     )

@@ -74,6 +74,15 @@ _STOCK = (
 )
 _JOINED = _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority"
 _KEYS = "(select * from unnest($1::text[], $2::text[]))"
+# The channel's ($6) figures of a position, computed in SQL by the same formula as the domain.
+_AVAILABILITY = (
+    "s.sku, s.location_id, l.region_id, l.channel_ids, s.on_hand, s.reserved_total, s.safety_stock,"
+    " (l.active and $6 = any(l.channel_ids)) as sellable,"
+    " inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $6) as ats,"
+    " inv_fence_hold(s.fences, s.channel_reserved, s.on_hand, $6) as others,"
+    " coalesce(inv_fence_units(s.fences -> $6, s.on_hand), 0) as own_fence,"
+    " coalesce((s.channel_reserved ->> $6)::bigint, 0) as own_reserved"
+)
 
 
 @dataclass(frozen=True)
@@ -543,9 +552,15 @@ class InventoryRepository:
         pairs: Iterable[Key] = (),
         region_pairs: Iterable[Key] = (),
         channel_skus: Iterable[str] = (),
+        computed: bool = False,
     ) -> list[Row]:
         """Positions (joined with their location) for (sku, location) pairs, (sku, region) pairs and
-        SKUs at every location serving `channel`."""
+        SKUs at every location serving `channel`.
+
+        computed=True returns, instead of the raw policy columns, the channel's figures computed in SQL
+        (inv_ats & co., the domain formula): sellable, ats, others (fenced for other channels),
+        own_fence, own_reserved.
+        """
         skus, locs = _split(pairs)
         region_skus, regions = _split(region_pairs)
         wide = sorted(set(channel_skus))
@@ -558,9 +573,10 @@ class InventoryRepository:
             parts.append("(s.sku = any($5::text[]) and $6 = any(l.channel_ids))")
         if not parts:
             return []
+        columns = _AVAILABILITY if computed else _JOINED
         return list(
             await conn.fetch(
-                f"select {_JOINED} from stock s join locations l on l.location_id = s.location_id"
+                f"select {columns} from stock s join locations l on l.location_id = s.location_id"
                 f" where ($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text) is not null"
                 f" and ({' or '.join(parts)})",
                 skus,
