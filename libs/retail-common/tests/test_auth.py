@@ -88,6 +88,27 @@ async def test_rotation_keeps_the_old_key_for_the_overlap_only(pool, clock):
         await store.rotate(old.key_id, timedelta(hours=1))
 
 
+async def test_a_key_issued_elsewhere_can_be_registered_once_and_resolves(pool, clock):
+    issuer = CredentialStore(pool, clock)
+    issued = await issuer.create("promotion", PrincipalKind.SERVICE, ["service"])
+    await pool.execute("DELETE FROM auth_credentials")  # as if issued by another service's store
+
+    store = CredentialStore(pool, clock)
+    await store.register(issued.key, "promotion", PrincipalKind.SERVICE, ["service"])
+    await store.register(issued.key, "promotion", PrincipalKind.SERVICE, ["service"])  # idempotent
+    assert await pool.fetchval("SELECT count(*) FROM auth_credentials") == 1
+    principal = await store.resolve(issued.key.get_secret_value())
+    assert principal == Principal("promotion", PrincipalKind.SERVICE, frozenset({"service"}))
+
+    with pytest.raises(ValueError, match="already registered"):
+        await store.register(issued.key, "pricing", PrincipalKind.SERVICE)
+    forged = issued.key.get_secret_value()[:-4] + "AAAA"
+    with pytest.raises(ValueError, match="already registered"):
+        await store.register(type(issued.key)(forged), "promotion", PrincipalKind.SERVICE)
+    with pytest.raises(ValueError, match="not an API key"):
+        await store.register(type(issued.key)("hunter2"), "promotion", PrincipalKind.SERVICE)
+
+
 async def test_expired_key_is_refused(pool, clock):
     store = CredentialStore(pool, clock)
     issued = await store.create("shop", PrincipalKind.CHANNEL, expires_at=clock.now() + timedelta(days=1))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from pydantic import SecretStr
 
 from retail_common.auth import AUTH_MIGRATIONS
 from retail_common.auth.store import CredentialStore, IssuedCredential
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", action="append", default=[], dest="roles", help="repeatable")
     create.add_argument("--expires-in-days", type=float, default=None)
     create.add_argument("--description", default="")
+    register = commands.add_parser(
+        "register", help="accept a key issued elsewhere, read from stdin (never from the command line)"
+    )
+    register.add_argument("--kind", required=True, choices=[kind.value for kind in PrincipalKind])
+    register.add_argument("--id", required=True, dest="principal_id")
+    register.add_argument("--role", action="append", default=[], dest="roles", help="repeatable")
     revoke = commands.add_parser("revoke", help="revoke a key by its key id")
     revoke.add_argument("key_id")
     rotate = commands.add_parser("rotate", help="issue a replacement; the old key works for --overlap-hours")
@@ -73,6 +80,14 @@ async def _run(args: argparse.Namespace) -> int:
                     description=args.description,
                 )
             )
+        elif args.command == "register":
+            key = SecretStr(sys.stdin.readline().strip())
+            try:
+                issued = await store.register(key, args.principal_id, PrincipalKind(args.kind), args.roles)
+            except ValueError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+            print(f"registered {issued.key_id} for {args.kind}:{args.principal_id}", file=sys.stderr)
         elif args.command == "revoke":
             if not await store.revoke(args.key_id):
                 print(f"no active credential {args.key_id}", file=sys.stderr)

@@ -82,11 +82,47 @@ class CredentialStore:
         expires_at: datetime | None = None,
         description: str = "",
     ) -> IssuedCredential:
-        return await self._insert(self._pool, principal_id, kind, sorted(set(roles)), expires_at, description)
+        _, key = generate_key()
+        return await self._insert(
+            self._pool, key, principal_id, kind, sorted(set(roles)), expires_at, description
+        )
+
+    async def register(
+        self,
+        key: SecretStr,
+        principal_id: str,
+        kind: PrincipalKind,
+        roles: Iterable[str] = (),
+        *,
+        description: str = "",
+    ) -> IssuedCredential:
+        """Accept a key issued elsewhere (e.g. one service credential presented to several services).
+
+        Idempotent for the same key and principal; a key id already bound to another secret or
+        principal is refused with ValueError.
+        """
+        parsed = parse_key(key.get_secret_value())
+        if parsed is None:
+            raise ValueError("not an API key of the form rk_<key id>_<secret>")
+        existing = await self._pool.fetchrow(
+            "SELECT secret_sha256, principal_id, kind FROM auth_credentials WHERE key_id = $1", parsed.key_id
+        )
+        if existing is not None:
+            same = (
+                secret_matches(parsed.secret, existing["secret_sha256"])
+                and existing["principal_id"] == principal_id
+                and existing["kind"] == kind.value
+            )
+            if not same:
+                raise ValueError(f"key id {parsed.key_id} is already registered for another credential")
+            principal = Principal(id=principal_id, kind=kind, roles=frozenset(roles))
+            return IssuedCredential(key_id=parsed.key_id, key=key, principal=principal, expires_at=None)
+        return await self._insert(self._pool, key, principal_id, kind, sorted(set(roles)), None, description)
 
     async def _insert(
         self,
         db: asyncpg.Pool[Any] | asyncpg.pool.PoolConnectionProxy[Any],
+        key: SecretStr,
         principal_id: str,
         kind: PrincipalKind,
         roles: list[str],
@@ -95,9 +131,9 @@ class CredentialStore:
     ) -> IssuedCredential:
         if not principal_id:
             raise ValueError("principal_id must not be empty")
-        key_id, key = generate_key()
         parsed = parse_key(key.get_secret_value())
-        assert parsed is not None  # generate_key and parse_key agree on the format
+        assert parsed is not None  # callers pass generated or validated keys
+        key_id = parsed.key_id
         await db.execute(
             "INSERT INTO auth_credentials (key_id, secret_sha256, principal_id, kind, roles, description,"
             " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -134,6 +170,7 @@ class CredentialStore:
             old = _info(row)
             issued = await self._insert(
                 conn,
+                generate_key()[1],
                 old.principal.id,
                 old.principal.kind,
                 sorted(old.principal.roles),
