@@ -8,6 +8,7 @@ resolution touches no database at all. A generation counter discards loads that 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from retail_pricing.repository.price_lists import load_locations, load_price_lis
 from retail_pricing.repository.products import get_products
 
 __all__ = ["Catalog", "SkuData"]
+
+logger = logging.getLogger("retail_pricing.catalog")
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,13 @@ class Catalog:
 
     def invalidate_skus(self, skus: Iterable[str]) -> None:
         self._generation += 1
-        for sku in skus:
-            self._skus.pop(sku, None)
+        dropped = [sku for sku in skus if self._skus.pop(sku, None) is not None]
+        logger.debug("cache: invalidated SKUs %s", dropped)
 
     def invalidate_config(self) -> None:
         self._generation += 1
         self._pricer = None
+        logger.debug("cache: invalidated configuration")
 
     def invalidate_all(self) -> None:
         self._generation += 1
@@ -74,19 +78,26 @@ class Catalog:
 
     async def skus(self, skus: Sequence[str]) -> dict[str, SkuData]:
         result = {sku: data for sku in skus if (data := self._skus.get(sku)) is not None}
-        missing = sorted({sku for sku in skus if sku not in result})
-        if not missing:
+        if len(result) == len(set(skus)):
             return result
-        generation = self._generation
-        async with self._pool.acquire() as conn:
-            self.loads += 1
-            products = await get_products(conn, missing)
-            entries = await entries_for_skus(conn, missing)
-        for sku in missing:
-            product = products.get(sku)
-            info = None if product is None else ProductInfo(sku, product.active, product.tax_class)
-            data = SkuData(info, tuple(entries.get(sku, ())))
-            result[sku] = data
-            if generation == self._generation:
-                self._skus[sku] = data
+        async with self._lock:  # one load at a time: concurrent misses of one SKU load it once
+            for sku in skus:
+                if sku not in result and (data := self._skus.get(sku)) is not None:
+                    result[sku] = data
+            missing = sorted({sku for sku in skus if sku not in result})
+            if not missing:
+                return result
+            generation = self._generation
+            logger.debug("cache: loading SKUs %s", missing[:10])
+            async with self._pool.acquire() as conn:
+                self.loads += 1
+                products = await get_products(conn, missing)
+                entries = await entries_for_skus(conn, missing)
+            for sku in missing:
+                product = products.get(sku)
+                info = None if product is None else ProductInfo(sku, product.active, product.tax_class)
+                data = SkuData(info, tuple(entries.get(sku, ())))
+                result[sku] = data
+                if generation == self._generation:
+                    self._skus[sku] = data
         return result

@@ -1,0 +1,146 @@
+"""The pricing service's spec: settings, access policies, servicer, migrations, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+import grpc
+from pydantic import Field
+
+from retail.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
+from retail_common.auth import MethodPolicy, authenticated, service_policies
+from retail_common.config import ServiceSettings
+from retail_common.context import PrincipalKind
+from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.service import ServiceContext, ServiceSpec
+from retail_pricing.catalog import Catalog
+from retail_pricing.consumers import location_consumer, watch_for_invalidation
+from retail_pricing.domain.guardrails import GuardrailPolicy, Severity
+from retail_pricing.handlers.common import Deps
+from retail_pricing.schema import PRICING_MIGRATIONS
+from retail_pricing.servicer import PricingServicer
+
+__all__ = ["APPROVER_ROLE", "OPERATOR_ROLE", "SPEC", "PricingSettings"]
+
+logger = logging.getLogger("retail_pricing")
+SERVICE = pricing_service_pb2.DESCRIPTOR.services_by_name["PricingService"]
+OPERATOR_ROLE = "pricing.operator"
+APPROVER_ROLE = "pricing.approver"
+
+
+class PricingSettings(ServiceSettings):
+    guardrail_max_change_percent: Decimal = Field(default=Decimal(50), gt=0)
+    guardrail_cost_floor: Severity = Severity.BLOCKING
+    guardrail_minimum_advertised_price: Severity = Severity.WARNING
+    guardrail_max_change: Severity = Severity.WARNING
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+
+
+_DEPS: dict[int, Deps] = {}
+
+
+def deps_of(ctx: ServiceContext[PricingSettings]) -> Deps:
+    """One Deps (and so one cache) per running service, shared by the servicer and background tasks."""
+    deps = _DEPS.get(id(ctx))
+    if deps is None:
+        s = ctx.settings
+        deps = Deps(
+            pool=ctx.pool,
+            clock=ctx.clock,
+            catalog=Catalog(ctx.pool),
+            writer=OutboxWriter(ctx.clock),
+            policy=GuardrailPolicy(
+                max_change_percent=s.guardrail_max_change_percent,
+                cost_floor=s.guardrail_cost_floor,
+                minimum_advertised_price=s.guardrail_minimum_advertised_price,
+                max_change=s.guardrail_max_change,
+            ),
+        )
+        _DEPS[id(ctx)] = deps
+    return deps
+
+
+def _register(ctx: ServiceContext[PricingSettings], server: grpc.aio.Server) -> None:
+    pricing_service_pb2_grpc.add_PricingServiceServicer_to_server(PricingServicer(deps_of(ctx)), server)
+
+
+async def _streams(ctx: ServiceContext[PricingSettings]) -> None:
+    client = await ctx.nats.connected()
+    while True:
+        try:
+            await ensure_streams(client.jetstream(), suite_streams(replicas=ctx.settings.stream_replicas))
+            return
+        except Exception as exc:  # NATS restarting: retry rather than stop the service
+            logger.warning("cannot ensure streams yet: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+async def outbox_relay(ctx: ServiceContext[PricingSettings]) -> None:
+    await _streams(ctx)
+    client = await ctx.nats.connected()
+    await OutboxRelay(ctx.pool, client.jetstream(), lease_name="retail-pricing").run()
+
+
+async def cache_invalidation(ctx: ServiceContext[PricingSettings]) -> None:
+    """Keep this replica's resolution cache fresh from the service's own events."""
+    await _streams(ctx)
+    client = await ctx.nats.connected()
+    subscriptions = await watch_for_invalidation(client.jetstream(), deps_of(ctx).catalog)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for sub in subscriptions:
+            await sub.close()
+
+
+async def locations(ctx: ServiceContext[PricingSettings]) -> None:
+    """Replicate locations (region, time zone) from the inventory service's LocationUpserted events."""
+    await _streams(ctx)
+    client = await ctx.nats.connected()
+    await location_consumer(ctx.pool, client.jetstream()).run()
+
+
+OPERATOR = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[OPERATOR_ROLE])
+APPROVER = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[APPROVER_ROLE])
+OPERATOR_OR_SERVICE = MethodPolicy(kinds=[PrincipalKind.OPERATOR, PrincipalKind.SERVICE])
+ANYONE = authenticated()
+
+POLICIES = {
+    "BatchUpsertProducts": OPERATOR_OR_SERVICE,  # the ERP connector is a service
+    "GetProduct": ANYONE,
+    "ListProducts": ANYONE,
+    "CreatePriceList": OPERATOR,
+    "UpdatePriceList": OPERATOR,
+    "GetPriceList": ANYONE,
+    "ListPriceLists": ANYONE,
+    "ListPriceEntries": ANYONE,
+    "SetTaxRate": OPERATOR,
+    "ListTaxRates": ANYONE,
+    "CreateChangeSet": OPERATOR,
+    "UpdateChangeSet": OPERATOR,
+    "GetChangeSet": OPERATOR_OR_SERVICE,
+    "ListChangeSets": OPERATOR_OR_SERVICE,
+    "PreviewChangeSet": OPERATOR,
+    "SubmitChangeSet": OPERATOR,
+    "ApproveChangeSet": APPROVER,
+    "RejectChangeSet": APPROVER,
+    "RevertChangeSet": OPERATOR,
+    "ImportPriceEntries": OPERATOR_OR_SERVICE,
+    "ResolvePrice": ANYONE,
+    "BatchResolvePrices": ANYONE,
+    "ExplainPrice": ANYONE,
+    "GetPriceHistory": ANYONE,
+    "ListAuditRecords": OPERATOR,
+}
+
+SPEC: ServiceSpec[PricingSettings] = ServiceSpec(
+    name="pricing",
+    settings_cls=PricingSettings,
+    services=[SERVICE],
+    policies=service_policies(SERVICE, POLICIES),
+    register=_register,
+    migrations=[PRICING_MIGRATIONS],
+    background=[outbox_relay, cache_invalidation, locations],
+)
