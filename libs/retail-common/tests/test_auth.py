@@ -95,10 +95,11 @@ async def test_a_key_issued_elsewhere_can_be_registered_once_and_resolves(pool, 
 
     store = CredentialStore(pool, clock)
     await store.register(issued.key, "promotion", PrincipalKind.SERVICE, ["service"])
-    await store.register(issued.key, "promotion", PrincipalKind.SERVICE, ["service"])  # idempotent
+    # Idempotent; a repeat may change the roles.
+    await store.register(issued.key, "promotion", PrincipalKind.SERVICE, ["service", "pricing.read"])
     assert await pool.fetchval("SELECT count(*) FROM auth_credentials") == 1
     principal = await store.resolve(issued.key.get_secret_value())
-    assert principal == Principal("promotion", PrincipalKind.SERVICE, frozenset({"service"}))
+    assert principal == Principal("promotion", PrincipalKind.SERVICE, frozenset({"service", "pricing.read"}))
 
     with pytest.raises(ValueError, match="already registered"):
         await store.register(issued.key, "pricing", PrincipalKind.SERVICE)

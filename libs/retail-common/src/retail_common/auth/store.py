@@ -98,8 +98,8 @@ class CredentialStore:
     ) -> IssuedCredential:
         """Accept a key issued elsewhere (e.g. one service credential presented to several services).
 
-        Idempotent for the same key and principal; a key id already bound to another secret or
-        principal is refused with ValueError.
+        Idempotent for the same key and principal (its roles become the given ones); a key id already
+        bound to another secret or principal is refused with ValueError.
         """
         parsed = parse_key(key.get_secret_value())
         if parsed is None:
@@ -115,7 +115,11 @@ class CredentialStore:
             )
             if not same:
                 raise ValueError(f"key id {parsed.key_id} is already registered for another credential")
-            principal = Principal(id=principal_id, kind=kind, roles=frozenset(roles))
+            role_list = sorted(set(roles))
+            await self._pool.execute(
+                "UPDATE auth_credentials SET roles = $2 WHERE key_id = $1", parsed.key_id, role_list
+            )
+            principal = Principal(id=principal_id, kind=kind, roles=frozenset(role_list))
             return IssuedCredential(key_id=parsed.key_id, key=key, principal=principal, expires_at=None)
         return await self._insert(self._pool, key, principal_id, kind, sorted(set(roles)), None, description)
 
