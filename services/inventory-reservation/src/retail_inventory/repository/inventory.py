@@ -469,34 +469,50 @@ class InventoryRepository:
             "create temp table if not exists inv_snap_in (sku text, location_id text, on_hand bigint,"
             " as_of timestamptz) on commit delete rows;"
             "create temp table if not exists inv_snap_merge (sku text, location_id text, old_on_hand bigint,"
-            " new_on_hand bigint, reserved_total bigint, as_of timestamptz) on commit delete rows"
+            " new_on_hand bigint, reserved_total bigint, as_of timestamptz, inserted boolean)"
+            " on commit delete rows"
         )
         await conn.copy_records_to_table(
             "inv_snap_in",
             records=[(e.sku, e.location_id, e.on_hand, e.as_of) for e in entries],
             columns=["sku", "location_id", "on_hand", "as_of"],
         )
+        # Temp tables have no statistics until analysed; the joins below need them.
         await conn.execute(
+            "analyze inv_snap_in;"
             "insert into skus (sku) select distinct sku from inv_snap_in on conflict do nothing;"
-            "insert into stock (sku, location_id) select sku, location_id from inv_snap_in"
-            " order by sku, location_id on conflict do nothing"
+            # New positions are created with the snapshot's figures directly (no movements can exist
+            # for a position that does not exist yet).
+            "with created as ("
+            " insert into stock (sku, location_id, on_hand, snapshot_as_of, version)"
+            " select sku, location_id, on_hand, as_of, (on_hand <> 0)::int from inv_snap_in"
+            " order by sku, location_id on conflict do nothing returning sku, location_id, on_hand)"
+            " insert into inv_snap_merge select sku, location_id, 0, on_hand, 0, null, true from created"
         )
-        status = await conn.execute(
+        # Existing positions the snapshot is newer for: lock them in the global order and compute the
+        # new on-hand (snapshot + movements after its as-of).
+        await conn.execute(
             """
             insert into inv_snap_merge
             select s.sku, s.location_id, s.on_hand,
                    i.on_hand + coalesce((select sum(m.delta) from movements m
                                          where m.sku = i.sku and m.location_id = i.location_id
                                            and m.occur_time > i.as_of), 0),
-                   s.reserved_total, i.as_of
+                   s.reserved_total, i.as_of, false
             from inv_snap_in i join stock s on s.sku = i.sku and s.location_id = i.location_id
             where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
             order by s.sku, s.location_id
             for update of s
             """
         )
-        result.applied = int(status.split()[-1])
+        counts = await conn.fetchrow(
+            "select count(*) as applied, count(*) filter (where new_on_hand <> old_on_hand) as changed"
+            " from inv_snap_merge"
+        )
+        assert counts is not None
+        result.applied = int(counts["applied"])
         result.ignored = result.received - result.applied
+        result.changed = int(counts["changed"])
         for r in await conn.fetch(
             "select sku, location_id, new_on_hand, reserved_total from inv_snap_merge"
             " where reserved_total > greatest(new_on_hand, 0) order by sku, location_id"
@@ -508,17 +524,20 @@ class InventoryRepository:
             """
             update stock s set on_hand = m.new_on_hand, snapshot_as_of = m.as_of,
                    version = s.version + (m.new_on_hand <> m.old_on_hand)::int, updated_at = now()
-            from inv_snap_merge m where s.sku = m.sku and s.location_id = m.location_id
+            from inv_snap_merge m
+            where not m.inserted and s.sku = m.sku and s.location_id = m.location_id
             """
         )
-        changed = [
-            (r["sku"], r["location_id"])
-            for r in await conn.fetch(
-                "select sku, location_id from inv_snap_merge where new_on_hand <> old_on_hand"
+        if result.changed:
+            await self._announce(
+                conn,
+                await conn.fetch(
+                    f"select {_JOINED} from inv_snap_merge m"
+                    " join stock s on s.sku = m.sku and s.location_id = m.location_id"
+                    " join locations l on l.location_id = s.location_id"
+                    " where m.new_on_hand <> m.old_on_hand order by s.sku, s.location_id"
+                ),
             )
-        ]
-        result.changed = len(changed)
-        await self._after_stock_change(conn, changed)
         return result
 
     async def set_policies(self, conn: Connection, policies: Sequence[PolicyIn]) -> list[Row]:
