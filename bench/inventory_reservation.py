@@ -1,0 +1,234 @@
+"""Inventory-reservation benchmarks beside raw baselines measured in the same run (issue 5).
+
+- Reserve TPS through gRPC (service as a separate process, 32 concurrent clients, 1 unit per call),
+  for spread SKUs and for one hot SKU, vs a raw asyncpg conditional-UPDATE loop on the same `stock`
+  table with the same concurrency (target >= 0.6);
+- BatchGetAvailability SKU-locations/s (1,000 queries per call; target >= 50,000/s);
+- snapshot import rows/s through the ImportStockSnapshots stream vs raw COPY of the same rows into a
+  table of the same shape (target >= 0.3). The estate is scaled down (BENCH_STORES x BENCH_SKUS) so the
+  run takes about a minute; the full estate is 600 x 20,000.
+
+Run alone: `python -m bench.inventory_reservation`; `run_inventory_bench()` is the hook for bench/__main__.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from retail.inventory.v1 import (
+    availability_pb2,
+    inventory_service_pb2_grpc,
+    location_pb2,
+    stock_pb2,
+)
+from retail.inventory.v1 import (
+    inventory_service_pb2 as pb,
+)
+from retail_common.auth import CredentialStore
+from retail_common.context import PrincipalKind
+from retail_common.db import create_pool
+from retail_common.grpcx import connect
+from retail_common.testing import NatsServer
+from retail_common.testing.postgres import locate_postgres
+from retail_common.testing.process import ServiceProcess
+from retail_inventory.servicer import OPERATOR_ROLE
+
+__all__ = ["run_inventory_bench"]
+
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+RESERVES = int(os.environ.get("BENCH_RESERVES", "3000"))
+SPREAD_SKUS = 2_000
+STORES = int(os.environ.get("BENCH_STORES", "20"))
+SKUS = int(os.environ.get("BENCH_SKUS", "2000"))
+BATCH = 5_000
+AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+async def _concurrently(count: int, call: Callable[[int], Awaitable[None]]) -> float:
+    """Run call(0..count-1) on CONCURRENCY workers; returns calls per second."""
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            await call(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return count / (time.perf_counter() - started)
+
+
+async def _raw_reserve(pool: asyncpg.Pool[asyncpg.Record], sku_of: Callable[[int], str]) -> float:
+    """The baseline: one conditional UPDATE per reservation, nothing else."""
+
+    async def one(i: int) -> None:
+        await pool.execute(
+            "update stock set reserved_total = reserved_total + 1 where sku = $1 and location_id = 'raw'"
+            " and on_hand - reserved_total >= 1",
+            sku_of(i),
+        )
+
+    return await _concurrently(RESERVES, one)
+
+
+async def _seed(ops: inventory_service_pb2_grpc.InventoryServiceAsyncStub) -> None:
+    for i in range(STORES):
+        await ops.UpsertLocation(
+            pb.UpsertLocationRequest(
+                request_id=f"loc-{i}",
+                location=location_pb2.Location(
+                    location_id=f"store-{i:03d}",
+                    kind=location_pb2.LOCATION_KIND_STORE,
+                    region_id=f"region-{i % 4}",
+                    time_zone="Europe/Berlin",
+                    channel_ids=["web", "app"],
+                    active=True,
+                ),
+            )
+        )
+
+
+async def run_inventory_bench() -> list[tuple[str, float, float | None, float | None]]:
+    """Returns rows (figure, ours, raw baseline or None, target ratio or absolute target)."""
+    server = await locate_postgres()
+    db = await server.create_database("bench_inv")
+    nats = NatsServer()
+    nats.start()
+    process = ServiceProcess(
+        "retail_inventory",
+        {"DATABASE_URL": db.dsn, "NATS_URL": nats.url, "DB_POOL_MAX": "20", "LOG_LEVEL": "WARNING"},
+    )
+    process.start()
+    try:
+        await process.wait_serving(60)
+        pool = await create_pool(db.dsn, min_size=CONCURRENCY, max_size=CONCURRENCY)
+        store = CredentialStore(pool)
+        keys = {
+            "ops": (await store.create("bench-ops", PrincipalKind.OPERATOR, [OPERATOR_ROLE])).key,
+            "erp": (await store.create("bench-erp", PrincipalKind.SERVICE)).key,
+            "web": (await store.create("web", PrincipalKind.CHANNEL)).key,
+        }
+        channels = {
+            k: connect(process.address, credential=v, default_timeout=120, tracing=False)
+            for k, v in keys.items()
+        }
+        ops = inventory_service_pb2_grpc.InventoryServiceStub(channels["ops"])
+        erp = inventory_service_pb2_grpc.InventoryServiceStub(channels["erp"])
+        web = inventory_service_pb2_grpc.InventoryServiceStub(channels["web"])
+        await _seed(ops)
+        rows: list[tuple[str, float, float | None, float | None]] = []
+
+        # --- snapshot import vs raw COPY
+        estate = [
+            (f"sku-{s:05d}", f"store-{loc:03d}", 50 + (s + loc) % 50)
+            for loc in range(STORES)
+            for s in range(SKUS)
+        ]
+        auth = (("authorization", f"Bearer {keys['erp'].get_secret_value()}"),)
+
+        def batches() -> Iterator[pb.ImportStockSnapshotsRequest]:
+            for first in range(0, len(estate), BATCH):
+                yield pb.ImportStockSnapshotsRequest(
+                    request_id="bench-estate",
+                    entries=[
+                        stock_pb2.StockSnapshotEntry(sku=s, location_id=loc, on_hand=q, as_of_time=_ts(AS_OF))
+                        for s, loc, q in estate[first : first + BATCH]
+                    ],
+                )
+
+        started = time.perf_counter()
+        result = await erp.ImportStockSnapshots(batches(), metadata=auth)
+        ours = len(estate) / (time.perf_counter() - started)
+        assert result.applied_count == len(estate)
+        await pool.execute(
+            "create table raw_copy (sku text, location_id text, on_hand bigint, as_of timestamptz)"
+        )
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            for first in range(0, len(estate), BATCH):
+                await conn.copy_records_to_table(
+                    "raw_copy", records=[(s, loc, q, AS_OF) for s, loc, q in estate[first : first + BATCH]]
+                )
+        raw = len(estate) / (time.perf_counter() - started)
+        rows.append((f"snapshot import rows/s ({STORES}x{SKUS})", ours, raw, 0.3))
+
+        # --- reserve: spread SKUs and one hot SKU, vs raw conditional UPDATE on the same table
+        await pool.execute(
+            "insert into locations (location_id, kind, region_id, time_zone, channel_ids)"
+            " values ('raw', 'LOCATION_KIND_STORE', 'raw', 'UTC', '{}');"
+            "insert into stock (sku, location_id, on_hand)"
+            " select sku, 'raw', 1000000 from skus"
+        )
+        await pool.execute("update stock set on_hand = 1000000 where location_id = 'store-000'")
+
+        def spread(i: int) -> str:
+            return f"sku-{i % min(SPREAD_SKUS, SKUS):05d}"
+
+        for label, sku_of in (("spread SKUs", spread), ("one hot SKU", lambda i: "sku-00000")):
+            tag = label.split()[0]
+
+            async def reserve(i: int, sku_of: Callable[[int], str] = sku_of, tag: str = tag) -> None:
+                await web.ReserveStock(
+                    pb.ReserveStockRequest(
+                        reservation_id=f"{tag}-{i}",
+                        channel_id="web",
+                        lines=[pb.ReserveLine(sku=sku_of(i), location_id="store-000", quantity=1)],
+                    )
+                )
+
+            ours = await _concurrently(RESERVES, reserve)
+            raw = await _raw_reserve(pool, sku_of)
+            rows.append((f"ReserveStock TPS, {label} (gRPC, {CONCURRENCY} clients)", ours, raw, 0.6))
+
+        # --- BatchGetAvailability
+        queries = [
+            pb.AvailabilityQuery(
+                sku=f"sku-{(i * 7) % SKUS:05d}",
+                scope=availability_pb2.AvailabilityScope(location_id=f"store-{i % STORES:03d}"),
+            )
+            for i in range(1000)
+        ]
+        request = pb.BatchGetAvailabilityRequest(channel_id="web", queries=queries)
+        calls = 200
+
+        async def batch(i: int) -> None:
+            await web.BatchGetAvailability(request)
+
+        per_second = await _concurrently(calls, batch) * len(queries)
+        rows.append(("BatchGetAvailability SKU-locations/s", per_second, None, 50_000))
+        for channel in channels.values():
+            await channel.close(None)
+        await pool.close()
+        return rows
+    finally:
+        await process.terminate()
+        nats.close()
+        await db.drop()
+
+
+def print_rows(rows: list[tuple[str, float, float | None, float | None]]) -> None:
+    print(f"{'figure':<60}{'ours':>12}{'raw baseline':>16}{'ratio':>8}{'target':>10}")
+    for figure, ours, raw, target in rows:
+        ratio = f"{ours / raw:.2f}" if raw else "-"
+        raw_text = f"{raw:,.0f}" if raw else "-"
+        target_text = f">={target:g}" if target is not None else ""
+        print(f"{figure:<60}{ours:>12,.0f}{raw_text:>16}{ratio:>8}{target_text:>10}")
+
+
+if __name__ == "__main__":
+    print_rows(asyncio.run(run_inventory_bench()))
