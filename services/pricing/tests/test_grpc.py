@@ -12,7 +12,13 @@ import grpc
 import pytest
 
 from retail.common.v1 import time_window_pb2
-from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc, resolution_pb2
+from retail.pricing.v1 import (
+    change_sets_pb2,
+    events_pb2,
+    price_lists_pb2,
+    pricing_service_pb2_grpc,
+    resolution_pb2,
+)
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.auth import CredentialStore
 from retail_common.context import PrincipalKind
@@ -352,3 +358,46 @@ async def test_ten_thousand_resolutions_touch_no_pricing_table_while_nothing_cha
     await alice.BatchUpsertProducts(pb.BatchUpsertProductsRequest(request_id="p2", products=[product("C")]))
     await web.ResolvePrice(pb.ResolvePriceRequest(query=query("A")))
     assert await _settled_scans(pool) > after
+
+
+async def _activation_events(pool) -> int:
+    rows = await pool.fetch("select payload from outbox where event_type = 'retail.pricing.v1.PriceChanged'")
+    causes = [events_pb2.PriceChanged.FromString(r["payload"]).cause for r in rows]
+    return causes.count(events_pb2.PRICE_CHANGE_CAUSE_ACTIVATION)
+
+
+async def _wait_until(instant: datetime) -> None:
+    await asyncio.sleep(max(0.0, (instant - datetime.now(UTC)).total_seconds()) + 0.1)
+
+
+async def test_entry_due_while_stopped_is_announced_after_restart(
+    start_service, env, service, alice, bob, pool
+) -> None:
+    await seed(alice)
+    markdown = price_list("md", price_lists_pb2.PRICE_LIST_KIND_MARKDOWN)
+    await alice.CreatePriceList(pb.CreatePriceListRequest(request_id="md", price_list=markdown))
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    await approve(alice, bob, "md", add("md", "A", "5.00", due))
+    await service.terminate()
+    await _wait_until(due)
+    assert await _activation_events(pool) == 0  # nobody was running at the instant
+    await start_service(MODULE, env)
+
+    async def announced() -> bool:
+        return await _activation_events(pool) == 1
+
+    await eventually(announced, "the missed activation is announced after restart")
+
+
+async def test_two_processes_announce_an_activation_once(start_service, env, alice, bob, pool) -> None:
+    await start_service(MODULE, env)
+    await seed(alice)
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    await approve(alice, bob, "b", add("base", "A", "5.00", due))
+
+    async def all_announced() -> bool:
+        pending = await pool.fetchval("select count(*) from activations where announced_at is null")
+        return pending == 0 and await _activation_events(pool) >= 1
+
+    await eventually(all_announced, "the activation is announced")
+    assert await _activation_events(pool) == 1

@@ -4,6 +4,7 @@ service's LocationUpserted (region and time zone replica, through the shared inb
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -37,11 +38,16 @@ def invalidate_on(catalog: Catalog, envelope: Envelope) -> None:
         catalog.invalidate_config()
 
 
-async def watch_for_invalidation(js: JetStreamContext, catalog: Catalog) -> list[ReplicaSubscription]:
-    """Per-replica (ephemeral ordered) subscriptions; everything cached before them is dropped."""
+async def watch_for_invalidation(
+    js: JetStreamContext, catalog: Catalog, on_price_changed: Callable[[], None] = lambda: None
+) -> list[ReplicaSubscription]:
+    """Per-replica (ephemeral ordered) subscriptions; everything cached before them is dropped.
+    `on_price_changed` runs for every PriceChanged (an approval elsewhere may have scheduled instants)."""
 
     async def on_event(envelope: Envelope) -> None:
         invalidate_on(catalog, envelope)
+        if envelope.event_type == f"retail.pricing.v1.{events.PRICE_CHANGED}":
+            on_price_changed()
 
     subscriptions = [
         await subscribe_per_replica(js, "retail.pricing.>", on_event, stream="PRICING"),

@@ -19,6 +19,7 @@ from retail_pricing.catalog import Catalog
 from retail_pricing.consumers import location_consumer, watch_for_invalidation
 from retail_pricing.domain.guardrails import GuardrailPolicy, Severity
 from retail_pricing.handlers.common import Deps
+from retail_pricing.scheduler import ActivationScheduler
 from retail_pricing.schema import PRICING_MIGRATIONS
 from retail_pricing.servicer import PricingServicer
 
@@ -39,6 +40,7 @@ class PricingSettings(ServiceSettings):
 
 
 _DEPS: dict[int, Deps] = {}
+_SCHEDULERS: dict[int, ActivationScheduler] = {}
 
 
 def deps_of(ctx: ServiceContext[PricingSettings]) -> Deps:
@@ -58,7 +60,10 @@ def deps_of(ctx: ServiceContext[PricingSettings]) -> Deps:
                 max_change=s.guardrail_max_change,
             ),
         )
+        scheduler = ActivationScheduler(ctx.pool, ctx.clock, deps.writer)
+        deps.on_scheduled = scheduler.wake
         _DEPS[id(ctx)] = deps
+        _SCHEDULERS[id(ctx)] = scheduler
     return deps
 
 
@@ -87,12 +92,19 @@ async def cache_invalidation(ctx: ServiceContext[PricingSettings]) -> None:
     """Keep this replica's resolution cache fresh from the service's own events."""
     await _streams(ctx)
     client = await ctx.nats.connected()
-    subscriptions = await watch_for_invalidation(client.jetstream(), deps_of(ctx).catalog)
+    deps = deps_of(ctx)
+    subscriptions = await watch_for_invalidation(client.jetstream(), deps.catalog, deps.on_scheduled)
     try:
         await asyncio.Event().wait()
     finally:
         for sub in subscriptions:
             await sub.close()
+
+
+async def activation_scheduler(ctx: ServiceContext[PricingSettings]) -> None:
+    """Announce entries starting or ending at their instant (once across replicas, catching up)."""
+    deps_of(ctx)
+    await _SCHEDULERS[id(ctx)].run()
 
 
 async def locations(ctx: ServiceContext[PricingSettings]) -> None:
@@ -142,5 +154,5 @@ SPEC: ServiceSpec[PricingSettings] = ServiceSpec(
     policies=service_policies(SERVICE, POLICIES),
     register=_register,
     migrations=[PRICING_MIGRATIONS],
-    background=[outbox_relay, cache_invalidation, locations],
+    background=[outbox_relay, cache_invalidation, locations, activation_scheduler],
 )

@@ -404,6 +404,7 @@ async def approve_change_set(deps: Deps, request: pb.ApproveChangeSetRequest) ->
         deps, "ApproveChangeSet", request.request_id, request, pb.ApproveChangeSetResponse, body
     )
     deps.catalog.invalidate_skus(touched)
+    deps.on_scheduled()
     return response
 
 

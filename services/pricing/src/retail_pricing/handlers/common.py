@@ -46,7 +46,8 @@ class Deps:
     catalog: Catalog
     writer: OutboxWriter
     policy: GuardrailPolicy = field(default_factory=GuardrailPolicy)
-    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Called after an approval committed new due instants (wakes this replica's activation scheduler).
+    on_scheduled: Callable[[], None] = lambda: None
 
 
 def raise_if(problems: list[Violation]) -> None:
