@@ -396,3 +396,140 @@ async def test_oversell_storm_two_processes_64_clients(pool, operator, wms, clie
     assert set(outcomes) - {"ok"} <= {"B", "C", "D"}
     # and something actually ran out (the phase is a real contention test)
     assert max(reserved[s] for s in ["B", "C", "D"]) == 100
+
+
+async def test_extend_list_and_channel_wide_availability(pool, operator, wms, web, clients):
+    await setup_stock(operator, wms, {("A", "s1"): 10, ("A", "s2"): 5})
+    wide = await web.GetAvailability(
+        pb.GetAvailabilityRequest(
+            sku="A", channel_id="web", scope=availability_pb2.AvailabilityScope(all_channel_locations=True)
+        )
+    )
+    assert (wide.availability.available_to_sell, [x.location_id for x in wide.availability.locations]) == (
+        15,
+        ["s1", "s2"],
+    )
+    batch = await web.BatchGetAvailability(
+        pb.BatchGetAvailabilityRequest(
+            channel_id="web",
+            totals_only=True,
+            queries=[
+                pb.AvailabilityQuery(sku="A", scope=availability_pb2.AvailabilityScope(location_id="s2")),
+                pb.AvailabilityQuery(
+                    sku="UNKNOWN", scope=availability_pb2.AvailabilityScope(location_id="s2")
+                ),
+            ],
+        )
+    )
+    assert [a.available_to_sell for a in batch.availabilities] == [5, 0]
+    created = await web.ReserveStock(
+        pb.ReserveStockRequest(
+            reservation_id="r1", channel_id="web", lines=[line("A", 1)], ttl=Duration(seconds=60)
+        )
+    )
+    extended = await web.ExtendReservation(
+        pb.ExtendReservationRequest(request_id="e1", reservation_id="r1", ttl=Duration(seconds=3600))
+    )
+    assert extended.reservation.expire_time.ToDatetime() > created.reservation.expire_time.ToDatetime()
+    assert extended.reservation.version == 2
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await web.ExtendReservation(
+            pb.ExtendReservationRequest(
+                request_id="e2", reservation_id="r1", ttl=Duration(seconds=100 * 3600)
+            )
+        )
+    assert parse_error(caught.value).fields == ["ttl"]
+    for i in range(3):
+        await web.ReserveStock(
+            pb.ReserveStockRequest(reservation_id=f"p{i}", channel_id="web", lines=[line("A", 1)])
+        )
+    mkt = await clients.stub("mkt", PrincipalKind.CHANNEL)
+    await mkt.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="m1", channel_id="mkt", lines=[line("A", 1)])
+    )
+    seen, token = [], ""
+    while True:
+        page = await web.ListReservations(pb.ListReservationsRequest(page_size=2, page_token=token))
+        seen += [r.reservation_id for r in page.reservations]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == ["p0", "p1", "p2", "r1"]  # only its own, every one once
+    everything = await operator.ListReservations(pb.ListReservationsRequest(page_size=100))
+    assert len(everything.reservations) == 5
+
+
+async def test_threshold_rules_over_grpc(pool, operator, wms, web, clients):
+    await setup_stock(operator, wms, {("A", "s1"): 12})
+    from retail.inventory.v1 import threshold_pb2
+
+    rule = threshold_pb2.ThresholdRule(
+        sku="A",
+        location_id="s1",
+        channel_id="web",
+        owner=threshold_pb2.ThresholdOwner(campaign_id="camp-7"),
+        absolute=threshold_pb2.AbsoluteThreshold(below_quantity=10, restore_quantity=12),
+    )
+    created = await wms.CreateThresholdRule(pb.CreateThresholdRuleRequest(request_id="t1", rule=rule))
+    assert created.rule.state == threshold_pb2.THRESHOLD_STATE_ABOVE
+    again = await wms.CreateThresholdRule(pb.CreateThresholdRuleRequest(request_id="t1", rule=rule))
+    assert again.rule.rule_id == created.rule.rule_id
+    operator_rule = threshold_pb2.ThresholdRule()
+    operator_rule.CopyFrom(rule)
+    operator_rule.owner.operator_id = "ops-1"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.CreateThresholdRule(pb.CreateThresholdRuleRequest(request_id="t2", rule=operator_rule))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await web.CreateThresholdRule(pb.CreateThresholdRuleRequest(request_id="t3", rule=rule))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="r1", channel_id="web", lines=[line("A", 3)])
+    )
+    got = await wms.GetThresholdRule(pb.GetThresholdRuleRequest(rule_id=created.rule.rule_id))
+    assert (got.rule.state, got.rule.version) == (threshold_pb2.THRESHOLD_STATE_BELOW, 2)
+    listed = await wms.ListThresholdRules(pb.ListThresholdRulesRequest(campaign_id="camp-7"))
+    assert [r.rule_id for r in listed.rules] == [created.rule.rule_id]
+    await wms.DeleteThresholdRule(
+        pb.DeleteThresholdRuleRequest(request_id="d1", rule_id=created.rule.rule_id)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.GetThresholdRule(pb.GetThresholdRuleRequest(rule_id=created.rule.rule_id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await pool.fetchval("select rule_count from stock where sku = 'A'") == 0
+
+
+async def test_events_reach_jetstream_through_the_relay(pool, operator, wms, web, nats_server):
+    import nats
+
+    from retail.inventory.v1 import events_pb2
+
+    await setup_stock(operator, wms, {("A", "s1"): 10})
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="r1", channel_id="web", lines=[line("A", 4)])
+    )
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    found: dict[str, bytes] = {}
+
+    async def published() -> bool:
+        for event in ("ReservationChanged", "AvailabilityChanged", "LocationUpserted"):
+            try:
+                msg = await js.get_last_msg("INVENTORY", f"retail.inventory.v1.{event}")
+            except Exception:
+                return False
+            found[event] = msg.data
+        return True
+
+    try:
+        await eventually(published, "the relay publishes inventory events")
+    finally:
+        await nc.close()
+    reservation = events_pb2.ReservationChanged.FromString(found["ReservationChanged"])
+    assert (reservation.reservation.reservation_id, reservation.change) == (
+        "r1",
+        reservation_pb2.RESERVATION_CHANGE_CREATED,
+    )
+    availability = events_pb2.AvailabilityChanged.FromString(found["AvailabilityChanged"])
+    assert (availability.sku, availability.reserved_total) == ("A", 4)
+    assert {c.channel_id: c.available_to_sell for c in availability.channels} == {"web": 6, "mkt": 6}
