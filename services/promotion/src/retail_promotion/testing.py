@@ -83,3 +83,58 @@ def run(
 
 def finals(ev: Evaluation) -> list[str]:
     return [str(line.final) for line in ev.lines]
+
+
+# ---- protos (repository and process-level tests) ----
+
+
+def money_pb(amount: str, currency: str = "EUR") -> Any:
+    from retail_promotion.convert import money_to_proto
+
+    return money_to_proto(Decimal(amount), currency)
+
+
+def campaign_pb(
+    campaign_id: str = "C1",
+    *,
+    promotions: Iterable[Any] = (),
+    channels: Iterable[str] = ("web", "app"),
+    start: datetime = datetime(2026, 6, 1, tzinfo=UTC),
+    end: datetime | None = datetime(2026, 7, 1, tzinfo=UTC),
+    **fields: Any,
+) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from retail.common.v1 import time_window_pb2
+    from retail.promotion.v1 import campaign_pb2
+
+    window = time_window_pb2.AbsoluteWindow(start_time=Timestamp(seconds=int(start.timestamp())))
+    if end is not None:
+        window.end_time.FromDatetime(end)
+    return campaign_pb2.Campaign(
+        campaign_id=campaign_id,
+        currency_code=fields.pop("currency_code", "EUR"),
+        window=time_window_pb2.TimeWindow(absolute=window),
+        channel_ids=list(channels),
+        promotions=list(promotions),
+        **fields,
+    )
+
+
+def percent_promotion_pb(
+    promotion_id: str, percent: str, skus: Iterable[str], *, exclusive: bool = False, **fields: Any
+) -> Any:
+    from google.type import decimal_pb2
+
+    from retail.promotion.v1 import promotion_pb2
+
+    return promotion_pb2.Promotion(
+        promotion_id=promotion_id,
+        level=fields.pop("level", promotion_pb2.PROMOTION_LEVEL_LINE),
+        eligibility=promotion_pb2.Eligibility(skus=list(skus), **fields.pop("eligibility", {})),
+        reward=promotion_pb2.Reward(percent_off=decimal_pb2.Decimal(value=percent)),
+        stacking=promotion_pb2.Stacking(
+            mode=promotion_pb2.STACKING_MODE_EXCLUSIVE if exclusive else promotion_pb2.STACKING_MODE_STACKABLE
+        ),
+        **fields,
+    )

@@ -1,0 +1,56 @@
+"""Read-only replicas fed by other services' events: products (pricing) and locations (inventory).
+The inbox has already gated the version; the WHERE keeps an older version from overwriting anyway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from retail_common.db import Connection
+
+__all__ = ["upsert_location", "upsert_product"]
+
+
+async def upsert_product(
+    conn: Connection,
+    *,
+    sku: str,
+    active: bool,
+    categories: Sequence[str],
+    attributes: Mapping[str, str],
+    version: int,
+) -> bool:
+    changed = await conn.fetchval(
+        "insert into products (sku, active, categories, attributes, version)"
+        " values ($1, $2, $3, $4::jsonb, $5) on conflict (sku) do update"
+        " set active = excluded.active, categories = excluded.categories,"
+        " attributes = excluded.attributes, version = excluded.version"
+        " where products.version < excluded.version returning true",
+        sku,
+        active,
+        list(categories),
+        json.dumps(dict(attributes)),
+        version,
+    )
+    if changed:  # categories and attributes decide which promotions a SKU can get
+        await conn.execute("update catalog_version set version = version + 1")
+    return bool(changed)
+
+
+async def upsert_location(
+    conn: Connection, *, location_id: str, region_id: str, time_zone: str, active: bool, version: int
+) -> bool:
+    return bool(
+        await conn.fetchval(
+            "insert into locations (location_id, region_id, time_zone, active, version)"
+            " values ($1, $2, $3, $4, $5) on conflict (location_id) do update"
+            " set region_id = excluded.region_id, time_zone = excluded.time_zone,"
+            " active = excluded.active, version = excluded.version"
+            " where locations.version < excluded.version returning true",
+            location_id,
+            region_id,
+            time_zone,
+            active,
+            version,
+        )
+    )
