@@ -533,3 +533,14 @@ async def test_events_reach_jetstream_through_the_relay(pool, operator, wms, web
     availability = events_pb2.AvailabilityChanged.FromString(found["AvailabilityChanged"])
     assert (availability.sku, availability.reserved_total) == ("A", 4)
     assert {c.channel_id: c.available_to_sell for c in availability.channels} == {"web": 6, "mkt": 6}
+
+
+async def test_list_validation_names_fields(operator):
+    for request, field in (
+        (pb.ListReservationsRequest(page_token="garbage"), "page_token"),
+        (pb.ListReservationsRequest(state=99), "state"),
+        (pb.ListReservationsRequest(page_size=5000), "page_size"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await operator.ListReservations(request)
+        assert parse_error(caught.value).fields == [field]

@@ -759,6 +759,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     ) -> pb.ListReservationsResponse:
         check = _Violations()
         size = _page_size(request.page_size, check)
+        if request.state not in reservation_pb2.ReservationState.values():
+            check.add("state", "unknown state")
         check.raise_if_any()
         principal = _principal()
         channel = request.channel_id or None
@@ -772,7 +774,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             else None
         )
         page = _page(request.page_token)
-        after = (datetime.fromisoformat(page["t"]), str(page["id"])) if page else None
+        try:
+            after = (datetime.fromisoformat(page["t"]), str(page["id"])) if page else None
+        except (KeyError, ValueError, TypeError):
+            raise InvalidArgument.field("page_token", "malformed page token") from None
         async with self._ctx.pool.acquire() as conn:
             found = await self._repo.list_reservations(
                 conn, channel=channel, state=state, after=after, limit=size + 1
@@ -880,7 +885,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         size = _page_size(request.page_size, check)
         check.raise_if_any()
         page = _page(request.page_token)
-        after = self._rule_id(str(page["after"]), "page_token") if page else None
+        after = self._rule_id(str(page.get("after")), "page_token") if page else None
         async with self._ctx.pool.acquire() as conn:
             rows = await self._repo.list_rules(
                 conn,
