@@ -75,6 +75,11 @@ async def check_invariants(pool: Any) -> None:
         assert 0 <= r["reserved_total"] <= max(0, r["on_hand"]), dict(r)
         assert r["live"] == r["reserved_total"], dict(r)
         assert sum(int(v) for v in r["channel_reserved"].values()) == r["reserved_total"], dict(r)
+    negative = await pool.fetchval(
+        "select count(*) from stock s join locations l using (location_id), unnest(l.channel_ids) c"
+        " where inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, c) < 0"
+    )
+    assert negative == 0
     settled = await pool.fetchval(
         "select count(*) from reservation_lines rl join reservations r using (reservation_id)"
         " where r.state <> 'ACTIVE' and rl.confirmed + rl.released <> rl.quantity"
