@@ -470,6 +470,7 @@ def change_set_to_proto(
         create_time=timestamp_to_proto(cs.created_at),
         submit_time=timestamp_to_proto(cs.submitted_at),
         review_time=timestamp_to_proto(cs.reviewed_at),
+        item_count=cs.item_count,
     )
 
 

@@ -62,6 +62,8 @@ __all__ = [
 
 ENTITY = "retail.pricing.v1.ChangeSet"
 _FAR_ID = 2**62  # ids for not-yet-created entries in previews
+_INSERT_CHUNK = 5000
+MAX_RETURNED = 1000  # items / created entries echoed in responses (ChangeSet.item_count has the total)
 
 
 def _parse_items(raw: Sequence[change_sets_pb2.ChangeSetItem], path: str) -> tuple[list[Item], list[str]]:
@@ -114,7 +116,8 @@ async def _currencies(conn: Connection) -> dict[str, str]:
 
 
 async def _to_proto(conn: Connection, cs: StoredChangeSet) -> change_sets_pb2.ChangeSet:
-    return change_set_to_proto(cs, await repo.load_items(conn, cs.change_set_id), await _currencies(conn))
+    items = await repo.load_items(conn, cs.change_set_id, limit=MAX_RETURNED)
+    return change_set_to_proto(cs, items, await _currencies(conn))
 
 
 def _parse_id(value: str, path: str = "change_set_id") -> uuid.UUID:
@@ -329,6 +332,7 @@ async def apply_plan(
     )
     created: list[PriceEntry] = []
     per_sku: dict[str, tuple[set[Probe], datetime]] = {}
+    inserts: list[AddEntry] = []
     for op in plan:
         subject = op.item if isinstance(op, Insert) else op.before
         if isinstance(op, Withdraw):
@@ -348,13 +352,17 @@ async def apply_plan(
             )
             await activations.schedule_entry(conn, shortened, zones, now)
         else:
-            entry = await entries_repo.insert_entry(conn, op.item, change_set_id, now)
-            await activations.schedule_entry(conn, entry, zones, now)
-            created.append(entry)
+            inserts.append(op.item)
         price_list = lists[subject.price_list_id]
         probes, first = per_sku.get(subject.sku, (set(), _op_instant(op, now)))
         probes.update(probes_for(price_list))
         per_sku[subject.sku] = (probes, min(first, _op_instant(op, now)))
+    for start in range(0, len(inserts), _INSERT_CHUNK):
+        chunk = await entries_repo.insert_entries(
+            conn, inserts[start : start + _INSERT_CHUNK], change_set_id, now
+        )
+        await activations.schedule_new_entries(conn, chunk, zones, now)
+        created.extend(chunk)
     for sku in sorted(per_sku):
         probes, effective = per_sku[sku]
         await events.price_changed(
@@ -396,7 +404,8 @@ async def approve_change_set(deps: Deps, request: pb.ApproveChangeSetRequest) ->
         return pb.ApproveChangeSetResponse(
             change_set=out,
             created_entries=[
-                entry_to_proto(e, currencies[e.price_list_id], change_set_id, now) for e in created
+                entry_to_proto(e, currencies[e.price_list_id], change_set_id, now)
+                for e in created[:MAX_RETURNED]
             ],
         )
 

@@ -10,7 +10,15 @@ from retail_common.db import Connection
 from retail_pricing.domain.model import AbsoluteWindow, PriceEntry
 from retail_pricing.domain.windows import bounds
 
-__all__ = ["Due", "claim_due", "forget_entry", "mark_announced", "next_due_at", "schedule_entry"]
+__all__ = [
+    "Due",
+    "claim_due",
+    "forget_entry",
+    "mark_announced",
+    "next_due_at",
+    "schedule_entry",
+    "schedule_new_entries",
+]
 
 
 @dataclass(frozen=True)
@@ -26,15 +34,24 @@ class Due:
 async def schedule_entry(conn: Connection, entry: PriceEntry, zones: Iterable[str], after: datetime) -> None:
     """(Re)schedule the start and end of an entry that lie after `after` (local windows: per zone)."""
     await forget_entry(conn, entry.entry_id)
-    targets = [""] if isinstance(entry.window, AbsoluteWindow) else sorted(set(zones))
+    await schedule_new_entries(conn, [entry], zones, after)
+
+
+async def schedule_new_entries(
+    conn: Connection, entries: Iterable[PriceEntry], zones: Iterable[str], after: datetime
+) -> None:
+    """Schedule the starts and ends after `after` of entries that have no activation rows yet."""
+    zone_list = sorted(set(zones))
     rows = []
-    for zone in targets:
-        b = bounds(entry.window, zone or None)
-        if b is None:
-            continue
-        for edge, instant in (("start", b[0]), ("end", b[1])):
-            if instant is not None and instant > after:
-                rows.append((entry.entry_id, edge, zone, instant, entry.sku, entry.price_list_id))
+    for entry in entries:
+        targets = [""] if isinstance(entry.window, AbsoluteWindow) else zone_list
+        for zone in targets:
+            b = bounds(entry.window, zone or None)
+            if b is None:
+                continue
+            for edge, instant in (("start", b[0]), ("end", b[1])):
+                if instant is not None and instant > after:
+                    rows.append((entry.entry_id, edge, zone, instant, entry.sku, entry.price_list_id))
     if rows:
         await conn.executemany(
             """

@@ -227,9 +227,11 @@ def _item(row: Any) -> Item:
     return AddEntry(row["price_list_id"], row["sku"], row["amount"], window, row["min_quantity"])
 
 
-async def load_items(conn: Connection, change_set_id: uuid.UUID) -> list[Item]:
+async def load_items(conn: Connection, change_set_id: uuid.UUID, limit: int | None = None) -> list[Item]:
     rows = await conn.fetch(
-        "select * from change_set_items where change_set_id = $1 order by position", change_set_id
+        "select * from change_set_items where change_set_id = $1 order by position limit $2",
+        change_set_id,
+        limit,
     )
     return [_item(r) for r in rows]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = [
     "entries_by_ids",
     "entries_for_skus",
     "entries_of_change_set",
+    "insert_entries",
     "insert_entry",
     "list_entries",
     "shorten_entry",
@@ -114,6 +115,45 @@ async def insert_entry(
             "the window overlaps an existing entry of the same list, SKU and tier; end it first",
         ) from exc
     return _entry(row)
+
+
+async def insert_entries(
+    conn: Connection, items: Sequence[AddEntry], change_set_id: uuid.UUID, now: datetime
+) -> list[PriceEntry]:
+    """Insert many entries in one statement (arrays + unnest), in order; overlaps raise RuleError."""
+    if not items:
+        return []
+    columns = [window_columns(item.window) for item in items]
+    try:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                f"""
+                insert into price_entries (price_list_id, sku, min_quantity, amount, window_kind, abs_range,
+                    local_range, wide_range, change_set_id, created_at)
+                select l, s, q, a, k, ar, lr, wr, $9, $10
+                from unnest($1::text[], $2::text[], $3::bigint[], $4::numeric[], $5::text[], $6::tstzrange[],
+                            $7::tsrange[], $8::tstzrange[]) with ordinality as t(l, s, q, a, k, ar, lr, wr, n)
+                order by n
+                returning {_COLUMNS}
+                """,
+                [item.price_list_id for item in items],
+                [item.sku for item in items],
+                [item.min_quantity for item in items],
+                [item.amount for item in items],
+                [c[0] for c in columns],
+                [c[1] for c in columns],
+                [c[2] for c in columns],
+                [c[3] for c in columns],
+                change_set_id,
+                now,
+            )
+    except asyncpg.ExclusionViolationError as exc:
+        raise RuleError(
+            "ENTRY_OVERLAP",
+            str(exc.detail or "price_entries"),
+            "a window overlaps an existing entry of the same list, SKU and tier; end it first",
+        ) from exc
+    return sorted((_entry(row) for row in rows), key=lambda e: e.entry_id)
 
 
 async def shorten_entry(conn: Connection, entry_id: int, window: Window) -> None:

@@ -29,31 +29,31 @@ from retail.common.v1 import refs_pb2 as retail_dot_common_dot_v1_dot_refs__pb2
 from retail.common.v1 import time_window_pb2 as retail_dot_common_dot_v1_dot_time__window__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#retail/pricing/v1/change_sets.proto\x12\x11retail.pricing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19google/type/decimal.proto\x1a\x17google/type/money.proto\x1a\x1bretail/common/v1/refs.proto\x1a\"retail/common/v1/time_window.proto\"\xf6\x03\n\tChangeSet\x12\x15\n\rchange_set_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.retail.pricing.v1.ChangeSetState\x12/\n\x05items\x18\x04 \x03(\x0b\x32 .retail.pricing.v1.ChangeSetItem\x12\x11\n\tauthor_id\x18\x05 \x01(\t\x12\x13\n\x0breviewer_id\x18\x06 \x01(\t\x12\x18\n\x10rejection_reason\x18\x07 \x01(\t\x12\x35\n\x08\x66indings\x18\x08 \x03(\x0b\x32#.retail.pricing.v1.GuardrailFinding\x12\x1d\n\x15reverts_change_set_id\x18\t \x01(\t\x12!\n\x19reverted_by_change_set_id\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsubmit_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breview_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rChangeSetItem\x12\x35\n\tadd_entry\x18\x01 \x01(\x0b\x32 .retail.pricing.v1.AddPriceEntryH\x00\x12\x35\n\tend_entry\x18\x02 \x01(\x0b\x32 .retail.pricing.v1.EndPriceEntryH\x00\x42\x08\n\x06\x63hange\"\x9b\x01\n\rAddPriceEntry\x12\x15\n\rprice_list_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x03 \x01(\x03\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12,\n\x06window\x18\x05 \x01(\x0b\x32\x1c.retail.common.v1.TimeWindow\"O\n\rEndPriceEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x03\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x10GuardrailFinding\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .retail.pricing.v1.GuardrailKind\x12\x36\n\x08severity\x18\x02 \x01(\x0e\x32$.retail.pricing.v1.GuardrailSeverity\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0b\x32\x17.retail.common.v1.Scope\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x8a\x02\n\tPriceDiff\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12&\n\x05scope\x18\x02 \x01(\x0b\x32\x17.retail.common.v1.Scope\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\told_price\x18\x04 \x01(\x0b\x32\x1f.retail.pricing.v1.PriceAmounts\x12\x32\n\tnew_price\x18\x05 \x01(\x0b\x32\x1f.retail.pricing.v1.PriceAmounts\x12,\n\x0e\x63hange_percent\x18\x06 \x01(\x0b\x32\x14.google.type.Decimal\"s\n\x0cPriceAmounts\x12\x1f\n\x03net\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x03tax\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05gross\x18\x03 \x01(\x0b\x32\x12.google.type.Money*\xac\x01\n\x0e\x43hangeSetState\x12 \n\x1c\x43HANGE_SET_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HANGE_SET_STATE_DRAFT\x10\x01\x12\x1e\n\x1a\x43HANGE_SET_STATE_SUBMITTED\x10\x02\x12\x1d\n\x19\x43HANGE_SET_STATE_APPROVED\x10\x03\x12\x1d\n\x19\x43HANGE_SET_STATE_REJECTED\x10\x04*\xb8\x01\n\rGuardrailKind\x12\x1e\n\x1aGUARDRAIL_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fGUARDRAIL_KIND_BELOW_COST_FLOOR\x10\x01\x12\x31\n-GUARDRAIL_KIND_BELOW_MINIMUM_ADVERTISED_PRICE\x10\x02\x12/\n+GUARDRAIL_KIND_CHANGE_ABOVE_MAXIMUM_PERCENT\x10\x03*x\n\x11GuardrailSeverity\x12\"\n\x1eGUARDRAIL_SEVERITY_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGUARDRAIL_SEVERITY_WARNING\x10\x01\x12\x1f\n\x1bGUARDRAIL_SEVERITY_BLOCKING\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#retail/pricing/v1/change_sets.proto\x12\x11retail.pricing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19google/type/decimal.proto\x1a\x17google/type/money.proto\x1a\x1bretail/common/v1/refs.proto\x1a\"retail/common/v1/time_window.proto\"\x8a\x04\n\tChangeSet\x12\x15\n\rchange_set_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.retail.pricing.v1.ChangeSetState\x12/\n\x05items\x18\x04 \x03(\x0b\x32 .retail.pricing.v1.ChangeSetItem\x12\x11\n\tauthor_id\x18\x05 \x01(\t\x12\x13\n\x0breviewer_id\x18\x06 \x01(\t\x12\x18\n\x10rejection_reason\x18\x07 \x01(\t\x12\x35\n\x08\x66indings\x18\x08 \x03(\x0b\x32#.retail.pricing.v1.GuardrailFinding\x12\x1d\n\x15reverts_change_set_id\x18\t \x01(\t\x12!\n\x19reverted_by_change_set_id\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsubmit_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breview_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nitem_count\x18\x0f \x01(\x03\"\x87\x01\n\rChangeSetItem\x12\x35\n\tadd_entry\x18\x01 \x01(\x0b\x32 .retail.pricing.v1.AddPriceEntryH\x00\x12\x35\n\tend_entry\x18\x02 \x01(\x0b\x32 .retail.pricing.v1.EndPriceEntryH\x00\x42\x08\n\x06\x63hange\"\x9b\x01\n\rAddPriceEntry\x12\x15\n\rprice_list_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x03 \x01(\x03\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12,\n\x06window\x18\x05 \x01(\x0b\x32\x1c.retail.common.v1.TimeWindow\"O\n\rEndPriceEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x03\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x10GuardrailFinding\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .retail.pricing.v1.GuardrailKind\x12\x36\n\x08severity\x18\x02 \x01(\x0e\x32$.retail.pricing.v1.GuardrailSeverity\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0b\x32\x17.retail.common.v1.Scope\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x8a\x02\n\tPriceDiff\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12&\n\x05scope\x18\x02 \x01(\x0b\x32\x17.retail.common.v1.Scope\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\told_price\x18\x04 \x01(\x0b\x32\x1f.retail.pricing.v1.PriceAmounts\x12\x32\n\tnew_price\x18\x05 \x01(\x0b\x32\x1f.retail.pricing.v1.PriceAmounts\x12,\n\x0e\x63hange_percent\x18\x06 \x01(\x0b\x32\x14.google.type.Decimal\"s\n\x0cPriceAmounts\x12\x1f\n\x03net\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x03tax\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05gross\x18\x03 \x01(\x0b\x32\x12.google.type.Money*\xac\x01\n\x0e\x43hangeSetState\x12 \n\x1c\x43HANGE_SET_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HANGE_SET_STATE_DRAFT\x10\x01\x12\x1e\n\x1a\x43HANGE_SET_STATE_SUBMITTED\x10\x02\x12\x1d\n\x19\x43HANGE_SET_STATE_APPROVED\x10\x03\x12\x1d\n\x19\x43HANGE_SET_STATE_REJECTED\x10\x04*\xb8\x01\n\rGuardrailKind\x12\x1e\n\x1aGUARDRAIL_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fGUARDRAIL_KIND_BELOW_COST_FLOOR\x10\x01\x12\x31\n-GUARDRAIL_KIND_BELOW_MINIMUM_ADVERTISED_PRICE\x10\x02\x12/\n+GUARDRAIL_KIND_CHANGE_ABOVE_MAXIMUM_PERCENT\x10\x03*x\n\x11GuardrailSeverity\x12\"\n\x1eGUARDRAIL_SEVERITY_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGUARDRAIL_SEVERITY_WARNING\x10\x01\x12\x1f\n\x1bGUARDRAIL_SEVERITY_BLOCKING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.pricing.v1.change_sets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGESETSTATE']._serialized_start=1672
-  _globals['_CHANGESETSTATE']._serialized_end=1844
-  _globals['_GUARDRAILKIND']._serialized_start=1847
-  _globals['_GUARDRAILKIND']._serialized_end=2031
-  _globals['_GUARDRAILSEVERITY']._serialized_start=2033
-  _globals['_GUARDRAILSEVERITY']._serialized_end=2153
+  _globals['_CHANGESETSTATE']._serialized_start=1692
+  _globals['_CHANGESETSTATE']._serialized_end=1864
+  _globals['_GUARDRAILKIND']._serialized_start=1867
+  _globals['_GUARDRAILKIND']._serialized_end=2051
+  _globals['_GUARDRAILSEVERITY']._serialized_start=2053
+  _globals['_GUARDRAILSEVERITY']._serialized_end=2173
   _globals['_CHANGESET']._serialized_start=209
-  _globals['_CHANGESET']._serialized_end=711
-  _globals['_CHANGESETITEM']._serialized_start=714
-  _globals['_CHANGESETITEM']._serialized_end=849
-  _globals['_ADDPRICEENTRY']._serialized_start=852
-  _globals['_ADDPRICEENTRY']._serialized_end=1007
-  _globals['_ENDPRICEENTRY']._serialized_start=1009
-  _globals['_ENDPRICEENTRY']._serialized_end=1088
-  _globals['_GUARDRAILFINDING']._serialized_start=1091
-  _globals['_GUARDRAILFINDING']._serialized_end=1283
-  _globals['_PRICEDIFF']._serialized_start=1286
-  _globals['_PRICEDIFF']._serialized_end=1552
-  _globals['_PRICEAMOUNTS']._serialized_start=1554
-  _globals['_PRICEAMOUNTS']._serialized_end=1669
+  _globals['_CHANGESET']._serialized_end=731
+  _globals['_CHANGESETITEM']._serialized_start=734
+  _globals['_CHANGESETITEM']._serialized_end=869
+  _globals['_ADDPRICEENTRY']._serialized_start=872
+  _globals['_ADDPRICEENTRY']._serialized_end=1027
+  _globals['_ENDPRICEENTRY']._serialized_start=1029
+  _globals['_ENDPRICEENTRY']._serialized_end=1108
+  _globals['_GUARDRAILFINDING']._serialized_start=1111
+  _globals['_GUARDRAILFINDING']._serialized_end=1303
+  _globals['_PRICEDIFF']._serialized_start=1306
+  _globals['_PRICEDIFF']._serialized_end=1572
+  _globals['_PRICEAMOUNTS']._serialized_start=1574
+  _globals['_PRICEAMOUNTS']._serialized_end=1689
 # @@protoc_insertion_point(module_scope)

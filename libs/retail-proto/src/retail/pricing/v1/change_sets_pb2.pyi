@@ -119,6 +119,7 @@ class ChangeSet(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SUBMIT_TIME_FIELD_NUMBER: _builtins.int
     REVIEW_TIME_FIELD_NUMBER: _builtins.int
+    ITEM_COUNT_FIELD_NUMBER: _builtins.int
     change_set_id: _builtins.str
     """Output only. UUIDv7."""
     description: _builtins.str
@@ -137,9 +138,13 @@ class ChangeSet(_message.Message):
     """Output only. Set on an approved change set that was reverted: the revert change set."""
     etag: _builtins.str
     """Output only."""
+    item_count: _builtins.int
+    """Output only. The number of items."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeSetItem]:
-        """At most 10,000 items."""
+        """At most 10,000 items when written through Create/UpdateChangeSet (imports may hold millions).
+        In responses, at most the first 1000 items are included; item_count has the total.
+        """
 
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuardrailFinding]:
@@ -174,10 +179,11 @@ class ChangeSet(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         submit_time: _timestamp_pb2.Timestamp | None = ...,
         review_time: _timestamp_pb2.Timestamp | None = ...,
+        item_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "review_time", b"review_time", "submit_time", b"submit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "change_set_id", b"change_set_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "findings", b"findings", "items", b"items", "rejection_reason", b"rejection_reason", "reverted_by_change_set_id", b"reverted_by_change_set_id", "reverts_change_set_id", b"reverts_change_set_id", "review_time", b"review_time", "reviewer_id", b"reviewer_id", "state", b"state", "submit_time", b"submit_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "change_set_id", b"change_set_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "findings", b"findings", "item_count", b"item_count", "items", b"items", "rejection_reason", b"rejection_reason", "reverted_by_change_set_id", b"reverted_by_change_set_id", "reverts_change_set_id", b"reverts_change_set_id", "review_time", b"review_time", "reviewer_id", b"reviewer_id", "state", b"state", "submit_time", b"submit_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

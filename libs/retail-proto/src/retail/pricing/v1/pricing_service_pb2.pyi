@@ -772,7 +772,7 @@ class ApproveChangeSetResponse(_message.Message):
     def change_set(self) -> _change_sets_pb2.ChangeSet: ...
     @_builtins.property
     def created_entries(self) -> _containers.RepeatedCompositeFieldContainer[_price_lists_pb2.PriceEntry]:
-        """The entries created by the approval."""
+        """The entries created by the approval (at most the first 1000; ListPriceEntries has all of them)."""
 
     def __init__(
         self,
