@@ -52,6 +52,7 @@ async def served():
     policies = {
         "/retail.testing.v1.ProbeService/Echo": authenticated(),
         "/retail.testing.v1.ProbeService/GetAccount": authenticated(),
+        "/test.Stream/Count": authenticated(),
         # WhoAmI deliberately unlisted: denied by default.
     }
     health = HealthReporter(["retail.testing.v1.ProbeService"])
@@ -61,6 +62,20 @@ async def served():
         max_message_bytes=64 * 1024,
     )
     probe_pb2_grpc.add_ProbeServiceServicer_to_server(servicer, server)
+
+    async def count(request: bytes, context):
+        # A server-streaming method: the client defaults must reach streaming calls too.
+        servicer.remaining.append(context.time_remaining())
+        for i in range(3):
+            yield bytes([i])
+
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Stream", {"Count": grpc.unary_stream_rpc_method_handler(count)}
+            )
+        ]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield servicer, f"127.0.0.1:{port}"
@@ -88,7 +103,16 @@ async def test_client_adds_credential_and_default_deadline(served):
     async with connect(address, credential=GOOD_KEY, default_timeout=7.0, tracing=False) as channel:
         await probe_pb2_grpc.ProbeServiceStub(channel).Echo(probe_pb2.EchoRequest(message="hi"))
     assert servicer.remaining[0] is not None
-    assert 0 < servicer.remaining[0] <= 7.0
+    assert 0 < servicer.remaining[0] < 8  # the 7 s default, give or take clock granularity
+
+
+async def test_client_defaults_also_apply_to_streaming_calls(served):
+    servicer, address = served
+    async with connect(address, credential=GOOD_KEY, default_timeout=7.0, tracing=False) as channel:
+        call = channel.unary_stream("/test.Stream/Count")(b"")
+        assert [item async for item in call] == [b"\x00", b"\x01", b"\x02"]
+    assert servicer.remaining[0] is not None
+    assert 0 < servicer.remaining[0] < 8  # the 7 s default, give or take clock granularity
 
 
 async def test_unlisted_method_is_denied_after_authentication(served):

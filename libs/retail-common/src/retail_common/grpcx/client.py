@@ -13,13 +13,12 @@ from retail_common.telemetry import client_interceptors
 __all__ = ["connect"]
 
 
-class _CallDefaults(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds `authorization: Bearer <key>` and a deadline when the caller gave none."""
+class _CallDefaults:
+    """Adds `authorization: Bearer <key>` and a deadline when the caller gave none.
+
+    grpc.aio files an interceptor under the first call type it implements only, so each call type
+    gets its own subclass below rather than one class implementing all four.
+    """
 
     def __init__(self, credential: SecretStr | None, default_timeout: float) -> None:
         self._credential = credential
@@ -37,21 +36,37 @@ class _CallDefaults(
             wait_for_ready=details.wait_for_ready,
         )
 
+
+class _UnaryUnaryDefaults(_CallDefaults, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStreamDefaults(_CallDefaults, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnaryDefaults(_CallDefaults, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStreamDefaults(_CallDefaults, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+_DEFAULTS_BY_CALL_TYPE = (
+    _UnaryUnaryDefaults,
+    _UnaryStreamDefaults,
+    _StreamUnaryDefaults,
+    _StreamStreamDefaults,
+)
 
 
 def connect(
@@ -64,7 +79,7 @@ def connect(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """An insecure-transport channel (TLS terminates at the mesh/ingress; see DESIGN.md §8)."""
-    interceptors: list[Any] = [_CallDefaults(credential, default_timeout)]
+    interceptors: list[Any] = [kind(credential, default_timeout) for kind in _DEFAULTS_BY_CALL_TYPE]
     if tracing:
         interceptors += client_interceptors()
     return grpc.aio.insecure_channel(
