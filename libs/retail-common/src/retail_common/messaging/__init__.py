@@ -30,7 +30,7 @@ from retail_common.messaging._envelope import (
     new_event_id,
 )
 from retail_common.messaging._inbox import Handler, InboxConsumer, Outcome, VersionPolicy, prune_inbox
-from retail_common.messaging._outbox import OutboxWriter, Payload
+from retail_common.messaging._outbox import OutboxEvent, OutboxWriter, Payload
 from retail_common.messaging._propagation import extract_context, inject_context
 from retail_common.messaging._relay import OutboxRelay
 from retail_common.messaging._streams import (
@@ -67,6 +67,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "InboxConsumer",
+    "OutboxEvent",
     "OutboxRelay",
     "OutboxWriter",
     "Outcome",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -13,21 +16,44 @@ from retail_common.db import Connection
 from retail_common.messaging._envelope import new_event_id
 from retail_common.messaging._propagation import current_trace_headers
 
-__all__ = ["OutboxWriter", "Payload"]
+__all__ = ["OutboxEvent", "OutboxWriter", "Payload"]
 
 Payload = Message | bytes | Callable[[int], Message | bytes]
 
-_BUMP = """
-insert into aggregate_versions (aggregate_type, aggregate_key, version) values ($1, $2, 1)
-on conflict (aggregate_type, aggregate_key) do update set version = aggregate_versions.version + 1
-returning version
+# Bumps every aggregate of a batch at once, in a fixed (type, key) order so that concurrent batches
+# lock version rows in the same order and cannot deadlock; returns each aggregate's new top version.
+_BUMP_MANY = """
+with wanted as (
+    select aggregate_type, aggregate_key, count(*) as n
+    from unnest($1::text[], $2::text[]) as u(aggregate_type, aggregate_key)
+    group by aggregate_type, aggregate_key
+)
+insert into aggregate_versions (aggregate_type, aggregate_key, version)
+select aggregate_type, aggregate_key, n from wanted order by aggregate_type, aggregate_key
+on conflict (aggregate_type, aggregate_key)
+do update set version = aggregate_versions.version + excluded.version
+returning aggregate_type, aggregate_key, version
 """
 
-_INSERT = """
+_INSERT_MANY = """
 insert into outbox (event_id, subject, event_type, schema_version, aggregate_type, aggregate_key,
                     aggregate_version, payload, occurred_at, traceparent, tracestate)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[],
+                     $7::bigint[], $8::bytea[], $9::timestamptz[], $10::text[], $11::text[])
 """
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One event for `OutboxWriter.append_many`; `payload` may be a callable of the new version."""
+
+    subject: str
+    event_type: str
+    aggregate_type: str
+    aggregate_key: str
+    payload: Payload
+    schema_version: int = 1
+    occurred_at: datetime | None = None
 
 
 def _bytes(payload: Message | bytes) -> bytes:
@@ -40,7 +66,7 @@ class OutboxWriter:
     The version bump is an upsert on `aggregate_versions`, which holds that row's lock until the caller
     commits: concurrent writers of one aggregate serialise, so versions are 1..n without gaps among
     committed transactions (a rollback rolls its bump back too), and for one aggregate the outbox ids
-    are in version order.
+    are in version order. Any number of events costs two statements (bulk writers use append_many).
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -63,27 +89,57 @@ class OutboxWriter:
         `payload` may be a callable taking the new version, for state-carried events whose body holds it.
         Must be called inside a transaction (the caller's): raises RuntimeError otherwise.
         """
+        event = OutboxEvent(
+            subject, event_type, aggregate_type, aggregate_key, payload, schema_version, occurred_at
+        )
+        return (await self.append_many(conn, [event]))[0]
+
+    async def append_many(
+        self, conn: Connection, events: Sequence[OutboxEvent]
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Write events in order; returns (event id, aggregate version) for each, in the same order.
+
+        Several events of one aggregate get consecutive versions in list order.
+        """
         if not conn.is_in_transaction():
             raise RuntimeError("OutboxWriter.append must run inside the caller's transaction")
-        if schema_version < 1:
+        if not events:
+            return []
+        if any(event.schema_version < 1 for event in events):
             raise ValueError("schema_version must be >= 1")
-        version = int(await conn.fetchval(_BUMP, aggregate_type, aggregate_key))
-        body = _bytes(payload(version) if callable(payload) else payload)
-        event_id = new_event_id()
+        keys = [(event.aggregate_type, event.aggregate_key) for event in events]
+        rows = await conn.fetch(_BUMP_MANY, [k[0] for k in keys], [k[1] for k in keys])
+        # Each aggregate's versions for this batch end at its new top: hand them out in list order.
+        counts = Counter(keys)
+        next_version: dict[tuple[str, str], int] = {}
+        for row in rows:
+            key = (row["aggregate_type"], row["aggregate_key"])
+            next_version[key] = int(row["version"]) - counts[key] + 1
         traceparent, tracestate = current_trace_headers()
-        instant = occurred_at or self._clock.now()
-        await conn.execute(
-            _INSERT,
-            event_id,
-            subject,
-            event_type,
-            schema_version,
-            aggregate_type,
-            aggregate_key,
-            version,
-            body,
-            instant.astimezone(UTC),
-            traceparent,
-            tracestate,
-        )
-        return event_id, version
+        now = self._clock.now()
+        results: list[tuple[uuid.UUID, int]] = []
+        columns: list[list[Any]] = [[] for _ in range(11)]
+        for event, key in zip(events, keys, strict=True):
+            version = next_version[key]
+            next_version[key] = version + 1
+            payload = event.payload
+            body = _bytes(payload(version) if callable(payload) else payload)
+            event_id = new_event_id()
+            values = (
+                event_id,
+                event.subject,
+                event.event_type,
+                event.schema_version,
+                event.aggregate_type,
+                event.aggregate_key,
+                version,
+                body,
+                (event.occurred_at or now).astimezone(UTC),
+                traceparent,
+                tracestate,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+            results.append((event_id, version))
+        await conn.execute(_INSERT_MANY, *columns)
+        return results
