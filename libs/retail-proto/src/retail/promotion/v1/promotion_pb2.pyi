@@ -368,7 +368,9 @@ class Stacking(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     mode: Global___StackingMode.ValueType
-    """EXCLUSIVE promotions never combine: one applied to a line blocks every other on that line."""
+    """Required. EXCLUSIVE promotions never combine: one applied to a line blocks every other on that
+    line.
+    """
     priority: _builtins.int
     """Higher first. Stackable discounts compound in this order; it also breaks ties between exclusive
     candidates of equal value. 0..1,000,000.

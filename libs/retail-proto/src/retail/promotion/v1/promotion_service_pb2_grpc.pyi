@@ -58,9 +58,11 @@ class PromotionServiceStub:
        lower than the current price; BxGy: the cheapest units of the pool at their current price).
        A promotion whose stacking group already applied to a line skips that line.
     2. Cart phase. CART candidates use the current (line-discounted) amounts of their eligible open
-       lines: exclusive ones are compared by their discount (best, then priority, then id); the winner
-       closes its lines; then stackable ones apply in order of priority then id, each on the amounts left
-       by the previous. A cart discount is rounded half-even to the currency's minor unit, never exceeds
+       lines. Exclusive ones apply only to lines no promotion has discounted yet (exclusivity works both
+       ways): they are taken in order of their discount there (best, then priority, then id), each
+       closing the lines it applies to; then stackable ones apply in order of priority then id, each on
+       the amounts left by the previous. The candidates reported are those the index finds for the
+       cart's channel and SKUs (SKU, category, attribute, or every SKU). A cart discount is rounded half-even to the currency's minor unit, never exceeds
        its lines' amount, and is allocated to its lines pro rata by their current amount in whole minor
        units (rounded down), the remaining minor units going to the line with the largest amount (then
        lowest index; if that line is exhausted, the next largest).
@@ -158,9 +160,11 @@ class PromotionServiceAsyncStub(PromotionServiceStub):
        lower than the current price; BxGy: the cheapest units of the pool at their current price).
        A promotion whose stacking group already applied to a line skips that line.
     2. Cart phase. CART candidates use the current (line-discounted) amounts of their eligible open
-       lines: exclusive ones are compared by their discount (best, then priority, then id); the winner
-       closes its lines; then stackable ones apply in order of priority then id, each on the amounts left
-       by the previous. A cart discount is rounded half-even to the currency's minor unit, never exceeds
+       lines. Exclusive ones apply only to lines no promotion has discounted yet (exclusivity works both
+       ways): they are taken in order of their discount there (best, then priority, then id), each
+       closing the lines it applies to; then stackable ones apply in order of priority then id, each on
+       the amounts left by the previous. The candidates reported are those the index finds for the
+       cart's channel and SKUs (SKU, category, attribute, or every SKU). A cart discount is rounded half-even to the currency's minor unit, never exceeds
        its lines' amount, and is allocated to its lines pro rata by their current amount in whole minor
        units (rounded down), the remaining minor units going to the line with the largest amount (then
        lowest index; if that line is exhausted, the next largest).
@@ -254,9 +258,11 @@ class PromotionServiceServicer(metaclass=_abc_1.ABCMeta):
        lower than the current price; BxGy: the cheapest units of the pool at their current price).
        A promotion whose stacking group already applied to a line skips that line.
     2. Cart phase. CART candidates use the current (line-discounted) amounts of their eligible open
-       lines: exclusive ones are compared by their discount (best, then priority, then id); the winner
-       closes its lines; then stackable ones apply in order of priority then id, each on the amounts left
-       by the previous. A cart discount is rounded half-even to the currency's minor unit, never exceeds
+       lines. Exclusive ones apply only to lines no promotion has discounted yet (exclusivity works both
+       ways): they are taken in order of their discount there (best, then priority, then id), each
+       closing the lines it applies to; then stackable ones apply in order of priority then id, each on
+       the amounts left by the previous. The candidates reported are those the index finds for the
+       cart's channel and SKUs (SKU, category, attribute, or every SKU). A cart discount is rounded half-even to the currency's minor unit, never exceeds
        its lines' amount, and is allocated to its lines pro rata by their current amount in whole minor
        units (rounded down), the remaining minor units going to the line with the largest amount (then
        lowest index; if that line is exhausted, the next largest).

@@ -1,0 +1,122 @@
+"""Application layer of campaign validation and launch: gathers the facts validation needs from pricing,
+inventory and the database, and registers the stock guardrails with inventory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from retail.promotion.v1 import campaign_pb2
+from retail_promotion.convert import promotions_of, window_from_proto
+from retail_promotion.dependencies import Inventory, PriceQuery, Pricing
+from retail_promotion.domain.findings import Facts, Finding, findings
+from retail_promotion.domain.model import Promotion
+
+__all__ = ["CampaignFacts", "guardrail_targets"]
+
+_CONTENDERS = ("SUBMITTED", "APPROVED", "SCHEDULED", "ACTIVE")
+
+
+def _skus(campaign: campaign_pb2.Campaign) -> list[str]:
+    return sorted({sku for p in campaign.promotions for sku in p.eligibility.skus})
+
+
+async def _locations(pool: asyncpg.Pool[asyncpg.Record], campaign: campaign_pb2.Campaign) -> dict[str, str]:
+    """Targeted locations (explicit, plus the replica's locations of targeted regions) -> region."""
+    rows = await pool.fetch(
+        "select location_id, region_id from locations where location_id = any($1::text[])"
+        " or region_id = any($2::text[])",
+        list(campaign.location_ids),
+        list(campaign.region_ids),
+    )
+    found = {r["location_id"]: r["region_id"] for r in rows}
+    return {loc: found.get(loc, "") for loc in campaign.location_ids} | found
+
+
+def guardrail_targets(
+    campaign: campaign_pb2.Campaign, locations: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    """(sku, location, channel) watched by the stock guardrail (none without a minimum)."""
+    if campaign.stock_guardrail.min_available_to_sell <= 0:
+        return []
+    excluded = set(campaign.excluded_location_ids)
+    excluded_regions = set(campaign.excluded_region_ids)
+    targets = [
+        loc
+        for loc, region in sorted(locations.items())
+        if loc not in excluded and region not in excluded_regions
+    ]
+    return [
+        (sku, loc, ch) for sku in _skus(campaign) for loc in targets for ch in sorted(campaign.channel_ids)
+    ]
+
+
+class CampaignFacts:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], pricing: Pricing, inventory: Inventory) -> None:
+        self._pool = pool
+        self._pricing = pricing
+        self._inventory = inventory
+
+    async def locations(self, campaign: campaign_pb2.Campaign) -> dict[str, str]:
+        return await _locations(self._pool, campaign)
+
+    async def _others(self, campaign_id: str) -> list[Promotion]:
+        rows = await self._pool.fetch(
+            "select definition, state from campaigns where state = any($1::text[]) and campaign_id <> $2",
+            list(_CONTENDERS),
+            campaign_id,
+        )
+        out: list[Promotion] = []
+        for r in rows:
+            out.extend(promotions_of(campaign_pb2.Campaign.FromString(bytes(r["definition"])), active=True))
+        return out
+
+    async def validate(self, campaign: campaign_pb2.Campaign, now: datetime) -> list[Finding]:
+        skus = _skus(campaign)
+        rows = await self._pool.fetch("select sku, active from products where sku = any($1::text[])", skus)
+        products = {r["sku"]: (True, bool(r["active"])) for r in rows}
+        for sku in skus:
+            if sku not in products:  # the replica may lag: ask the owner
+                answer = await self._pricing.product(sku)
+                products[sku] = (answer.exists, answer.active)
+        window = window_from_proto(campaign.window)
+        at = max(now, window.start) if not window.local else now
+        channels = sorted(campaign.channel_ids)
+        pairs = [(sku, ch) for sku in skus if products[sku] == (True, True) for ch in channels]
+        answers = await self._pricing.resolve(
+            [PriceQuery(sku, campaign.currency_code, ch, "", "", 1, at) for sku, ch in pairs]
+        )
+        priced = {pair: a.unit_price is not None for pair, a in zip(pairs, answers, strict=True)}
+        locations = await _locations(self._pool, campaign)
+        available: dict[tuple[str, str, str], int] = {}
+        for channel in channels:
+            watched = [(sku, loc) for sku, loc, ch in guardrail_targets(campaign, locations) if ch == channel]
+            if watched:
+                for (sku, loc), ats in zip(
+                    watched, await self._inventory.available(channel, watched), strict=True
+                ):
+                    available[(sku, loc, channel)] = ats
+        facts = Facts(products, priced, locations, available, await self._others(campaign.campaign_id))
+        return findings(
+            campaign_id=campaign.campaign_id,
+            channels=channels,
+            regions=campaign.region_ids,
+            locations=campaign.location_ids,
+            excluded_regions=campaign.excluded_region_ids,
+            excluded_locations=campaign.excluded_location_ids,
+            promotions=promotions_of(campaign, active=False),
+            min_available=campaign.stock_guardrail.min_available_to_sell,
+            budget_required=campaign.budget_required,
+            has_budget=campaign.HasField("budget"),
+            facts=facts,
+        )
+
+    async def register_guardrails(self, campaign: campaign_pb2.Campaign) -> int:
+        """Create the campaign-owned threshold rules (idempotent per target); returns how many."""
+        targets = guardrail_targets(campaign, await _locations(self._pool, campaign))
+        below = campaign.stock_guardrail.min_available_to_sell
+        for sku, loc, ch in targets:
+            key = f"{campaign.campaign_id}/{sku}/{loc}/{ch}"[:128]
+            await self._inventory.create_campaign_rule(key, campaign.campaign_id, sku, loc, ch, below)
+        return len(targets)

@@ -1,0 +1,341 @@
+"""The promotion service over real gRPC as separate processes, with the real pricing and inventory
+services as processes (own databases, one nats-server): evaluation with prices from pricing, budgets
+under 64 concurrent redemptions from two promotion processes, validation findings, lifecycle, bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from retail.inventory.v1 import inventory_service_pb2_grpc
+from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
+from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
+from retail.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_service_pb2_grpc
+from retail.promotion.v1 import promotion_service_pb2 as pb
+from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
+from retail_common.auth.keys import generate_key
+from retail_common.context import PrincipalKind
+from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate
+from retail_common.errors import parse_error
+from retail_common.grpcx import connect
+from retail_common.testing.postgres import PostgresServer
+from retail_pricing.testing import add, price_list, product
+from retail_promotion.convert import money_from_proto
+from retail_promotion.testing import campaign_pb, money_pb, percent_promotion_pb
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+PROMOTION_ROLES = ["promotion.operator", "promotion.approver"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
+    """Poll until check() holds (a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {within}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _register(dsn: str, entries: list[tuple[SecretStr, str, PrincipalKind, list[str]]]) -> None:
+    await migrate(dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS])
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        store = CredentialStore(pool)
+        for key, principal, kind, roles in entries:
+            await store.register(key, principal, kind, roles)
+    finally:
+        await pool.close()
+
+
+def _key() -> SecretStr:
+    return generate_key()[1]
+
+
+@dataclass
+class Suite:
+    promotion_dsn: str
+    env: dict[str, str]
+    keys: dict[str, SecretStr]
+    start: Any
+    pricing: Any = None
+    inventory: Any = None
+    promotions: list[Any] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def stub(self, address: str, who: str, stub_type: Any) -> Any:
+        channel = connect(address, credential=self.keys[who], default_timeout=60.0, tracing=False)
+        self.channels.append(channel)
+        return stub_type(channel)
+
+    def pricing_as(self, who: str) -> pricing_service_pb2_grpc.PricingServiceStub:
+        return self.stub(self.pricing.address, who, pricing_service_pb2_grpc.PricingServiceStub)
+
+    def inventory_as(self, who: str) -> inventory_service_pb2_grpc.InventoryServiceStub:
+        return self.stub(self.inventory.address, who, inventory_service_pb2_grpc.InventoryServiceStub)
+
+    def promotion_as(self, who: str, replica: int = 0) -> promotion_service_pb2_grpc.PromotionServiceStub:
+        return self.stub(
+            self.promotions[replica].address, who, promotion_service_pb2_grpc.PromotionServiceStub
+        )
+
+    async def start_promotion(self) -> None:
+        env = {
+            **self.env,
+            "DATABASE_URL": self.promotion_dsn,
+            "SERVICE_CREDENTIAL": self.keys["promotion"].get_secret_value(),
+            "PRICING_TARGET": self.pricing.address,
+            "INVENTORY_RESERVATION_TARGET": self.inventory.address,
+            "DB_POOL_MAX": "20",
+        }
+        self.promotions.append(await self.start("retail_promotion", env))
+
+
+@pytest_asyncio.fixture
+async def suite(
+    postgres_server: PostgresServer, database_url: str, nats_server: Any, start_service: Any
+) -> AsyncIterator[Suite]:
+    pricing_db = await postgres_server.create_database()
+    inventory_db = await postgres_server.create_database()
+    keys = {name: _key() for name in ("promotion", "alice", "bob", "web", "ops")}
+    try:
+        await _register(
+            pricing_db.dsn,
+            [
+                (keys["promotion"], "promotion", PrincipalKind.SERVICE, []),
+                (keys["alice"], "alice", PrincipalKind.OPERATOR, ["pricing.operator", "pricing.approver"]),
+                (keys["bob"], "bob", PrincipalKind.OPERATOR, ["pricing.operator", "pricing.approver"]),
+            ],
+        )
+        await _register(
+            inventory_db.dsn,
+            [
+                (keys["promotion"], "promotion", PrincipalKind.SERVICE, []),
+                (keys["ops"], "ops", PrincipalKind.OPERATOR, ["inventory.operator"]),
+            ],
+        )
+        await _register(
+            database_url,
+            [
+                (keys["alice"], "alice", PrincipalKind.OPERATOR, PROMOTION_ROLES),
+                (keys["bob"], "bob", PrincipalKind.OPERATOR, PROMOTION_ROLES),
+                (keys["web"], "web", PrincipalKind.CHANNEL, []),
+            ],
+        )
+        env = {"NATS_URL": nats_server.url, "DB_POOL_MAX": "5"}
+        s = Suite(database_url, env, keys, start_service)
+        s.pricing = await start_service("retail_pricing", {**env, "DATABASE_URL": pricing_db.dsn})
+        s.inventory = await start_service("retail_inventory", {**env, "DATABASE_URL": inventory_db.dsn})
+        await s.start_promotion()
+        yield s
+        for channel in s.channels:
+            await channel.close()
+    finally:
+        await pricing_db.drop()
+        await inventory_db.drop()
+
+
+async def seed_prices(s: Suite) -> None:
+    """A, B, D active (D has no price), C inactive; A 10.00 and B 20.00 everywhere (tax included)."""
+    alice, bob = s.pricing_as("alice"), s.pricing_as("bob")
+    products = [product("A"), product("B"), product("D"), product("C", active=False)]
+    await alice.BatchUpsertProducts(pricing_pb.BatchUpsertProductsRequest(request_id="p", products=products))
+    await alice.CreatePriceList(
+        pricing_pb.CreatePriceListRequest(request_id="l", price_list=price_list("base"))
+    )
+    items = [
+        add("base", "A", "10.00", NOW - timedelta(days=1)),
+        add("base", "B", "20.00", NOW - timedelta(days=1)),
+    ]
+    created = await alice.CreateChangeSet(
+        pricing_pb.CreateChangeSetRequest(request_id="c", change_set=change_sets_pb2.ChangeSet(items=items))
+    )
+    submitted = await alice.SubmitChangeSet(
+        pricing_pb.SubmitChangeSetRequest(
+            request_id="s", change_set_id=created.change_set.change_set_id, etag=created.change_set.etag
+        )
+    )
+    await bob.ApproveChangeSet(
+        pricing_pb.ApproveChangeSetRequest(
+            request_id="a", change_set_id=submitted.change_set.change_set_id, etag=submitted.change_set.etag
+        )
+    )
+
+
+async def launch(s: Suite, campaign: campaign_pb2.Campaign) -> campaign_pb2.Campaign:
+    """Create (alice), submit, approve (bob), launch; the scheduler then activates it."""
+    alice, bob = s.promotion_as("alice"), s.promotion_as("bob")
+    c = (
+        await alice.CreateCampaign(
+            pb.CreateCampaignRequest(request_id=f"{campaign.campaign_id}-c", campaign=campaign)
+        )
+    ).campaign
+    c = (
+        await alice.SubmitCampaign(
+            pb.SubmitCampaignRequest(request_id=f"{c.campaign_id}-s", campaign_id=c.campaign_id, etag=c.etag)
+        )
+    ).campaign
+    c = (
+        await bob.ApproveCampaign(
+            pb.ApproveCampaignRequest(request_id=f"{c.campaign_id}-a", campaign_id=c.campaign_id, etag=c.etag)
+        )
+    ).campaign
+    c = (
+        await alice.LaunchCampaign(
+            pb.LaunchCampaignRequest(request_id=f"{c.campaign_id}-l", campaign_id=c.campaign_id, etag=c.etag)
+        )
+    ).campaign
+
+    async def active() -> bool:
+        got = await alice.GetCampaign(pb.GetCampaignRequest(campaign_id=c.campaign_id))
+        return got.campaign.state == campaign_pb2.CAMPAIGN_STATE_ACTIVE
+
+    await eventually(active, "the scheduler activates the campaign")
+    return c
+
+
+def window_now() -> dict[str, datetime]:
+    return {"start": NOW - timedelta(hours=1), "end": NOW + timedelta(days=30)}
+
+
+def cart(*lines: tuple[str, int], codes: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "scope": evaluation_pb2.CartScope(channel_id="web"),
+        "currency_code": "EUR",
+        "lines": [evaluation_pb2.CartLine(sku=s, quantity=q) for s, q in lines],
+        "codes": list(codes),
+    }
+
+
+def amount(m: Any) -> Decimal:
+    return money_from_proto(m)
+
+
+async def test_evaluate_cart_takes_prices_from_pricing(suite: Suite) -> None:
+    await seed_prices(suite)
+    campaign = campaign_pb(
+        promotions=[
+            percent_promotion_pb("P10", "10", ["A"]),
+            percent_promotion_pb("X25", "25", ["B"], exclusive=True),
+            percent_promotion_pb("S5", "5", ["B"]),
+        ],
+        **window_now(),
+    )
+    await launch(suite, campaign)
+    web = suite.promotion_as("web")
+    response = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("A", 3), ("B", 1))))
+    assert [amount(line.unit_price) for line in response.lines] == [Decimal("10.00"), Decimal("20.00")]
+    assert [amount(line.final_amount) for line in response.lines] == [Decimal("27.00"), Decimal("15.00")]
+    assert amount(response.totals.total) == Decimal("42.00")
+    outcomes = {c.promotion_id: c.outcome for c in response.candidates}
+    assert outcomes == {
+        "P10": evaluation_pb2.CANDIDATE_OUTCOME_APPLIED,
+        "S5": evaluation_pb2.CANDIDATE_OUTCOME_STACKING,
+        "X25": evaluation_pb2.CANDIDATE_OUTCOME_APPLIED,
+    }
+    # a channel may only evaluate for itself
+    other = cart(("A", 1))
+    other["scope"] = evaluation_pb2.CartScope(channel_id="app")
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await web.EvaluateCart(pb.EvaluateCartRequest(**other))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_budgets_and_usage_limits_hold_under_64_concurrent_redemptions_from_two_processes(
+    suite: Suite,
+) -> None:
+    await seed_prices(suite)
+    budgeted = percent_promotion_pb("BUDGET", "25", ["A"])
+    budgeted.limits.budget.CopyFrom(money_pb("50.00"))  # 2.50 per order: exactly 20 orders
+    limited = percent_promotion_pb("LIMIT", "10", ["B"])
+    limited.limits.max_redemptions = 7
+    await launch(suite, campaign_pb(promotions=[budgeted, limited], **window_now()))
+    await suite.start_promotion()  # a second replica on the same database
+    stubs = [suite.promotion_as("web", 0), suite.promotion_as("web", 1)]
+
+    async def redeem(n: int) -> pb.RedeemPromotionsResponse:
+        request = pb.RedeemPromotionsRequest(order_id=f"order-{n % 64}", **cart(("A", 1), ("B", 1)))
+        return await stubs[n % 2].RedeemPromotions(request)
+
+    # 64 distinct orders plus 8 duplicates of the first 8, all at once, spread over both processes
+    responses = await asyncio.gather(*(redeem(n) for n in range(72)))
+    by_order: dict[str, set[tuple[tuple[str, Decimal], ...]]] = {}
+    for r in responses:
+        items = tuple(sorted((p.promotion_id, amount(p.discount)) for p in r.redemption.promotions))
+        by_order.setdefault(r.redemption.order_id, set()).add(items)
+    assert len(by_order) == 64
+    assert all(len(v) == 1 for v in by_order.values())  # a duplicate returns the first redemption
+    granted = [items for v in by_order.values() for items in v]
+    budget_orders = [i for i in granted if ("BUDGET", Decimal("2.50")) in i]
+    limit_orders = [i for i in granted if ("LIMIT", Decimal("2.00")) in i]
+    assert len(budget_orders) == 20
+    assert len(limit_orders) == 7
+    pool = await asyncpg.connect(suite.promotion_dsn)
+    try:
+        rows = {r["promotion_id"]: r for r in await pool.fetch("select * from promotions")}
+        assert (rows["BUDGET"]["budget_used"], rows["BUDGET"]["redemptions_used"]) == (Decimal("50.00"), 20)
+        assert rows["LIMIT"]["redemptions_used"] == 7
+        # cancel gives back exactly what was taken, once
+        alice = suite.promotion_as("web", 1)
+        cancelled = [o for o, v in by_order.items() if ("BUDGET", Decimal("2.50")) in next(iter(v))][:3]
+        for order in cancelled + cancelled:
+            await alice.CancelRedemption(pb.CancelRedemptionRequest(order_id=order))
+        row = await pool.fetchrow(
+            "select budget_used, redemptions_used from promotions where promotion_id = 'BUDGET'"
+        )
+        assert (row["budget_used"], row["redemptions_used"]) == (Decimal("42.50"), 17)
+    finally:
+        await pool.close()
+
+
+async def invalid(call: Awaitable[object]) -> list[str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    details = parse_error(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    return details.fields
+
+
+async def test_bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(suite: Suite) -> None:
+    alice = suite.promotion_as("alice")
+    bad_percent = percent_promotion_pb("P1", "150", ["A"])
+    cases = [
+        (campaign_pb("C1", promotions=[bad_percent]), ["campaign.promotions[0].reward.percent_off"]),
+        (
+            campaign_pb("C1", promotions=[percent_promotion_pb("P1", "10", ["A"])], channels=()),
+            ["campaign.channel_ids"],
+        ),
+        (campaign_pb("C 1", promotions=[percent_promotion_pb("P1", "10", ["A"])]), ["campaign.campaign_id"]),
+        (
+            campaign_pb(
+                "C1", promotions=[percent_promotion_pb("P1", "10", ["A"])], end=NOW - timedelta(days=900)
+            ),
+            ["campaign.window.absolute.end_time"],
+        ),
+        (campaign_pb("C1", promotions=[]), ["campaign.promotions"]),
+    ]
+    for i, (campaign, fields) in enumerate(cases):
+        request = pb.CreateCampaignRequest(request_id=f"bad-{i}", campaign=campaign)
+        assert await invalid(alice.CreateCampaign(request)) == fields
+    web = suite.promotion_as("web")
+    assert await invalid(web.EvaluateCart(pb.EvaluateCartRequest(**cart(("A", 0))))) == ["lines[0].quantity"]
+    assert await invalid(web.RedeemPromotions(pb.RedeemPromotionsRequest(order_id="", **cart(("A", 1))))) == [
+        "order_id"
+    ]
+    conn = await asyncpg.connect(suite.promotion_dsn)
+    try:
+        assert await conn.fetchval("select count(*) from campaigns") == 0
+        assert await conn.fetchval("select count(*) from outbox") == 0
+    finally:
+        await conn.close()
