@@ -58,6 +58,7 @@ def change(kind: ChangeKind, **kw: object) -> DomainChange:
         ("price of C: nobody lists it", change(ChangeKind.PRICE, sku="C"), []),
         ("reservation addressed to app", change(ChangeKind.RESERVATION, channel_id="app"), ["app"]),
         ("promotion on SKUs B or C", change(ChangeKind.PROMOTION, skus=("B", "C")), ["web"]),
+        ("campaign for web and mkt only", change(ChangeKind.CAMPAIGN, channel_ids=("web", "mkt")), ["web"]),
         (
             "location s2 changed: channels serving it",
             change(ChangeKind.LOCATION, location_id="s2"),

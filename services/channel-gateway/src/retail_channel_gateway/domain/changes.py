@@ -65,9 +65,9 @@ class DomainChange:
     """A domain event reduced to what projection and payloads need.
 
     `sku` / `location_id` restrict the change to channels listing the SKU / serving the location
-    (None = not restricted by it); `channel_id` restricts it to one channel (reservations, channel-scoped
-    promotions). `fields` is the kind-specific state (see payload.py); `per_channel` holds values that
-    differ per channel (available-to-sell).
+    (None = not restricted by it); `channel_id` / `channel_ids` restrict it to those channels
+    (reservations, channel-scoped promotions, campaigns). `body` is the kind's state message;
+    `channel_ats` the available-to-sell per channel (the one value that differs per channel).
     """
 
     kind: ChangeKind
@@ -81,5 +81,6 @@ class DomainChange:
     location_id: str | None = None
     location_ids: tuple[str, ...] = ()
     channel_id: str | None = None
+    channel_ids: tuple[str, ...] = ()
     body: Body | None = None
     channel_ats: dict[str, int] = field(default_factory=dict)

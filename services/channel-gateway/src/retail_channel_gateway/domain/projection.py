@@ -55,6 +55,8 @@ def concerned_channels(
             continue
         if change.channel_id is not None and change.channel_id != scope.channel_id:
             continue
+        if change.channel_ids and scope.channel_id not in change.channel_ids:
+            continue
         if not _location_ok(change, scope) or not _assortment_ok(change, scope, listed):
             continue
         out.append(scope.channel_id)

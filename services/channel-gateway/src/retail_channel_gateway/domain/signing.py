@@ -1,9 +1,10 @@
 """Webhook signatures: HMAC-SHA256 over timestamp, idempotency key and body; verification with a
 replay window (what a receiver does; the fake marketplace in the tests uses it).
 
-Signed string: `<unix seconds>.<idempotency key>.` followed by the raw body bytes. Header value:
+Signed string: `<unix milliseconds>.<idempotency key>.` followed by the raw body bytes. Header value:
 `v1=<hex digest>`. A receiver rejects a timestamp outside +-window of its clock and a signature it has
-already accepted (a replay), and dedupes retries by the idempotency key.
+already accepted (a replay), and dedupes retries by the idempotency key. A sender's timestamps are
+strictly increasing per channel, so a retry of the same batch never repeats a signature.
 """
 
 from __future__ import annotations
@@ -56,21 +57,21 @@ def verify(
     idempotency_key: str,
     body: bytes,
     signature: str,
-    now: int,
-    window: int,
+    now_ms: int,
+    window_ms: int,
     seen: Callable[[str], bool],
 ) -> None:
     """Raise SignatureError unless the request is authentic, fresh and not a replay.
 
     `seen(signature)` must record the signature and return True if it was recorded before (the
-    receiver's replay memory; it needs to remember signatures only for `window` seconds).
+    receiver's replay memory; it needs to remember signatures only for the window).
     """
     if not timestamp.isdigit() or not signature.startswith(_SCHEME):
         raise SignatureError("bad_signature")
     expected = _SCHEME + _digest(secret, int(timestamp), idempotency_key, body)
     if not hmac.compare_digest(expected, signature):
         raise SignatureError("bad_signature")
-    if abs(now - int(timestamp)) > window:
+    if abs(now_ms - int(timestamp)) > window_ms:
         raise SignatureError("stale_timestamp")
     if seen(signature):
         raise SignatureError("replay")

@@ -43,7 +43,7 @@ Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
 class DeliveryStateChanged(_message.Message):
-    """Published on `retail.channel.v1.DeliveryStateChanged.<channel token>` (stream CHANNEL). Aggregate:
+    """Published on `retail.channel.v1.delivery_state_changed.<channel token>` (stream CHANNEL). Aggregate:
     (channel, entity) with key "<channel_id>/<entity_key>". Consumed by promotion (deployment ledger).
     """
 
@@ -87,7 +87,7 @@ Global___DeliveryStateChanged: _TypeAlias = DeliveryStateChanged  # noqa: Y015
 
 @_typing.final
 class ChannelHealthChanged(_message.Message):
-    """Published on `retail.channel.v1.ChannelHealthChanged.<channel token>` when a channel becomes
+    """Published on `retail.channel.v1.channel_health_changed.<channel token>` when a channel becomes
     degraded (breaker opened) or recovers (breaker closed). Aggregate: channel.
     """
 

@@ -1,0 +1,137 @@
+"""Delivery modes: a batch of ChannelChanges to one channel, and what came back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from nats.js import JetStreamContext
+
+from retail.channel.v1 import changes_pb2, channel_pb2
+from retail_channel_gateway.domain.ledger import idempotency_key
+from retail_channel_gateway.domain.payload import encode_batch
+from retail_channel_gateway.domain.policy import DeliverySettings
+from retail_channel_gateway.domain.signing import H_IDEMPOTENCY_KEY, H_SIGNATURE, H_TIMESTAMP, sign
+from retail_common.messaging import H_MSG_ID, subject_token
+
+__all__ = [
+    "DeliveryOutcome",
+    "NatsTransport",
+    "SecretLookup",
+    "Transport",
+    "WebhookTransport",
+    "delivery_subject",
+]
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """ok: the channel took the whole batch (acknowledged: it confirmed applying it, e.g. webhook 2xx).
+    throttled_for: the channel asked us to slow down (429 Retry-After); not a failure of the changes."""
+
+    ok: bool
+    acknowledged: bool = False
+    error: str = ""
+    throttled_for: float | None = None
+
+
+class Transport(Protocol):
+    async def deliver(
+        self, channel_id: str, settings: DeliverySettings, changes: Sequence[changes_pb2.ChannelChange]
+    ) -> DeliveryOutcome: ...
+
+
+SecretLookup = Callable[[str], Awaitable[bytes | None]]
+
+
+class WebhookTransport:
+    """POSTs the batch, HMAC-signed over timestamp, idempotency key and body (domain/signing.py)."""
+
+    def __init__(self, secrets: SecretLookup, *, wall_clock: Callable[[], float]) -> None:
+        self._secrets = secrets
+        self._wall = wall_clock
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._last_ms: dict[str, int] = {}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def deliver(
+        self, channel_id: str, settings: DeliverySettings, changes: Sequence[changes_pb2.ChannelChange]
+    ) -> DeliveryOutcome:
+        secret = await self._secrets(channel_id)
+        if not secret:
+            return DeliveryOutcome(ok=False, error="no webhook signing secret")
+        body, content_type = encode_batch(changes, settings.payload_format)
+        key = idempotency_key(channel_id, [(c.entity_key, c.version) for c in changes])
+        # Strictly increasing per channel: a quick retry of the same batch is never a signature replay.
+        timestamp = max(int(self._wall() * 1000), self._last_ms.get(channel_id, 0) + 1)
+        self._last_ms[channel_id] = timestamp
+        headers = {
+            "Content-Type": content_type,
+            H_TIMESTAMP: str(timestamp),
+            H_IDEMPOTENCY_KEY: key,
+            H_SIGNATURE: sign(secret, timestamp, key, body),
+        }
+        try:
+            response = await self._client.post(
+                settings.webhook_url, content=body, headers=headers, timeout=settings.timeout
+            )
+        except httpx.TimeoutException:
+            return DeliveryOutcome(ok=False, error="timeout")
+        except httpx.HTTPError as exc:
+            return DeliveryOutcome(ok=False, error=f"transport error: {type(exc).__name__}")
+        if 200 <= response.status_code < 300:
+            return DeliveryOutcome(ok=True, acknowledged=True)
+        if response.status_code == 429:
+            return DeliveryOutcome(ok=False, error="HTTP 429", throttled_for=_retry_after(response))
+        return DeliveryOutcome(ok=False, error=f"HTTP {response.status_code}")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    raw = response.headers.get("Retry-After", "1")
+    try:
+        return min(300.0, max(0.0, float(raw)))
+    except ValueError:
+        return 1.0
+
+
+def delivery_subject(channel_id: str, kind: str) -> str:
+    """`retail.delivery.v1.<channel token>.<kind>` (DELIVERY stream)."""
+    return f"retail.delivery.v1.{subject_token(channel_id)}.{kind.lower()}"
+
+
+class NatsTransport:
+    """One message per change on the channel's delivery subject, binary ChannelChange; PubAck = delivered.
+    Nats-Msg-Id is (channel, entity, version[, resync cursor]) so a retry after a lost PubAck is deduped
+    by the stream while a deliberate resend (resync) is not."""
+
+    def __init__(self, js: Callable[[], JetStreamContext | None]) -> None:
+        self._js = js
+
+    async def deliver(
+        self, channel_id: str, settings: DeliverySettings, changes: Sequence[changes_pb2.ChannelChange]
+    ) -> DeliveryOutcome:
+        js = self._js()
+        if js is None:
+            return DeliveryOutcome(ok=False, error="NATS not connected")
+        try:
+            async with asyncio.timeout(settings.timeout):
+                for change in changes:
+                    kind_name = channel_pb2.ChangeKind.Name(change.kind).removeprefix("CHANGE_KIND_")
+                    msg_id = f"{channel_id}:{change.entity_key}:{change.version}"
+                    if change.resync:
+                        msg_id += f":r{change.cursor}"
+                    await js.publish(
+                        delivery_subject(channel_id, kind_name),
+                        change.SerializeToString(deterministic=True),
+                        headers={H_MSG_ID: msg_id},
+                    )
+        except TimeoutError:
+            return DeliveryOutcome(ok=False, error="timeout")
+        except Exception as exc:  # nats errors: retried per policy like any failed delivery
+            return DeliveryOutcome(ok=False, error=f"NATS error: {type(exc).__name__}")
+        return DeliveryOutcome(ok=True, acknowledged=True)

@@ -1,0 +1,69 @@
+"""Applies a DomainChange to the ledgers of the channels it concerns, in the caller's transaction
+(the inbox transaction of the event), so an event is projected exactly when it is marked consumed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from retail_channel_gateway.domain.changes import DomainChange, lane_of
+from retail_channel_gateway.domain.ledger import due_at
+from retail_channel_gateway.domain.payload import render
+from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.domain.projection import concerned_channels
+from retail_channel_gateway.repository import ChannelRecord, ChannelRepository, LedgerRepository
+from retail_common.clock import Clock
+from retail_common.db import Connection
+
+__all__ = ["Projector"]
+
+
+class Projector:
+    """`registry_ttl`: how long the channel registry is cached (seconds). A channel created or changed
+    is seen by projection at most this late; 0 disables the cache."""
+
+    def __init__(self, clock: Clock, *, registry_ttl: float = 1.0) -> None:
+        self._clock = clock
+        self._channels = ChannelRepository()
+        self._ledger = LedgerRepository()
+        self._ttl = registry_ttl
+        self._cached: list[ChannelRecord] = []
+        self._cached_at = -1e18
+
+    def invalidate(self) -> None:
+        self._cached_at = -1e18
+
+    async def _registry(self, conn: Connection) -> Sequence[ChannelRecord]:
+        now = time.monotonic()
+        if now - self._cached_at >= self._ttl:
+            self._cached = await self._channels.all(conn)
+            self._cached_at = now
+        return self._cached
+
+    async def apply(self, conn: Connection, change: DomainChange) -> list[str]:
+        """Project `change`; returns the channels whose ledger took it (newer than what they had)."""
+        registry = await self._registry(conn)
+        by_id = {record.channel_id: record for record in registry}
+        skus = [change.sku] if change.sku else list(change.skus)
+        listed = await self._channels.listing_channels(conn, skus) if skus else set()
+        targets = concerned_channels(
+            change, (r.scope for r in registry), lambda channel, sku: (channel, sku) in listed
+        )
+        now = self._clock.now()
+        taken = []
+        for channel_id in targets:
+            record = by_id[channel_id]
+            settings = record.settings
+            seq = await self._ledger.project(
+                conn,
+                channel_id=channel_id,
+                change=render(change, channel_id, settings.profile),
+                kind=change.kind.value,
+                lane=lane_of(change.kind, settings.stock_lane),
+                projected_at=now,
+                due_at=due_at(change.effective_from, now, settings.lead_time),
+                change_log=settings.mode == DeliveryMode.STREAM,
+            )
+            if seq is not None:
+                taken.append(channel_id)
+        return taken
