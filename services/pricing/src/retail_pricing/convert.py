@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.type import datetime_pb2, decimal_pb2, money_pb2
@@ -36,6 +38,7 @@ __all__ = [
     "change_set_to_proto",
     "decimal_to_proto",
     "entry_to_proto",
+    "fill_resolved",
     "item_from_proto",
     "items_to_proto",
     "money_from_proto",
@@ -79,12 +82,15 @@ def timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp_to_proto(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     if instant is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(instant.astimezone(UTC))
-    return ts
+    delta = instant - _EPOCH  # exact: timedelta arithmetic, no float
+    seconds = delta.days * 86_400 + delta.seconds
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
 
 
 def money_to_proto(amount: Decimal, currency: str) -> money_pb2.Money:
@@ -485,18 +491,73 @@ def amounts_to_proto(amounts: Amounts, currency: str) -> change_sets_pb2.PriceAm
     )
 
 
-def resolved_to_proto(resolved: Resolved) -> resolution_pb2.ResolvedPrice:
+class _ProtoCache:
+    """Protos of immutable domain values (entries, lists), reused across resolutions.
+
+    Keyed by object identity and holding the object itself, so a key is never confused with a new
+    object at a recycled address; cleared wholesale when it grows past its bound."""
+
+    def __init__(self, bound: int = 200_000) -> None:
+        self._bound = bound
+        self._items: dict[int, tuple[object, Any]] = {}
+
+    def get(self, value: object, build: Any) -> Any:
+        hit = self._items.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        if len(self._items) >= self._bound:
+            self._items.clear()
+        proto = build()
+        self._items[id(value)] = (value, proto)
+        return proto
+
+
+_ENTRIES = _ProtoCache()
+_LISTS = _ProtoCache()
+
+
+@functools.lru_cache(maxsize=65_536)
+def _amounts_cached(
+    net: Decimal, tax: Decimal, gross: Decimal, currency: str
+) -> change_sets_pb2.PriceAmounts:
+    return amounts_to_proto(Amounts(net, tax, gross), currency)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decimal_cached(value: Decimal) -> decimal_pb2.Decimal:
+    return decimal_to_proto(value)
+
+
+def _set_timestamp(target: timestamp_pb2.Timestamp, instant: datetime) -> None:
+    delta = instant - _EPOCH
+    target.seconds = delta.days * 86_400 + delta.seconds
+    target.nanos = delta.microseconds * 1000
+
+
+def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> None:
+    """Write a resolution into `target`, mostly by copying cached sub-messages (the hot path of
+    ResolvePrice / BatchResolvePrices: field-by-field CopyFrom is several times faster than building)."""
     currency = resolved.query.currency
-    return resolution_pb2.ResolvedPrice(
-        sku=resolved.query.sku,
-        currency_code=currency,
-        price=amounts_to_proto(resolved.amounts, currency),
-        tax_rate=decimal_to_proto(resolved.tax_rate),
-        entry=entry_to_proto(resolved.winner.entry, currency),
-        price_list=bare_price_list_to_proto(resolved.winner.price_list),
-        effective_since=timestamp_to_proto(resolved.effective_since),
-        reference_price=None
-        if resolved.reference is None
-        else amounts_to_proto(resolved.reference, currency),
-        at_time=timestamp_to_proto(resolved.query.at),
+    winner = resolved.winner
+    amounts = resolved.amounts
+    reference = resolved.reference
+    target.sku = resolved.query.sku
+    target.currency_code = currency
+    target.price.CopyFrom(_amounts_cached(amounts.net, amounts.tax, amounts.gross, currency))
+    target.tax_rate.CopyFrom(_decimal_cached(resolved.tax_rate))
+    target.entry.CopyFrom(_ENTRIES.get(winner.entry, lambda: entry_to_proto(winner.entry, currency)))
+    target.price_list.CopyFrom(
+        _LISTS.get(winner.price_list, lambda: bare_price_list_to_proto(winner.price_list))
     )
+    _set_timestamp(target.effective_since, resolved.effective_since)
+    if reference is not None:
+        target.reference_price.CopyFrom(
+            _amounts_cached(reference.net, reference.tax, reference.gross, currency)
+        )
+    _set_timestamp(target.at_time, resolved.query.at)
+
+
+def resolved_to_proto(resolved: Resolved) -> resolution_pb2.ResolvedPrice:
+    out = resolution_pb2.ResolvedPrice()
+    fill_resolved(out, resolved)
+    return out

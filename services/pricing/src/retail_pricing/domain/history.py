@@ -66,14 +66,21 @@ def periods(items: Sequence[Applicable], quantity: int, start: datetime, end: da
 
 
 def effective_since(
-    items: Sequence[Applicable], quantity: int, at: datetime, price_of: PriceOf
+    items: Sequence[Applicable],
+    quantity: int,
+    at: datetime,
+    price_of: PriceOf,
+    points: Sequence[datetime] | None = None,
 ) -> datetime | None:
-    """Start of the uninterrupted period ending at `at` during which the price had its value at `at`."""
+    """Start of the uninterrupted period ending at `at` during which the price had its value at `at`.
+    `points` are the breakpoints of `items` when the caller has them already."""
     current = pick_winner(items, at, quantity)
     if current is None:
         return None
+    if len(items) == 1:  # the only candidate: its price holds from its start
+        return current.bounds[0]
     current_price = price_of(current)
-    earlier = [p for p in breakpoints(items) if p <= at]
+    earlier = [p for p in (breakpoints(items) if points is None else points) if p <= at]
     for point in reversed(earlier):
         before = pick_winner(items, point - _JUST_BEFORE, quantity)
         if before is None or price_of(before) != current_price:
@@ -82,10 +89,16 @@ def effective_since(
 
 
 def reference_price(
-    items: Sequence[Applicable], quantity: int, since: datetime, price_of: PriceOf
+    items: Sequence[Applicable],
+    quantity: int,
+    since: datetime,
+    price_of: PriceOf,
+    points: Sequence[datetime] | None = None,
 ) -> Amounts | None:
     """The lowest price (by gross) effective during [since - 30 days, since); None if there was none."""
+    if all(item.bounds[0] >= since for item in items):  # nothing could apply before `since`
+        return None
     start = since - REFERENCE_PERIOD
-    points = [start, *(p for p in breakpoints(items) if start < p < since)]
+    points = [start, *(p for p in (breakpoints(items) if points is None else points) if start < p < since)]
     prices = [price_of(w) for w in (pick_winner(items, p, quantity) for p in points) if w is not None]
     return min(prices, key=lambda a: a.gross) if prices else None

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from retail_pricing.domain.errors import RuleError
-from retail_pricing.domain.history import Period, effective_since, periods, reference_price
+from retail_pricing.domain.history import Period, breakpoints, effective_since, periods, reference_price
 from retail_pricing.domain.model import Location, PriceEntry, PriceList, PriceQuery
 from retail_pricing.domain.resolution import (
     Applicable,
@@ -90,9 +90,10 @@ class Pricer:
             return None
         rate = self.tax_rate(query, product)
         price_of = self._price_of(query, rate)
-        since = effective_since(items, query.quantity, query.at, price_of)
+        points = breakpoints(items)
+        since = effective_since(items, query.quantity, query.at, price_of, points)
         assert since is not None
-        reference = reference_price(items, query.quantity, since, price_of)
+        reference = reference_price(items, query.quantity, since, price_of, points)
         return Resolved(query, winner, price_of(winner), rate, since, reference)
 
     def explain(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ class Amounts:
     gross: Decimal
 
 
+@functools.lru_cache(maxsize=65_536)  # pure; prices repeat a lot across SKUs and stores
 def split_tax(amount: Decimal, treatment: TaxTreatment, rate: Decimal, currency: str) -> Amounts:
     """Entered amount (gross or net per the list) -> rounded net, tax, gross.
 

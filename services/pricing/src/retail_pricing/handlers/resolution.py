@@ -14,6 +14,7 @@ from retail_pricing.convert import (
     bare_price_list_to_proto,
     decimal_to_proto,
     entry_to_proto,
+    fill_resolved,
     resolved_to_proto,
     timestamp,
     timestamp_to_proto,
@@ -90,28 +91,23 @@ async def batch_resolve_prices(
     raise_if(problems)
     pricer = await deps.catalog.pricer()
     data = await deps.catalog.skus([q.sku for q in queries])
-    results = []
+    response = pb.BatchResolvePricesResponse()
     for query in queries:
+        result = response.results.add()
         sku_data = data[query.sku]
         if sku_data.product is None:
-            error = pb.BatchResolvePricesError(code="INVALID_ARGUMENT", message=f"unknown SKU {query.sku!r}")
-            results.append(pb.BatchResolvePricesResult(error=error))
+            result.error.code, result.error.message = "INVALID_ARGUMENT", f"unknown SKU {query.sku!r}"
             continue
         try:
             resolved = pricer.resolve(query, sku_data.product, sku_data.entries)
         except RuleError as exc:
-            results.append(
-                pb.BatchResolvePricesResult(
-                    error=pb.BatchResolvePricesError(code="FAILED_PRECONDITION", message=exc.description)
-                )
-            )
+            result.error.code, result.error.message = "FAILED_PRECONDITION", exc.description
             continue
         if resolved is None:
-            error = pb.BatchResolvePricesError(code="NOT_FOUND", message="no price applies")
-            results.append(pb.BatchResolvePricesResult(error=error))
+            result.error.code, result.error.message = "NOT_FOUND", "no price applies"
         else:
-            results.append(pb.BatchResolvePricesResult(price=resolved_to_proto(resolved)))
-    return pb.BatchResolvePricesResponse(results=results)
+            fill_resolved(result.price, resolved)
+    return response
 
 
 async def explain_price(deps: Deps, request: pb.ExplainPriceRequest) -> pb.ExplainPriceResponse:
