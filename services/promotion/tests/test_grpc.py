@@ -17,9 +17,11 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import SecretStr
 
-from retail.inventory.v1 import inventory_service_pb2_grpc
+from retail.inventory.v1 import inventory_service_pb2 as inv_pb
+from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
 from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_service_pb2_grpc
@@ -339,3 +341,140 @@ async def test_bad_input_is_invalid_argument_naming_the_field_and_changes_nothin
         assert await conn.fetchval("select count(*) from outbox") == 0
     finally:
         await conn.close()
+
+
+async def seed_stock(s: Suite, stock: dict[tuple[str, str], int]) -> None:
+    """Locations L1 (de-south) and L2 (de-north) selling on web, and on-hand per (sku, location)."""
+    ops = s.inventory_as("ops")
+    for loc, region in (("L1", "de-south"), ("L2", "de-north")):
+        location = location_pb2.Location(
+            location_id=loc,
+            kind=location_pb2.LOCATION_KIND_STORE,
+            region_id=region,
+            time_zone="Europe/Berlin",
+            channel_ids=["web"],
+            active=True,
+        )
+        await ops.UpsertLocation(inv_pb.UpsertLocationRequest(request_id=f"loc-{loc}", location=location))
+    await move(s, "seed", stock)
+
+
+async def move(s: Suite, request_id: str, deltas: dict[tuple[str, str], int]) -> None:
+    movements = [
+        stock_pb2.Movement(
+            movement_id=f"{request_id}-{sku}-{loc}",
+            sku=sku,
+            location_id=loc,
+            delta=delta,
+            kind=stock_pb2.MOVEMENT_KIND_ADJUSTMENT,
+            occur_time=Timestamp(seconds=int(time.time())),
+        )
+        for (sku, loc), delta in deltas.items()
+    ]
+    await s.inventory_as("ops").RecordMovements(
+        inv_pb.RecordMovementsRequest(request_id=request_id, movements=movements)
+    )
+
+
+async def test_validation_finds_each_seeded_problem_and_submit_refuses(suite: Suite) -> None:
+    await seed_prices(suite)
+    await seed_stock(suite, {("A", "L1"): 2, ("B", "L1"): 100})
+    other = campaign_pb(
+        "OTHER", promotions=[percent_promotion_pb("OX", "20", ["A"], exclusive=True)], **window_now()
+    )
+    await launch(suite, other)
+    campaign = campaign_pb(
+        "C1",
+        promotions=[
+            percent_promotion_pb("P1", "10", ["A", "B", "C", "D", "Z"], exclusive=True),
+        ],
+        channels=("web",),
+        location_ids=["L1"],
+        region_ids=["de-north"],
+        excluded_region_ids=["de-north"],
+        budget_required=True,
+        stock_guardrail=campaign_pb2.StockGuardrail(min_available_to_sell=5),
+        **window_now(),
+    )
+    alice = suite.promotion_as("alice")
+    response = await alice.ValidateCampaign(pb.ValidateCampaignRequest(campaign=campaign))
+    found = [
+        (pb.FindingKind.Name(f.kind), f.sku, f.channel_id, f.location_id, f.region_id)
+        for f in response.findings
+    ]
+    assert found == [
+        ("FINDING_KIND_UNKNOWN_SKU", "Z", "", "", ""),
+        ("FINDING_KIND_INACTIVE_SKU", "C", "", "", ""),
+        ("FINDING_KIND_UNPRICED_SKU", "D", "web", "", ""),
+        ("FINDING_KIND_EXCLUDED_SCOPE", "", "", "", "de-north"),
+        ("FINDING_KIND_LOW_STOCK", "A", "web", "L1", ""),
+        ("FINDING_KIND_LOW_STOCK", "D", "web", "L1", ""),
+        ("FINDING_KIND_CONFLICTING_EXCLUSIVE", "A", "web", "", ""),
+        ("FINDING_KIND_MISSING_BUDGET", "", "", "", ""),
+    ]
+    assert not response.valid
+    created = await alice.CreateCampaign(pb.CreateCampaignRequest(request_id="c1", campaign=campaign))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await alice.SubmitCampaign(
+            pb.SubmitCampaignRequest(request_id="s1", campaign_id="C1", etag=created.campaign.etag)
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    got = await alice.GetCampaign(pb.GetCampaignRequest(campaign_id="C1"))
+    assert got.campaign.state == campaign_pb2.CAMPAIGN_STATE_DRAFT
+    # four eyes: the author may not approve
+    fine = campaign_pb("C2", promotions=[percent_promotion_pb("P2", "10", ["B"])], **window_now())
+    c2 = (await alice.CreateCampaign(pb.CreateCampaignRequest(request_id="c2", campaign=fine))).campaign
+    c2 = (
+        await alice.SubmitCampaign(pb.SubmitCampaignRequest(request_id="s2", campaign_id="C2", etag=c2.etag))
+    ).campaign
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await alice.ApproveCampaign(
+            pb.ApproveCampaignRequest(request_id="a2", campaign_id="C2", etag=c2.etag)
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_guardrail_suspends_that_sku_at_that_location_and_resumes_on_restore(suite: Suite) -> None:
+    await seed_prices(suite)
+    await seed_stock(suite, {("A", "L1"): 10, ("A", "L2"): 10})
+    campaign = campaign_pb(
+        "C1",
+        promotions=[percent_promotion_pb("P1", "10", ["A"])],
+        channels=("web",),
+        location_ids=["L1", "L2"],
+        stock_guardrail=campaign_pb2.StockGuardrail(min_available_to_sell=5, resume_on_restore=True),
+        **window_now(),
+    )
+    await launch(suite, campaign)
+    web = suite.promotion_as("web")
+
+    async def outcome(location: str) -> int:
+        request = pb.EvaluateCartRequest(**cart(("A", 1)))
+        request.scope.location_id = location
+        try:
+            response = await web.EvaluateCart(request)
+        except grpc.aio.AioRpcError:
+            return -1  # the location replica has not arrived yet
+        return response.candidates[0].outcome
+
+    async def applied_everywhere() -> bool:
+        return [await outcome("L1"), await outcome("L2")] == [evaluation_pb2.CANDIDATE_OUTCOME_APPLIED] * 2
+
+    await eventually(applied_everywhere, "locations replicated and the promotion applies at L1 and L2")
+    await move(suite, "sale", {("A", "L1"): -7})  # ATS 3 < 5 at L1 only
+
+    async def suspended_at_l1() -> bool:
+        return await outcome("L1") == evaluation_pb2.CANDIDATE_OUTCOME_SUSPENDED
+
+    await eventually(suspended_at_l1, "the threshold crossing suspends A at L1")
+    assert await outcome("L2") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
+    got = await suite.promotion_as("alice").GetCampaign(pb.GetCampaignRequest(campaign_id="C1"))
+    assert [(s.location_id, s.sku, s.reason) for s in got.suspensions] == [
+        ("L1", "A", campaign_pb2.SUSPENSION_REASON_LOW_STOCK)
+    ]
+    await move(suite, "receipt", {("A", "L1"): 10})
+
+    async def resumed() -> bool:
+        return await outcome("L1") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
+
+    await eventually(resumed, "the restore resumes A at L1")

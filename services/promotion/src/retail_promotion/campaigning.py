@@ -91,7 +91,11 @@ class CampaignFacts:
         locations = await _locations(self._pool, campaign)
         available: dict[tuple[str, str, str], int] = {}
         for channel in channels:
-            watched = [(sku, loc) for sku, loc, ch in guardrail_targets(campaign, locations) if ch == channel]
+            watched = [
+                (sku, loc)
+                for sku, loc, ch in guardrail_targets(campaign, locations)
+                if ch == channel and products[sku] == (True, True)  # unknown/inactive: reported above
+            ]
             if watched:
                 for (sku, loc), ats in zip(
                     watched, await self._inventory.available(channel, watched), strict=True
