@@ -15,16 +15,18 @@ from typing import Any
 
 import asyncpg
 import grpc
+import nats
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import SecretStr
 
+from retail.channel.v1 import events_pb2 as channel_events
 from retail.inventory.v1 import inventory_service_pb2 as inv_pb
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
 from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
-from retail.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_service_pb2_grpc
+from retail.promotion.v1 import campaign_pb2, deployment_pb2, evaluation_pb2, promotion_service_pb2_grpc
 from retail.promotion.v1 import promotion_service_pb2 as pb
 from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
 from retail_common.auth.keys import generate_key
@@ -32,6 +34,7 @@ from retail_common.context import PrincipalKind
 from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate
 from retail_common.errors import parse_error
 from retail_common.grpcx import connect
+from retail_common.messaging import Envelope, new_event_id, subject_token
 from retail_common.testing.postgres import PostgresServer
 from retail_pricing.testing import add, price_list, product
 from retail_promotion.convert import money_from_proto
@@ -478,3 +481,92 @@ async def test_guardrail_suspends_that_sku_at_that_location_and_resumes_on_resto
         return await outcome("L1") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
 
     await eventually(resumed, "the restore resumes A at L1")
+
+
+async def publish_channel_event(
+    nats_url: str, event: Any, event_type: str, channel_id: str, version: int
+) -> None:
+    """What the gateway's relay would publish (it is not running in this test)."""
+    nc = await nats.connect(nats_url)
+    try:
+        env = Envelope(
+            subject=f"retail.channel.v1.{event_type}.{subject_token(channel_id)}",
+            event_id=new_event_id(),
+            event_type=event_type,
+            schema_version=1,
+            aggregate_type="channel_entity",
+            aggregate_key=f"{channel_id}/campaign/C1",
+            aggregate_version=version,
+            occurred_at=datetime.now(UTC),
+            payload=event.SerializeToString(),
+        )
+        await nc.jetstream().publish(env.subject, env.payload, headers=env.headers())
+    finally:
+        await nc.close()
+
+
+async def test_deployment_follows_delivery_events_with_one_channel_failing_then_recovering(
+    suite: Suite,
+) -> None:
+    await seed_prices(suite)
+    launched = await launch(
+        suite,
+        campaign_pb(
+            "C1",
+            promotions=[percent_promotion_pb("P1", "10", ["A"])],
+            channels=("web", "mp-1"),
+            **window_now(),
+        ),
+    )
+    alice = suite.promotion_as("alice")
+    version = (
+        await alice.GetCampaign(pb.GetCampaignRequest(campaign_id=launched.campaign_id))
+    ).campaign.version
+    nats_url = suite.env["NATS_URL"]
+
+    def delivery(channel: str, state: int, n: int) -> tuple[Any, str, str, int]:
+        event = channel_events.DeliveryStateChanged(
+            channel_id=channel,
+            entity_key="campaign/C1",
+            entity_version=version,
+            state=state,
+            detail="HTTP 503",  # type: ignore[arg-type]
+        )
+        return event, "DeliveryStateChanged", channel, n
+
+    async def deployment() -> Any:
+        return (
+            await alice.GetCampaignDeployment(pb.GetCampaignDeploymentRequest(campaign_id="C1"))
+        ).deployment
+
+    assert (await deployment()).state == deployment_pb2.DEPLOYMENT_STATE_PENDING
+    await publish_channel_event(nats_url, *delivery("web", channel_events.DELIVERY_STATE_ACKNOWLEDGED, 1))
+    await publish_channel_event(nats_url, *delivery("mp-1", channel_events.DELIVERY_STATE_DEAD_LETTERED, 1))
+
+    async def partially() -> bool:
+        return (await deployment()).state == deployment_pb2.DEPLOYMENT_STATE_PARTIALLY_DEPLOYED
+
+    await eventually(partially, "web acknowledged, mp-1 failed")
+    d = await deployment()
+    assert [(t.channel_id, t.state) for t in d.targets] == [
+        ("mp-1", deployment_pb2.TARGET_STATE_FAILED),
+        ("web", deployment_pb2.TARGET_STATE_ACKNOWLEDGED),
+    ]
+    assert [(r.channel_id, r.action) for r in d.remediation_tasks] == [
+        ("mp-1", deployment_pb2.REMEDIATION_ACTION_REPLAY_DELIVERY)
+    ]
+
+    async def outcome(channel: str) -> int:
+        request = pb.EvaluateCartRequest(**cart(("A", 1)))
+        request.scope.channel_id = channel
+        return (await alice.EvaluateCart(request)).candidates[0].outcome
+
+    assert await outcome("mp-1") == evaluation_pb2.CANDIDATE_OUTCOME_SUSPENDED  # never a wrong price live
+    assert await outcome("web") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
+    await publish_channel_event(nats_url, *delivery("mp-1", channel_events.DELIVERY_STATE_DELIVERED, 2))
+
+    async def deployed() -> bool:
+        return (await deployment()).state == deployment_pb2.DEPLOYMENT_STATE_DEPLOYED
+
+    await eventually(deployed, "the replay delivered mp-1")
+    assert await outcome("mp-1") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
