@@ -1,0 +1,108 @@
+"""CSV import into a draft change set (real Postgres): row-numbered errors, nothing kept, idempotent."""
+
+from __future__ import annotations
+
+import pytest
+
+from retail.pricing.v1 import pricing_service_pb2 as pb
+from retail_pricing.domain.errors import BadInputError
+from retail_pricing.handlers import imports
+from retail_pricing.handlers import price_lists as pl
+from retail_pricing.handlers import products as products_h
+from retail_pricing.testing import price_list, product
+
+HEADER = "price_list_id,sku,amount,currency_code,start_time,end_time,min_quantity\n"
+
+
+async def stream(data: bytes, request_id: str = "imp", size: int = 13):
+    for i in range(0, max(len(data), 1), size):
+        yield pb.ImportPriceEntriesRequest(request_id=request_id if i == 0 else "", data=data[i : i + size])
+
+
+async def seed(deps) -> None:
+    await products_h.batch_upsert_products(
+        deps,
+        pb.BatchUpsertProductsRequest(request_id="p", products=[product("A"), product("OFF", active=False)]),
+    )
+    await pl.create_price_list(deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base")))
+
+
+async def fields_of(deps, text: str) -> list[str]:
+    with pytest.raises(BadInputError) as caught:
+        await imports.import_price_entries(deps, stream(text.encode()))
+    return [v.subject for v in caught.value.violations]
+
+
+async def test_every_bad_row_is_reported_with_its_row_number_and_nothing_is_kept(deps, acting, pool) -> None:
+    await seed(deps)
+    text = HEADER + (
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,,\n"  # row 2: fine
+        "nope,A,1.00,EUR,2030-01-01T00:00:00Z,,\n"  # row 3
+        "base,A,1.00,USD,2030-01-01T00:00:00Z,,\n"  # row 4
+        "base,ZZ,1.00,EUR,2030-01-01T00:00:00Z,,\n"  # row 5
+        "base,OFF,1.00,EUR,2030-01-01T00:00:00Z,,\n"  # row 6
+        "base,A,-1,EUR,2030-01-01T00:00:00Z,,\n"  # row 7
+        "base,A,1.0000000001,EUR,2030-01-01T00:00:00Z,,\n"  # row 8
+        "base,A,1.00,EUR,yesterday,,\n"  # row 9
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,2029-01-01T00:00:00Z,\n"  # row 10
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,2031-01-01T00:00:00,\n"  # row 11: local end, absolute start
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,,0\n"  # row 12
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,,x\n"  # row 13
+    )
+    assert await fields_of(deps, text) == [
+        "rows[3].price_list_id",
+        "rows[4].currency_code",
+        "rows[5].sku",
+        "rows[6].sku",
+        "rows[7].amount",
+        "rows[8].amount",
+        "rows[9].start_time",
+        "rows[10].end_time",
+        "rows[11].end_time",
+        "rows[12].min_quantity",
+        "rows[13].min_quantity",
+    ]
+    assert await pool.fetchval("select count(*) from change_sets") == 0
+    assert await pool.fetchval("select count(*) from change_set_items") == 0
+
+
+async def test_malformed_line_and_impossible_dates_are_refused(deps, acting) -> None:
+    await seed(deps)
+    assert await fields_of(deps, HEADER + "base,A,1.00,EUR,2030-01-01T00:00:00Z,,\nbase,A,1.00\n") == [
+        "rows[3]"
+    ]
+    assert await fields_of(deps, HEADER + "base,A,1.00,EUR,2030-02-30T00:00:00Z,,\n") == ["rows"]
+    assert await fields_of(deps, "sku,amount\nA,1\n") == ["rows[1]", "rows[1]", "rows[1]"]
+
+
+async def test_import_creates_draft_items_in_file_order_and_retry_returns_the_same_change_set(
+    deps, acting, pool
+) -> None:
+    await seed(deps)
+    text = (
+        HEADER
+        + "base,A,1.00,EUR,2030-01-01T00:00:00Z,2030-02-01T00:00:00Z,\n"
+        + "base,A,2.50,EUR,2030-03-01T00:00:00,,5\n"
+    )
+    first = await imports.import_price_entries(deps, stream(text.encode()))
+    again = await imports.import_price_entries(deps, stream(text.encode(), size=7))
+    assert first.row_count == 2
+    assert again == first
+    rows = await pool.fetch(
+        "select position, amount, start_abs, start_local, min_quantity"
+        " from change_set_items order by position"
+    )
+    assert [
+        (
+            r["position"],
+            str(r["amount"]),
+            r["start_abs"] is not None,
+            r["start_local"] is not None,
+            r["min_quantity"],
+        )
+        for r in rows
+    ] == [
+        (0, "1.00", True, False, 1),
+        (1, "2.50", False, True, 5),
+    ]
+    assert await pool.fetchval("select count(*) from change_sets") == 1
