@@ -6,7 +6,7 @@ in the transaction of the change; each carries the full state and the outbox's a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, TypeAlias
 
@@ -16,17 +16,22 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from retail.inventory.v1 import events_pb2, location_pb2, reservation_pb2, stock_pb2, threshold_pb2
 from retail_common.db import Connection
+from retail_common.messaging import OutboxEvent
 from retail_inventory.domain.ats import Fence, Position, ats
 
 __all__ = [
     "EventWriter",
     "availability_changed",
+    "availability_event",
     "fence_from_json",
     "location_proto",
+    "location_upserted",
     "position_of",
+    "reservation_changed",
     "reservation_proto",
     "stock_position_proto",
     "threshold_rule_proto",
+    "threshold_state_changed",
 ]
 
 Row: TypeAlias = asyncpg.Record
@@ -34,20 +39,12 @@ DOMAIN = "inventory"
 
 
 class EventWriter(Protocol):
-    """What the repository needs from retail_common.messaging.OutboxWriter."""
+    """What the repository needs from retail_common.messaging.OutboxWriter: any number of events of
+    one change in two statements (versions bumped in key order, consecutive per aggregate)."""
 
-    async def append(
-        self,
-        conn: Connection,
-        *,
-        subject: str,
-        event_type: str,
-        aggregate_type: str,
-        aggregate_key: str,
-        payload: Message | bytes | Callable[[int], Message | bytes],
-        schema_version: int = 1,
-        occurred_at: datetime | None = None,
-    ) -> tuple[uuid.UUID, int]: ...
+    async def append_many(
+        self, conn: Connection, events: Sequence[OutboxEvent]
+    ) -> list[tuple[uuid.UUID, int]]: ...
 
 
 def subject(event: str) -> str:
@@ -201,3 +198,53 @@ def threshold_rule_proto(row: Row) -> threshold_pb2.ThresholdRule:
             )
         )
     return rule
+
+
+# ------------------------------------------------------------------ outbox events (for append_many)
+
+
+def location_upserted(row: Row) -> OutboxEvent:
+    return OutboxEvent(
+        subject=subject("LocationUpserted"),
+        event_type="retail.inventory.v1.LocationUpserted",
+        aggregate_type="retail.inventory.v1.Location",
+        aggregate_key=row["location_id"],
+        payload=events_pb2.LocationUpserted(location=location_proto(row)),
+    )
+
+
+def availability_event(row: Row) -> OutboxEvent:
+    """AvailabilityChanged of a stock row joined with its location; the payload carries the version."""
+
+    def build(version: int) -> Message:
+        return availability_changed(row, version)
+
+    return OutboxEvent(
+        subject=subject("AvailabilityChanged"),
+        event_type="retail.inventory.v1.AvailabilityChanged",
+        aggregate_type="retail.inventory.v1.StockPosition",
+        aggregate_key=f"{row['sku']}/{row['location_id']}",
+        payload=build,
+    )
+
+
+def reservation_changed(
+    proto: reservation_pb2.Reservation, change: reservation_pb2.ReservationChange.ValueType
+) -> OutboxEvent:
+    return OutboxEvent(
+        subject=subject("ReservationChanged"),
+        event_type="retail.inventory.v1.ReservationChanged",
+        aggregate_type="retail.inventory.v1.Reservation",
+        aggregate_key=proto.reservation_id,
+        payload=events_pb2.ReservationChanged(change=change, reservation=proto),
+    )
+
+
+def threshold_state_changed(row: Row, available: int) -> OutboxEvent:
+    return OutboxEvent(
+        subject=subject("ThresholdStateChanged"),
+        event_type="retail.inventory.v1.ThresholdStateChanged",
+        aggregate_type="retail.inventory.v1.ThresholdRule",
+        aggregate_key=str(row["rule_id"]),
+        payload=events_pb2.ThresholdStateChanged(rule=threshold_rule_proto(row), available_to_sell=available),
+    )

@@ -17,16 +17,15 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
 
 import asyncpg
-from google.protobuf.message import Message
 
-from retail.inventory.v1 import events_pb2, reservation_pb2
+from retail.inventory.v1 import reservation_pb2
 from retail_common.db import Connection, MigrationSource
 from retail_common.errors import (
     FailedPrecondition,
@@ -36,6 +35,7 @@ from retail_common.errors import (
     PreconditionViolation,
     Reason,
 )
+from retail_common.messaging import OutboxEvent
 from retail_inventory import events
 from retail_inventory.domain import reservation as rsv
 from retail_inventory.domain.allocation import (
@@ -245,14 +245,7 @@ class InventoryRepository:
             current = await self.get_location(conn, loc.location_id)
             assert current is not None
             return current
-        await self._events.append(
-            conn,
-            subject=events.subject("LocationUpserted"),
-            event_type="retail.inventory.v1.LocationUpserted",
-            aggregate_type="retail.inventory.v1.Location",
-            aggregate_key=loc.location_id,
-            payload=events_pb2.LocationUpserted(location=events.location_proto(row)),
-        )
+        await self._events.append_many(conn, [events.location_upserted(row)])
         if before is not None and (
             sorted(before["channel_ids"]) != sorted(loc.channel_ids) or before["active"] != loc.active
         ):
@@ -337,23 +330,21 @@ class InventoryRepository:
             )
         )
 
-    async def _after_stock_change(self, conn: Connection, keys: Iterable[Key]) -> None:
-        """AvailabilityChanged for each position, then flip threshold rules that crossed."""
+    async def _after_stock_change(
+        self, conn: Connection, keys: Iterable[Key], leading: Sequence[OutboxEvent] = ()
+    ) -> None:
+        """`leading` events, then AvailabilityChanged for each position, then flip threshold rules."""
         wanted = sorted(set(keys))
-        if wanted:
-            await self._announce(conn, await self.positions(conn, wanted))
+        await self._announce(conn, await self.positions(conn, wanted) if wanted else [], leading)
 
-    async def _announce(self, conn: Connection, rows: Sequence[Row]) -> None:
-        """AvailabilityChanged for each (position joined with location) row; thresholds where watched."""
-        for row in rows:
-            await self._events.append(
-                conn,
-                subject=events.subject("AvailabilityChanged"),
-                event_type="retail.inventory.v1.AvailabilityChanged",
-                aggregate_type="retail.inventory.v1.StockPosition",
-                aggregate_key=f"{row['sku']}/{row['location_id']}",
-                payload=_availability_payload(row),
-            )
+    async def _announce(
+        self, conn: Connection, rows: Sequence[Row], leading: Sequence[OutboxEvent] = ()
+    ) -> None:
+        """`leading` events and AvailabilityChanged for each (position joined with location) row, all in
+        one append_many (two statements whatever the count); then thresholds where watched."""
+        batch = [*leading, *(events.availability_event(row) for row in rows)]
+        if batch:
+            await self._events.append_many(conn, batch)
         watched = [(r["sku"], r["location_id"]) for r in rows if r["rule_count"]]
         if watched:
             await self._evaluate_thresholds(conn, watched)
@@ -398,11 +389,17 @@ class InventoryRepository:
                 channel_of[(reservation_id, line_index)],
             )
             touched.add(reservation_id)
+        changed = []
         for reservation_id in sorted(touched):
             _header, rows = await self._load_reservation(conn, reservation_id)
             state = rsv.settled_state([_line(r) for r in rows])
             await self._save_reservation_state(conn, reservation_id, state)
-            await self._reservation_event(conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_RELEASED)
+            changed.append(
+                await self._reservation_changed(
+                    conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_RELEASED
+                )
+            )
+        await self._events.append_many(conn, changed)
 
     async def record_movements(self, conn: Connection, movements: Sequence[MovementIn]) -> list[str]:
         """Record and apply movements; returns per movement APPLIED, CONTAINED_IN_SNAPSHOT or DUPLICATE."""
@@ -821,8 +818,8 @@ class InventoryRepository:
             for i, a in enumerate(plan)
         ]
         proto = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
-        await self._append_reservation_event(conn, proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
-        await self._announce(conn, rows)
+        created = events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
+        await self._announce(conn, rows, leading=[created])
         return proto, True
 
     async def _existing_reservation(
@@ -876,10 +873,9 @@ class InventoryRepository:
             [a.location_id for a in plan],
             [a.quantity for a in plan],
         )
-        proto = await self._reservation_event(
-            conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_CREATED
-        )
-        await self._after_stock_change(conn, _sum(plan))
+        proto = await self._reservation_proto(conn, reservation_id)
+        created = events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
+        await self._after_stock_change(conn, _sum(plan), leading=[created])
         return proto, True
 
     async def _load_reservation(
@@ -946,28 +942,14 @@ class InventoryRepository:
             state.value,
         )
 
-    async def _reservation_event(
-        self, conn: Connection, reservation_id: str, change: reservation_pb2.ReservationChange.ValueType
-    ) -> reservation_pb2.Reservation:
+    async def _reservation_proto(self, conn: Connection, reservation_id: str) -> reservation_pb2.Reservation:
         header, lines = await self._load_reservation(conn, reservation_id)
-        proto = events.reservation_proto(header, lines)
-        await self._append_reservation_event(conn, proto, change)
-        return proto
+        return events.reservation_proto(header, lines)
 
-    async def _append_reservation_event(
-        self,
-        conn: Connection,
-        proto: reservation_pb2.Reservation,
-        change: reservation_pb2.ReservationChange.ValueType,
-    ) -> None:
-        await self._events.append(
-            conn,
-            subject=events.subject("ReservationChanged"),
-            event_type="retail.inventory.v1.ReservationChanged",
-            aggregate_type="retail.inventory.v1.Reservation",
-            aggregate_key=proto.reservation_id,
-            payload=events_pb2.ReservationChanged(change=change, reservation=proto),
-        )
+    async def _reservation_changed(
+        self, conn: Connection, reservation_id: str, change: reservation_pb2.ReservationChange.ValueType
+    ) -> OutboxEvent:
+        return events.reservation_changed(await self._reservation_proto(conn, reservation_id), change)
 
     async def extend_reservation(
         self, conn: Connection, reservation_id: str, ttl: timedelta
@@ -980,9 +962,11 @@ class InventoryRepository:
             reservation_id,
             ttl,
         )
-        return await self._reservation_event(
-            conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_EXTENDED
+        proto = await self._reservation_proto(conn, reservation_id)
+        await self._events.append_many(
+            conn, [events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_EXTENDED)]
         )
+        return proto
 
     async def settle_reservation(
         self,
@@ -1039,8 +1023,8 @@ class InventoryRepository:
             if confirm
             else reservation_pb2.RESERVATION_CHANGE_RELEASED
         )
-        proto = await self._reservation_event(conn, reservation_id, change)
-        await self._after_stock_change(conn, deltas)
+        proto = await self._reservation_proto(conn, reservation_id)
+        await self._after_stock_change(conn, deltas, leading=[events.reservation_changed(proto, change)])
         return proto
 
     async def expire_due(self, conn: Connection, *, limit: int = 100) -> list[str]:
@@ -1068,19 +1052,28 @@ class InventoryRepository:
         await self._lock(conn, all_keys)
         for channel in sorted(by_channel):
             await self._unhold(conn, channel, by_channel[channel], ship=False)
-        await conn.execute(
+        lines_of: dict[str, list[Row]] = defaultdict(list)
+        for line in await conn.fetch(
             "update reservation_lines set released = quantity - confirmed"
-            " where reservation_id = any($1::text[])",
+            " where reservation_id = any($1::text[]) returning *",
             ids,
-        )
-        await conn.execute(
-            "update reservations set state = 'EXPIRED', version = version + 1, updated_at = now()"
-            " where reservation_id = any($1::text[])",
-            ids,
-        )
-        for reservation_id in ids:
-            await self._reservation_event(conn, reservation_id, reservation_pb2.RESERVATION_CHANGE_EXPIRED)
-        await self._after_stock_change(conn, all_keys)
+        ):
+            lines_of[line["reservation_id"]].append(line)
+        updated = {
+            h["reservation_id"]: h
+            for h in await conn.fetch(
+                "update reservations set state = 'EXPIRED', version = version + 1, updated_at = now()"
+                " where reservation_id = any($1::text[]) returning *",
+                ids,
+            )
+        }
+        expired = [
+            events.reservation_changed(
+                events.reservation_proto(updated[i], lines_of[i]), reservation_pb2.RESERVATION_CHANGE_EXPIRED
+            )
+            for i in ids
+        ]
+        await self._after_stock_change(conn, all_keys, leading=expired)
         return ids
 
     # ------------------------------------------------------------------------------------ thresholds
@@ -1114,19 +1107,8 @@ class InventoryRepository:
             skus,
             locs,
         )
-        for row in flipped:
-            await self._threshold_event(conn, row, int(row["ats"]))
-
-    async def _threshold_event(self, conn: Connection, row: Row, available: int) -> None:
-        await self._events.append(
-            conn,
-            subject=events.subject("ThresholdStateChanged"),
-            event_type="retail.inventory.v1.ThresholdStateChanged",
-            aggregate_type="retail.inventory.v1.ThresholdRule",
-            aggregate_key=str(row["rule_id"]),
-            payload=events_pb2.ThresholdStateChanged(
-                rule=events.threshold_rule_proto(row), available_to_sell=available
-            ),
+        await self._events.append_many(
+            conn, [events.threshold_state_changed(row, int(row["ats"])) for row in flipped]
         )
 
     async def create_rule(self, conn: Connection, rule: RuleIn) -> tuple[Row, bool]:
@@ -1222,13 +1204,6 @@ class InventoryRepository:
                 deleted["location_id"],
             )
         return deleted
-
-
-def _availability_payload(row: Row) -> Callable[[int], Message]:
-    def build(version: int) -> Message:
-        return events.availability_changed(row, version)
-
-    return build
 
 
 # Header first (its unique key serialises duplicates: a conflict leaves everything untouched), then the
