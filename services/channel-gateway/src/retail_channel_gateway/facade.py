@@ -1,0 +1,216 @@
+"""The channel façade's calls to pricing and inventory (promotion: see PromotionSource), with deadlines
+and the gateway's service credential (ServiceContext.channel). Prices always come from pricing.
+
+Promotion composition is a seam: `PromotionSource` answers sale prices and cart discounts. The promotion
+service's contract exists but the service is being built; until it is wired (PROMOTION_TARGET),
+`NoPromotions` applies none and responses say so (`promotions_applied = false`): never a made-up price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+import grpc
+
+from retail.channel.v1 import offers_pb2
+from retail.inventory.v1 import (
+    availability_pb2,
+    inventory_service_pb2,
+    inventory_service_pb2_grpc,
+    reservation_pb2,
+)
+from retail.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc, resolution_pb2
+from retail_channel_gateway.domain.money import from_money, round_money, to_money
+from retail_channel_gateway.downstream import call
+from retail_common.errors import NotFound
+
+__all__ = ["Facade", "NoPromotions", "PromotionSource", "SalePrice"]
+
+
+@dataclass(frozen=True)
+class SalePrice:
+    amount: Decimal
+    promotion_ids: tuple[str, ...]
+
+
+class PromotionSource(Protocol):
+    applied: bool
+
+    async def sale_prices(
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        list_prices: dict[str, Decimal],
+        deadline_seconds: float,
+    ) -> dict[str, SalePrice]: ...
+
+
+class NoPromotions:
+    applied = False
+
+    async def sale_prices(
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        list_prices: dict[str, Decimal],
+        deadline_seconds: float,
+    ) -> dict[str, SalePrice]:
+        return {}
+
+
+class Facade:
+    def __init__(
+        self,
+        pricing: grpc.aio.Channel,
+        inventory: grpc.aio.Channel,
+        promotions: PromotionSource,
+        *,
+        timeout: float = 2.0,
+    ) -> None:
+        self._pricing = pricing_service_pb2_grpc.PricingServiceStub(pricing)
+        self._inventory = inventory_service_pb2_grpc.InventoryServiceStub(inventory)
+        self._promotions = promotions
+        self.timeout = timeout
+
+    async def _prices(
+        self, channel_id: str, location_id: str, currency: str, quantities: Sequence[tuple[str, int]]
+    ) -> list[resolution_pb2.ResolvedPrice | None]:
+        request = pricing_service_pb2.BatchResolvePricesRequest(
+            queries=[
+                resolution_pb2.PriceQuery(
+                    sku=sku,
+                    currency_code=currency,
+                    channel_id=channel_id,
+                    location_id=location_id,
+                    quantity=qty,
+                )
+                for sku, qty in quantities
+            ]
+        )
+        response = await call(self._pricing.BatchResolvePrices(request, timeout=self.timeout), "pricing")
+        return [r.price if r.HasField("price") else None for r in response.results]
+
+    async def _availability(self, channel_id: str, location_id: str, skus: Sequence[str]) -> list[int]:
+        request = inventory_service_pb2.BatchGetAvailabilityRequest(
+            channel_id=channel_id,
+            queries=[
+                inventory_service_pb2.AvailabilityQuery(
+                    sku=sku, scope=availability_pb2.AvailabilityScope(location_id=location_id)
+                )
+                for sku in skus
+            ],
+            totals_only=True,
+        )
+        response = await call(
+            self._inventory.BatchGetAvailability(request, timeout=self.timeout), "inventory"
+        )
+        return [a.available_to_sell for a in response.availabilities]
+
+    async def offers(
+        self, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
+    ) -> list[offers_pb2.Offer]:
+        prices, ats = await asyncio.gather(
+            self._prices(channel_id, location_id, currency, [(sku, 1) for sku in skus]),
+            self._availability(channel_id, location_id, skus),
+        )
+        list_prices = {
+            sku: from_money(p.price.gross) for sku, p in zip(skus, prices, strict=True) if p is not None
+        }
+        sales = await self._promotions.sale_prices(
+            channel_id, location_id, currency, list_prices, self.timeout
+        )
+        out = []
+        for sku, price, available in zip(skus, prices, ats, strict=True):
+            offer = offers_pb2.Offer(sku=sku, location_id=location_id, available_to_sell=available,
+                                     promotions_applied=self._promotions.applied)  # fmt: skip
+            if price is not None:
+                offer.list_price.CopyFrom(price.price.gross)
+                sale = sales.get(sku)
+                if sale is None:
+                    offer.sale_price.CopyFrom(price.price.gross)
+                else:
+                    offer.sale_price.CopyFrom(to_money(round_money(sale.amount, currency), currency))
+                    offer.promotion_ids.extend(sale.promotion_ids)
+                if price.HasField("reference_price"):
+                    offer.reference_price.CopyFrom(price.reference_price.gross)
+                if price.HasField("effective_since"):
+                    offer.price_effective_time.CopyFrom(price.effective_since)
+            out.append(offer)
+        return out
+
+    async def quote(
+        self, channel_id: str, location_id: str, currency: str, lines: Sequence[offers_pb2.CartLine]
+    ) -> offers_pb2.CartQuote:
+        prices = await self._prices(
+            channel_id, location_id, currency, [(line.sku, line.quantity) for line in lines]
+        )
+        missing = [line.sku for line, price in zip(lines, prices, strict=True) if price is None]
+        if missing:
+            raise NotFound("retail.pricing.v1.ResolvedPrice", ",".join(missing), "no price for SKU(s)")
+        quote = offers_pb2.CartQuote(promotions_applied=self._promotions.applied)
+        subtotal = Decimal(0)
+        zero = to_money(Decimal(0), currency)
+        for line, price in zip(lines, prices, strict=True):
+            assert price is not None
+            unit = from_money(price.price.gross)
+            total = round_money(unit * line.quantity, currency)
+            subtotal += total
+            quote.lines.append(
+                offers_pb2.QuotedLine(
+                    sku=line.sku,
+                    quantity=line.quantity,
+                    unit_price=price.price.gross,
+                    line_total=to_money(total, currency),
+                    discount=zero,
+                )
+            )
+        quote.subtotal.CopyFrom(to_money(subtotal, currency))
+        quote.discount_total.CopyFrom(zero)
+        quote.total.CopyFrom(to_money(subtotal, currency))
+        return quote
+
+    # ---------------------------------------------------------------------------------- reservations
+
+    async def reserve(
+        self, request: inventory_service_pb2.ReserveStockRequest
+    ) -> reservation_pb2.Reservation:
+        response = await call(self._inventory.ReserveStock(request, timeout=self.timeout), "inventory")
+        return response.reservation
+
+    async def _owned(self, channel_id: str, reservation_id: str) -> None:
+        """Inventory trusts the gateway's service credential, so the gateway checks ownership itself."""
+        got = await call(
+            self._inventory.GetReservation(
+                inventory_service_pb2.GetReservationRequest(reservation_id=reservation_id),
+                timeout=self.timeout,
+            ),
+            "inventory",
+        )
+        if got.reservation.channel_id != channel_id:
+            raise NotFound("retail.inventory.v1.Reservation", reservation_id)
+
+    async def confirm(
+        self, channel_id: str, request_id: str, reservation_id: str
+    ) -> reservation_pb2.Reservation:
+        await self._owned(channel_id, reservation_id)
+        request = inventory_service_pb2.ConfirmReservationRequest(
+            request_id=request_id, reservation_id=reservation_id
+        )
+        response = await call(self._inventory.ConfirmReservation(request, timeout=self.timeout), "inventory")
+        return response.reservation
+
+    async def release(
+        self, channel_id: str, request_id: str, reservation_id: str
+    ) -> reservation_pb2.Reservation:
+        await self._owned(channel_id, reservation_id)
+        request = inventory_service_pb2.ReleaseReservationRequest(
+            request_id=request_id, reservation_id=reservation_id
+        )
+        response = await call(self._inventory.ReleaseReservation(request, timeout=self.timeout), "inventory")
+        return response.reservation

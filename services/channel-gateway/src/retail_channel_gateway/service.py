@@ -1,0 +1,183 @@
+"""The gateway's spec: settings, policies, servicers, migrations and background jobs (outbox relay,
+domain-event consumers, delivery engine, change-log retention)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from nats.js import JetStreamContext
+from pydantic import Field
+
+from retail.channel.v1 import (
+    channel_gateway_service_pb2,
+    channel_gateway_service_pb2_grpc,
+    channel_operations_service_pb2,
+    channel_operations_service_pb2_grpc,
+)
+from retail_channel_gateway.access import ADMIN_ROLE
+from retail_channel_gateway.consumers import domain_consumers
+from retail_channel_gateway.delivery import DeliveryEngine, NatsTransport, WebhookTransport
+from retail_channel_gateway.delivery.metrics import DeliveryMetrics
+from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.events import EventWriter
+from retail_channel_gateway.facade import Facade, NoPromotions
+from retail_channel_gateway.projector import Projector
+from retail_channel_gateway.repository import MIGRATIONS, ChannelRepository, LedgerRepository
+from retail_channel_gateway.servicer_gateway import GatewayServicer
+from retail_channel_gateway.servicer_operations import OperationsServicer
+from retail_common.auth import MethodPolicy, service_policies
+from retail_common.config import ServiceSettings
+from retail_common.context import PrincipalKind
+from retail_common.db import transaction
+from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.service import ServiceContext, ServiceSpec
+
+__all__ = ["SPEC", "GatewaySettings"]
+
+logger = logging.getLogger("retail_channel_gateway")
+GATEWAY = channel_gateway_service_pb2.DESCRIPTOR.services_by_name["ChannelGatewayService"]
+OPERATIONS = channel_operations_service_pb2.DESCRIPTOR.services_by_name["ChannelOperationsService"]
+
+
+class GatewaySettings(ServiceSettings):
+    pricing_target: str = Field(default="127.0.0.1:50061", description="pricing service host:port")
+    inventory_reservation_target: str = Field(default="127.0.0.1:50062", description="inventory host:port")
+    promotion_target: str = Field(default="", description="promotion service host:port (not wired yet)")
+    facade_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    allow_http_webhooks: bool = Field(default=False, description="accept http:// webhook URLs (development)")
+    delivery_lease_seconds: float = Field(default=30.0, ge=1, le=600)
+    delivery_poll_seconds: float = Field(default=0.05, gt=0, le=5)
+    registry_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    change_log_sweep_seconds: float = Field(default=60.0, gt=0, le=3600)
+    stream_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    consumer_batch: int = Field(default=200, ge=1, le=1000)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+
+
+_PROJECTORS: dict[int, Projector] = {}
+
+
+def _projector(ctx: ServiceContext[GatewaySettings]) -> Projector:
+    """One projector per service context, shared by consumers and the servicer (cache invalidation)."""
+    key = id(ctx)
+    if key not in _PROJECTORS:
+        _PROJECTORS[key] = Projector(ctx.clock, registry_ttl=ctx.settings.registry_cache_seconds)
+    return _PROJECTORS[key]
+
+
+def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> None:
+    settings = ctx.settings
+    timeout = settings.facade_timeout_seconds
+    facade = Facade(
+        ctx.channel(settings.pricing_target, default_timeout=timeout),
+        ctx.channel(settings.inventory_reservation_target, default_timeout=timeout),
+        NoPromotions(),
+        timeout=timeout,
+    )
+    channel_gateway_service_pb2_grpc.add_ChannelGatewayServiceServicer_to_server(
+        GatewayServicer(ctx, facade, stream_poll=settings.stream_poll_seconds), server
+    )
+    channel_operations_service_pb2_grpc.add_ChannelOperationsServiceServicer_to_server(
+        OperationsServicer(ctx, _projector(ctx), allow_http_webhooks=settings.allow_http_webhooks), server
+    )
+
+
+async def outbox_relay(ctx: ServiceContext[GatewaySettings]) -> None:
+    nc = await ctx.nats.connected()
+    js = nc.jetstream()
+    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    await OutboxRelay(ctx.pool, js, lease_name="retail-channel-gateway").run()
+
+
+async def consume_domain_events(ctx: ServiceContext[GatewaySettings]) -> None:
+    nc = await ctx.nats.connected()
+    js = nc.jetstream()
+    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    consumers = domain_consumers(ctx.pool, js, _projector(ctx), batch=ctx.settings.consumer_batch)
+    await asyncio.gather(*(consumer.run() for consumer in consumers))
+
+
+async def deliver(ctx: ServiceContext[GatewaySettings]) -> None:
+    channels = ChannelRepository()
+
+    async def secret(channel_id: str) -> bytes | None:
+        async with ctx.pool.acquire() as conn:
+            return await channels.webhook_secret(conn, channel_id)
+
+    def js() -> JetStreamContext | None:
+        client = ctx.nats.client
+        return None if client is None or not ctx.nats.is_connected else client.jetstream()
+
+    webhook = WebhookTransport(secret, wall_clock=lambda: ctx.clock.now().timestamp())
+    engine = DeliveryEngine(
+        ctx.pool,
+        transports={DeliveryMode.WEBHOOK: webhook, DeliveryMode.NATS: NatsTransport(js)},
+        events=EventWriter(OutboxWriter(ctx.clock)),
+        metrics=DeliveryMetrics(ctx.meter),
+        clock=ctx.clock,
+        lease_ttl=ctx.settings.delivery_lease_seconds,
+        poll=ctx.settings.delivery_poll_seconds,
+    )
+    try:
+        await engine.run()
+    finally:
+        await webhook.close()
+
+
+async def prune_change_logs(ctx: ServiceContext[GatewaySettings]) -> None:
+    """Retention of change-stream logs (safe on every replica: idempotent deletes)."""
+    channels, ledger = ChannelRepository(), LedgerRepository()
+    while True:
+        try:
+            async with ctx.pool.acquire() as conn:
+                records = [r for r in await channels.all(conn) if r.settings.mode == DeliveryMode.STREAM]
+            for record in records:
+                async with transaction(ctx.pool) as conn:
+                    await ledger.prune_change_log(
+                        conn, record.channel_id, ctx.clock.now() - record.settings.retention
+                    )
+        except Exception:  # the DB may be down for a while; keep trying
+            logger.exception("change-log retention sweep failed")
+        await asyncio.sleep(ctx.settings.change_log_sweep_seconds)
+
+
+FACADE = MethodPolicy(kinds=[PrincipalKind.CHANNEL, PrincipalKind.OPERATOR])
+ADMIN = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[ADMIN_ROLE])
+READ = MethodPolicy(
+    kinds=[PrincipalKind.OPERATOR]
+)  # channel.admin or channel.viewer, checked in the servicer
+
+SPEC: ServiceSpec[GatewaySettings] = ServiceSpec(
+    name="channel-gateway",
+    settings_cls=GatewaySettings,
+    services=[GATEWAY, OPERATIONS],
+    policies={
+        **service_policies(GATEWAY, {name: FACADE for name in GATEWAY.methods_by_name}),
+        **service_policies(
+            OPERATIONS,
+            {
+                "CreateChannel": ADMIN,
+                "UpdateChannel": ADMIN,
+                "GetChannel": READ,
+                "ListChannels": READ,
+                "UpdateAssortment": ADMIN,
+                "RotateWebhookSecret": ADMIN,
+                "CreateChannelCredential": ADMIN,
+                "RotateChannelCredential": ADMIN,
+                "RevokeChannelCredential": ADMIN,
+                "ListChannelCredentials": READ,
+                "GetChannelHealth": READ,
+                "ListDeadLetters": READ,
+                "ReplayDeadLetters": ADMIN,
+                "ListDeliveryLedger": READ,
+                "ReconcileChannel": ADMIN,
+                "ListAuditRecords": READ,
+            },
+        ),
+    },
+    register=_register,
+    migrations=[MIGRATIONS],
+    background=[outbox_relay, consume_domain_events, deliver, prune_change_logs],
+)

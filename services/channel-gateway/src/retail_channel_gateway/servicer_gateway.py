@@ -1,0 +1,253 @@
+"""ChannelGatewayService: the channel façade and change stream (thin: validate, scope, delegate)."""
+
+# gRPC method names are the contract's.
+# ruff: noqa: N802
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from retail.channel.v1 import changes_pb2
+from retail.channel.v1 import channel_gateway_service_pb2 as pb
+from retail.channel.v1 import channel_gateway_service_pb2_grpc as pb_grpc
+from retail.inventory.v1 import inventory_service_pb2
+from retail_channel_gateway.access import caller, require_assortment, require_location, resolve_channel
+from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.errors import OutOfRange
+from retail_channel_gateway.facade import Facade
+from retail_channel_gateway.paging import decode_cursor, encode_cursor
+from retail_channel_gateway.repository import ChannelRecord, LedgerRepository, claim_request, store_response
+from retail_common.clock import Clock
+from retail_common.db import transaction
+from retail_common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+)
+from retail_common.service import ServiceContext
+
+__all__ = ["GatewayServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _require(bad: list[FieldViolation]) -> None:
+    if bad:
+        raise InvalidArgument(bad)
+
+
+def _skus(skus: list[str], field: str, limit: int) -> list[FieldViolation]:
+    bad = []
+    if not 1 <= len(skus) <= limit:
+        bad.append(FieldViolation(field, f"1..{limit} SKUs required"))
+    bad += [FieldViolation(f"{field}[{i}]", "must be 1..128 characters") for i, s in enumerate(skus)
+            if not 1 <= len(s) <= 128]  # fmt: skip
+    return bad
+
+
+def _basics(location_id: str, currency: str) -> list[FieldViolation]:
+    bad = []
+    if not 1 <= len(location_id) <= 128:
+        bad.append(FieldViolation("location_id", "required"))
+    if not _CURRENCY.match(currency):
+        bad.append(FieldViolation("currency_code", "required: an ISO 4217 code such as EUR"))
+    return bad
+
+
+def _stream_channel(channel: ChannelRecord) -> None:
+    if channel.settings.mode != DeliveryMode.STREAM:
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "DELIVERY_MODE", channel.channel_id, "the channel is not a change-stream channel"
+                )
+            ]
+        )
+
+
+class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
+    def __init__(self, ctx: ServiceContext[Any], facade: Facade, *, stream_poll: float = 0.1) -> None:
+        self._ctx = ctx
+        self._clock: Clock = ctx.clock
+        self._facade = facade
+        self._ledger = LedgerRepository()
+        self._poll = stream_poll
+
+    async def _channel(self, requested: str) -> ChannelRecord:
+        async with self._ctx.pool.acquire() as conn:
+            return await resolve_channel(conn, requested)
+
+    async def GetOffers(self, request: pb.GetOffersRequest, context: Context) -> pb.GetOffersResponse:
+        _require(_basics(request.location_id, request.currency_code) + _skus(list(request.skus), "skus", 200))
+        channel = await self._channel(request.channel_id)
+        require_location(channel, request.location_id)
+        async with self._ctx.pool.acquire() as conn:
+            await require_assortment(conn, channel, list(request.skus), "skus")
+        offers = await self._facade.offers(
+            channel.channel_id, request.location_id, request.currency_code, list(request.skus)
+        )
+        return pb.GetOffersResponse(offers=offers)
+
+    async def QuoteCart(self, request: pb.QuoteCartRequest, context: Context) -> pb.QuoteCartResponse:
+        bad = _basics(request.location_id, request.currency_code)
+        if not 1 <= len(request.lines) <= 100:
+            bad.append(FieldViolation("lines", "1..100 lines required"))
+        for i, line in enumerate(request.lines):
+            if not 1 <= len(line.sku) <= 128:
+                bad.append(FieldViolation(f"lines[{i}].sku", "required"))
+            if not 1 <= line.quantity <= 10_000:
+                bad.append(FieldViolation(f"lines[{i}].quantity", "must be 1..10000"))
+        _require(bad)
+        channel = await self._channel(request.channel_id)
+        require_location(channel, request.location_id)
+        async with self._ctx.pool.acquire() as conn:
+            await require_assortment(conn, channel, [line.sku for line in request.lines], "lines")
+        quote = await self._facade.quote(
+            channel.channel_id, request.location_id, request.currency_code, list(request.lines)
+        )
+        return pb.QuoteCartResponse(quote=quote)
+
+    # ---------------------------------------------------------------------------------- reservations
+
+    async def ReserveStock(
+        self, request: pb.ReserveStockRequest, context: Context
+    ) -> pb.ReserveStockResponse:
+        bad = []
+        if not 1 <= len(request.reservation_id) <= 128:
+            bad.append(FieldViolation("reservation_id", "required, 1..128 characters"))
+        if not 1 <= len(request.lines) <= 100:
+            bad.append(FieldViolation("lines", "1..100 lines required"))
+        for i, line in enumerate(request.lines):
+            if not 1 <= len(line.sku) <= 128:
+                bad.append(FieldViolation(f"lines[{i}].sku", "required"))
+            if not 1 <= len(line.location_id) <= 128:
+                bad.append(FieldViolation(f"lines[{i}].location_id", "required"))
+            if not 1 <= line.quantity <= 100_000:
+                bad.append(FieldViolation(f"lines[{i}].quantity", "must be 1..100000"))
+        _require(bad)
+        channel = await self._channel(request.channel_id)
+        for line in request.lines:
+            require_location(channel, line.location_id)
+        async with self._ctx.pool.acquire() as conn:
+            await require_assortment(conn, channel, [line.sku for line in request.lines], "lines")
+        downstream = inventory_service_pb2.ReserveStockRequest(
+            reservation_id=request.reservation_id,
+            channel_id=channel.channel_id,
+            lines=[inventory_service_pb2.ReserveLine(sku=line.sku, location_id=line.location_id,
+                                                     quantity=line.quantity) for line in request.lines],
+        )  # fmt: skip
+        if request.HasField("ttl"):
+            downstream.ttl.CopyFrom(request.ttl)
+        return pb.ReserveStockResponse(reservation=await self._facade.reserve(downstream))
+
+    def _reservation_ref(self, request_id: str, reservation_id: str) -> None:
+        bad = []
+        if not 1 <= len(request_id) <= 128:
+            bad.append(FieldViolation("request_id", "required, 1..128 characters"))
+        if not 1 <= len(reservation_id) <= 128:
+            bad.append(FieldViolation("reservation_id", "required, 1..128 characters"))
+        _require(bad)
+
+    async def ConfirmReservation(
+        self, request: pb.ConfirmReservationRequest, context: Context
+    ) -> pb.ConfirmReservationResponse:
+        self._reservation_ref(request.request_id, request.reservation_id)
+        channel = await self._channel(request.channel_id)
+        reservation = await self._facade.confirm(
+            channel.channel_id, request.request_id, request.reservation_id
+        )
+        return pb.ConfirmReservationResponse(reservation=reservation)
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: Context
+    ) -> pb.ReleaseReservationResponse:
+        self._reservation_ref(request.request_id, request.reservation_id)
+        channel = await self._channel(request.channel_id)
+        reservation = await self._facade.release(
+            channel.channel_id, request.request_id, request.reservation_id
+        )
+        return pb.ReleaseReservationResponse(reservation=reservation)
+
+    # --------------------------------------------------------------------------------------- stream
+
+    async def StreamChanges(
+        self, request: pb.StreamChangesRequest, context: Context
+    ) -> AsyncIterator[pb.StreamChangesResponse]:
+        if not 0 <= request.batch_size <= 1000:
+            raise InvalidArgument.field("batch_size", "must be 0..1000")
+        channel = await self._channel(request.channel_id)
+        _stream_channel(channel)
+        after = decode_cursor(request.cursor, channel.channel_id)
+        batch = request.batch_size or 100
+        async with self._ctx.pool.acquire() as conn:
+            state = await self._ledger.cursor_state(conn, channel.channel_id)
+        assert state is not None
+        if not request.cursor:
+            after = state.pruned_through  # from the oldest retained change
+        if after > state.last_seq:
+            raise InvalidArgument.field("cursor", "is ahead of the channel's change log")
+        if after < state.pruned_through:
+            raise OutOfRange("the cursor is older than the channel's retention; call RequestResync")
+        while True:
+            async with self._ctx.pool.acquire() as conn:
+                rows = await self._ledger.changes_after(conn, channel.channel_id, after, batch)
+            if not rows:
+                await asyncio.sleep(self._poll)
+                continue
+            out = pb.StreamChangesResponse()
+            for row in rows:
+                change = changes_pb2.ChannelChange.FromString(row.payload)
+                change.cursor = encode_cursor(channel.channel_id, row.seq)
+                change.resync = row.resync
+                out.changes.append(change)
+            after = rows[-1].seq
+            out.cursor = encode_cursor(channel.channel_id, after)
+            yield out
+
+    async def AckChanges(self, request: pb.AckChangesRequest, context: Context) -> pb.AckChangesResponse:
+        if not request.cursor:
+            raise InvalidArgument.field("cursor", "required")
+        channel = await self._channel(request.channel_id)
+        _stream_channel(channel)
+        through = decode_cursor(request.cursor, channel.channel_id)
+        async with transaction(self._ctx.pool) as conn:
+            state = await self._ledger.cursor_state(conn, channel.channel_id)
+            assert state is not None
+            if through > state.last_seq:
+                raise InvalidArgument.field("cursor", "is ahead of the channel's change log")
+            count = await self._ledger.acknowledge(conn, channel.channel_id, through)
+        return pb.AckChangesResponse(acknowledged_entities=count)
+
+    async def RequestResync(
+        self, request: pb.RequestResyncRequest, context: Context
+    ) -> pb.RequestResyncResponse:
+        if not 1 <= len(request.request_id) <= 128:
+            raise InvalidArgument.field("request_id", "required, 1..128 characters")
+        channel = await self._channel(request.channel_id)
+        principal = caller()
+        scope = f"{principal.id}:ChannelGatewayService.RequestResync"
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        async with transaction(self._ctx.pool) as conn:
+            stored = await claim_request(conn, scope, request.request_id, fingerprint)
+            if stored is not None:
+                return pb.RequestResyncResponse.FromString(stored)
+            if channel.settings.mode == DeliveryMode.STREAM:
+                entities, base = await self._ledger.resync_change_log(conn, channel.channel_id)
+                response = pb.RequestResyncResponse(
+                    entities=entities, cursor=encode_cursor(channel.channel_id, base)
+                )
+            else:
+                entities = await self._ledger.mark_resend(conn, channel.channel_id, None, self._clock.now())
+                response = pb.RequestResyncResponse(entities=entities)
+            await store_response(
+                conn, scope, request.request_id, response.SerializeToString(deterministic=True)
+            )
+        return response

@@ -1,0 +1,366 @@
+"""The gateway as a separate process (real Postgres, real nats-server): registry, credentials and
+scoping, validation, change streams, and webhook delivery of domain events to the fake marketplace."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import grpc
+import nats
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from pydantic import SecretStr
+
+from retail.channel.v1 import (
+    channel_gateway_service_pb2 as gw,
+)
+from retail.channel.v1 import (
+    channel_gateway_service_pb2_grpc,
+    channel_operations_service_pb2_grpc,
+    channel_pb2,
+)
+from retail.channel.v1 import (
+    channel_operations_service_pb2 as ops,
+)
+from retail.inventory.v1 import events_pb2 as inventory_events
+from retail.pricing.v1 import events_pb2 as pricing_events
+from retail_channel_gateway.testing import FakeMarketplace
+from retail_common.auth import CredentialStore
+from retail_common.context import PrincipalKind
+from retail_common.db import create_pool
+from retail_common.errors import parse_error
+from retail_common.grpcx import connect
+from retail_common.messaging import SUITE_STREAMS, Envelope, ensure_streams, new_event_id
+
+MODULE = "retail_channel_gateway"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
+    """Poll until check() holds (a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {within}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def gateway(start_service, database_url, nats_server):
+    env = {
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_server.url,
+        "ALLOW_HTTP_WEBHOOKS": "true",
+        "PRICING_TARGET": "127.0.0.1:1",  # nothing listens: façade calls must become UNAVAILABLE
+        "INVENTORY_RESERVATION_TARGET": "127.0.0.1:1",
+        "FACADE_TIMEOUT_SECONDS": "0.5",
+        "DELIVERY_LEASE_SECONDS": "3",
+        "DELIVERY_POLL_SECONDS": "0.02",
+        "REGISTRY_CACHE_SECONDS": "0",
+        "CHANGE_LOG_SWEEP_SECONDS": "0.2",
+        "STREAM_POLL_SECONDS": "0.02",
+    }
+    return await start_service(MODULE, env)
+
+
+class Clients:
+    def __init__(self, pool, address: str) -> None:
+        self.store = CredentialStore(pool)
+        self.address = address
+        self.channels: list[grpc.aio.Channel] = []
+
+    def _channel(self, key):
+        credential = SecretStr(key) if isinstance(key, str) else key
+        channel = connect(self.address, credential=credential, default_timeout=30.0, tracing=False)
+        self.channels.append(channel)
+        return channel
+
+    async def operator(self, roles=("channel.admin",), name="alice"):
+        key = (await self.store.create(name, PrincipalKind.OPERATOR, roles)).key
+        return channel_operations_service_pb2_grpc.ChannelOperationsServiceStub(self._channel(key))
+
+    def gateway(self, key):
+        return channel_gateway_service_pb2_grpc.ChannelGatewayServiceStub(self._channel(key))
+
+    def operations(self, key):
+        return channel_operations_service_pb2_grpc.ChannelOperationsServiceStub(self._channel(key))
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+@pytest.fixture
+async def clients(gateway, database_url):
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    c = Clients(pool, gateway.address)
+    yield c
+    await c.close()
+    await pool.close()
+
+
+def webhook_channel(channel_id: str, url: str, **policy) -> channel_pb2.Channel:
+    return channel_pb2.Channel(
+        channel_id=channel_id,
+        display_name=channel_id.upper(),
+        kind=channel_pb2.CHANNEL_KIND_MARKETPLACE,
+        location_ids=["s1", "s2"],
+        active=True,
+        delivery=channel_pb2.DeliveryPolicy(
+            webhook=channel_pb2.WebhookTarget(url=url),
+            retry=channel_pb2.RetryPolicy(initial_backoff=Duration(nanos=20_000_000)),
+            **policy,
+        ),
+    )
+
+
+def stream_channel(channel_id: str, retention_seconds: int = 0) -> channel_pb2.Channel:
+    return channel_pb2.Channel(
+        channel_id=channel_id,
+        display_name=channel_id.upper(),
+        kind=channel_pb2.CHANNEL_KIND_POS_STORE_GROUP,
+        location_ids=["s1"],
+        active=True,
+        delivery=channel_pb2.DeliveryPolicy(
+            change_stream=channel_pb2.ChangeStreamTarget(retention=Duration(seconds=retention_seconds))
+        ),
+    )
+
+
+async def register(operator, channel: channel_pb2.Channel, skus: list[str]) -> tuple[str, str]:
+    """Create a channel with its assortment and one API key; returns (api key, webhook secret)."""
+    created = await operator.CreateChannel(ops.CreateChannelRequest(request_id=f"c-{channel.channel_id}",
+                                                                    channel=channel))  # fmt: skip
+    await operator.UpdateAssortment(
+        ops.UpdateAssortmentRequest(
+            request_id=f"a-{channel.channel_id}", channel_id=channel.channel_id, add_skus=skus
+        )
+    )
+    issued = await operator.CreateChannelCredential(
+        ops.CreateChannelCredentialRequest(
+            request_id=f"k-{channel.channel_id}", channel_id=channel.channel_id
+        )
+    )
+    return issued.issued.api_key, created.webhook_signing_secret
+
+
+async def refused(call: Awaitable[object]):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return parse_error(err.value)
+
+
+async def publish(nats_url: str, events: list[tuple[str, str, str, int, bytes]]) -> None:
+    """Publish domain events as their producers do (subject, type, key, version, payload)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, SUITE_STREAMS)
+        for subject, event_type, key, version, payload in events:
+            envelope = Envelope(
+                subject=subject, event_id=new_event_id(), event_type=event_type, schema_version=1,
+                aggregate_type=event_type, aggregate_key=key, aggregate_version=version,
+                occurred_at=datetime.now(UTC), payload=payload,
+            )  # fmt: skip
+            await js.publish(subject, payload, headers=envelope.headers())
+    finally:
+        await nc.close()
+
+
+def availability(
+    sku: str, location: str, version: int, ats: dict[str, int]
+) -> tuple[str, str, str, int, bytes]:
+    event = inventory_events.AvailabilityChanged(
+        sku=sku, location_id=location, version=version, on_hand=sum(ats.values()),
+        channels=[inventory_events.ChannelAvailableToSell(channel_id=c, available_to_sell=n)
+                  for c, n in ats.items()],
+    )  # fmt: skip
+    return ("retail.inventory.v1.AvailabilityChanged", "retail.inventory.v1.AvailabilityChanged",
+            f"{sku}/{location}", version, event.SerializeToString())  # fmt: skip
+
+
+def price_changed(sku: str, version: int) -> tuple[str, str, str, int, bytes]:
+    event = pricing_events.PriceChanged(sku=sku, version=version)
+    return (f"retail.pricing.v1.price_changed.{sku}", "retail.pricing.v1.PriceChanged", sku, version,
+            event.SerializeToString())  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ auth
+
+
+async def test_credentials_and_scoping_refuse_with_the_right_codes_and_keys_stay_out_of_logs(
+    gateway, clients
+) -> None:
+    operator = await clients.operator()
+    web_key, _ = await register(operator, webhook_channel("web", "http://127.0.0.1:1/x"), ["A", "B"])
+    app_key, _ = await register(operator, webhook_channel("app", "http://127.0.0.1:1/x"), ["A"])
+    web = clients.gateway(web_key)
+    offers = gw.GetOffersRequest(location_id="s1", skus=["A"], currency_code="EUR")
+
+    # valid key, own channel, listed SKU: passes scoping; pricing is down -> UNAVAILABLE (no made-up price)
+    assert (await refused(web.GetOffers(offers))).code is grpc.StatusCode.UNAVAILABLE
+    # no key, wrong key
+    no_key = channel_gateway_service_pb2_grpc.ChannelGatewayServiceStub(clients._channel(None))
+    assert (await refused(no_key.GetOffers(offers))).code is grpc.StatusCode.UNAUTHENTICATED
+    forged = web_key[:-4] + ("AAAA" if not web_key.endswith("AAAA") else "BBBB")
+    assert (await refused(clients.gateway(forged).GetOffers(offers))).code is grpc.StatusCode.UNAUTHENTICATED
+    # another channel's data
+    other = gw.GetOffersRequest(channel_id="app", location_id="s1", skus=["A"], currency_code="EUR")
+    assert (await refused(web.GetOffers(other))).code is grpc.StatusCode.PERMISSION_DENIED
+    # SKU outside the assortment, location not served
+    outside = await refused(
+        web.GetOffers(gw.GetOffersRequest(location_id="s1", skus=["Z"], currency_code="EUR"))
+    )
+    assert (outside.code, outside.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SKU_NOT_IN_ASSORTMENT")
+    far = await refused(web.GetOffers(gw.GetOffersRequest(location_id="s9", skus=["A"], currency_code="EUR")))
+    assert far.code is grpc.StatusCode.PERMISSION_DENIED
+    # a channel cannot use operator RPCs; an operator without the role cannot mutate
+    as_ops = clients.operations(web_key)
+    denied = await refused(as_ops.ListChannels(ops.ListChannelsRequest()))
+    assert denied.code is grpc.StatusCode.PERMISSION_DENIED
+    viewer = await clients.operator(roles=("channel.viewer",), name="vic")
+    assert len((await viewer.ListChannels(ops.ListChannelsRequest())).channels) == 2
+    create = ops.CreateChannelRequest(request_id="v1", channel=webhook_channel("x", "http://127.0.0.1:1/x"))
+    assert (await refused(viewer.CreateChannel(create))).code is grpc.StatusCode.PERMISSION_DENIED
+    nobody = await clients.operator(roles=(), name="nora")
+    assert (await refused(nobody.GetChannel(ops.GetChannelRequest(channel_id="web")))).code is (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    # revoked key
+    listed = await operator.ListChannelCredentials(ops.ListChannelCredentialsRequest(channel_id="app"))
+    [credential] = listed.credentials
+    revoke = ops.RevokeChannelCredentialRequest(request_id="r1", key_id=credential.key_id)
+    await operator.RevokeChannelCredential(revoke)
+    app = clients.gateway(app_key)
+    assert (await refused(app.GetOffers(offers))).code is grpc.StatusCode.UNAUTHENTICATED
+    # the keys' secrets never reach the log
+    log = gateway.log_text()
+    for key in (web_key, app_key):
+        secret = key.rsplit("_", 1)[-1]
+        assert secret not in log
+
+
+async def test_bad_input_names_the_field_and_changes_nothing(gateway, clients) -> None:
+    operator = await clients.operator()
+    bad = webhook_channel("no spaces allowed", "ftp://x", batch_size=5000)
+    bad.kind = channel_pb2.CHANNEL_KIND_UNSPECIFIED
+    error = await refused(operator.CreateChannel(ops.CreateChannelRequest(request_id="b1", channel=bad)))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error.fields) == {
+        "channel.channel_id", "channel.kind", "channel.delivery.webhook.url", "channel.delivery.batch_size"
+    }  # fmt: skip
+    assert (await operator.ListChannels(ops.ListChannelsRequest())).channels == []
+    key, _ = await register(operator, webhook_channel("web", "http://127.0.0.1:1/x"), ["A"])
+    web = clients.gateway(key)
+    quote = gw.QuoteCartRequest(location_id="s1", currency_code="eur")
+    error = await refused(web.QuoteCart(quote))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error.fields) == {"currency_code", "lines"}
+    audit = await operator.ListAuditRecords(ops.ListAuditRecordsRequest())
+    assert sorted(r.action.rsplit("/", 1)[-1] for r in audit.records) == [
+        "CreateChannel", "CreateChannelCredential", "UpdateAssortment"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- change stream
+
+
+async def read(stream, n: int) -> list:
+    """Read changes until n arrived (the stream stays open afterwards)."""
+    out = []
+    async for response in stream:
+        out.extend(response.changes)
+        if len(out) >= n:
+            return out
+    return out
+
+
+async def test_stream_changes_resumes_without_gap_or_duplicate_then_too_old_cursor_and_resync(
+    gateway, clients, nats_server
+) -> None:
+    operator = await clients.operator()
+    key, _ = await register(operator, stream_channel("pos"), [f"S{i}" for i in range(10)])
+    pos = clients.gateway(key)
+    events = [availability(f"S{i}", "s1", v, {"pos": v}) for v in (1, 2, 3) for i in range(10)]
+    events.append(availability("S1", "s9", 1, {"pos": 1}))  # a location pos does not serve
+    await publish(nats_server.url, events)
+
+    first = pos.StreamChanges(gw.StreamChangesRequest(batch_size=7))
+    got = await read(first, 12)
+    first.cancel()  # disconnect mid-stream
+    resumed = pos.StreamChanges(gw.StreamChangesRequest(cursor=got[11].cursor, batch_size=5))
+    rest = await read(resumed, 30 - 12)
+    resumed.cancel()
+    changes = got[:12] + rest
+    seen = [(c.entity_key, c.version) for c in changes]
+    assert len(seen) == 30
+    assert len(set(seen)) == 30  # no duplicate
+    assert set(seen) == {(f"availability/S{i}/s1", v) for i in range(10) for v in (1, 2, 3)}  # no gap
+    for i in range(10):  # per entity in version order
+        versions = [c.version for c in changes if c.entity_key == f"availability/S{i}/s1"]
+        assert versions == [1, 2, 3]
+    assert changes[-1].availability.available_to_sell == 3
+
+    acked = await pos.AckChanges(gw.AckChangesRequest(cursor=changes[-1].cursor))
+    assert acked.acknowledged_entities == 10
+
+    # the gateway prunes the log past its retention: an old cursor is OUT_OF_RANGE
+    current = (await operator.GetChannel(ops.GetChannelRequest(channel_id="pos"))).channel
+    current.delivery.change_stream.retention.CopyFrom(Duration(seconds=1))
+    await operator.UpdateChannel(ops.UpdateChannelRequest(request_id="ret", channel=current))
+
+    async def pruned() -> bool:
+        try:
+            stream = pos.StreamChanges(gw.StreamChangesRequest(cursor=changes[0].cursor))
+            async for _ in stream:
+                stream.cancel()
+                return False
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.OUT_OF_RANGE
+        return False
+
+    await eventually(pruned, "old cursor refused with OUT_OF_RANGE")
+    resync = await pos.RequestResync(gw.RequestResyncRequest(request_id="rs1"))
+    assert resync.entities == 10
+    again = await pos.RequestResync(gw.RequestResyncRequest(request_id="rs1"))  # idempotent
+    assert again == resync
+    full = pos.StreamChanges(gw.StreamChangesRequest(cursor=resync.cursor))
+    state = await read(full, 10)
+    full.cancel()
+    assert sorted((c.entity_key, c.version, c.resync) for c in state) == [
+        (f"availability/S{i}/s1", 3, True) for i in range(10)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- webhook
+
+
+async def test_domain_events_reach_the_marketplace_signed_in_order_exactly_once(
+    gateway, clients, nats_server
+) -> None:
+    operator = await clients.operator()
+    marketplace = FakeMarketplace(b"")
+    url = await marketplace.start()
+    try:
+        _, secret = await register(operator, webhook_channel("mkt", url), [f"P{i}" for i in range(5)])
+        marketplace.secret = secret.encode()
+        events = [price_changed(f"P{i}", v) for v in (1, 2, 3, 4) for i in range(5)]
+        events += [price_changed("UNLISTED", 1)]
+        await publish(nats_server.url, events)
+        await marketplace.wait_until(lambda: marketplace.applied == {f"price/P{i}": 4 for i in range(5)})
+        assert marketplace.violations == []
+        assert marketplace.refusals == {}
+        health = (await operator.GetChannelHealth(ops.GetChannelHealthRequest(channel_id="mkt"))).health
+
+        async def drained() -> bool:
+            h = (await operator.GetChannelHealth(ops.GetChannelHealthRequest(channel_id="mkt"))).health
+            return h.backlog == 0 and h.last_success_time.seconds > 0
+
+        await eventually(drained, "backlog drained")
+        health = (await operator.GetChannelHealth(ops.GetChannelHealthRequest(channel_id="mkt"))).health
+        assert health.breaker_state == 1  # CLOSED
+        assert health.owner != ""
+        assert secret not in gateway.log_text()
+    finally:
+        await marketplace.close()
