@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -415,3 +415,61 @@ async def test_relay_exports_lag_and_published_count(pool: asyncpg.Pool[asyncpg.
     assert measured["retail.outbox.published"] == 1
     assert measured["retail.outbox.lag"] == 0
     provider.shutdown()
+
+
+async def apply_amounts(conn: Connection, envs: Sequence[Envelope]) -> None:
+    """A set-based batch handler: one statement for the whole batch."""
+    events = [AmountRecorded.FromString(env.payload) for env in envs]
+    if any(e.amount < 0 for e in events):
+        raise RuntimeError("cannot apply a negative amount")
+    await conn.execute(
+        """insert into view_accounts (account, total, version, applied)
+           select a, sum(m), max(v), count(*)
+           from unnest($1::text[], $2::bigint[], $3::bigint[]) as u(a, m, v) group by a
+           on conflict (account) do update set total = view_accounts.total + excluded.total,
+                version = excluded.version, applied = view_accounts.applied + excluded.applied""",
+        [e.account_id for e in events],
+        [e.amount for e in events],
+        [env.aggregate_version for env in envs],
+    )
+
+
+async def test_batch_handler_gets_only_applied_events_and_a_failure_isolates_the_poison(
+    pool: asyncpg.Pool[asyncpg.Record], nc: Client
+) -> None:
+    js = nc.jetstream()
+    dup = await publish_event(js, "b", 1, 1)
+    for account, version, amount in (("b", 3, 3), ("b", 2, 2), ("c", 1, 10), ("c", 2, 20), ("x", 1, -1)):
+        await publish_event(js, account, version, amount)
+    await publish_event(js, "b", 1, 1, event_id=dup)  # same event id again: deduplicated by the stream
+    await js.publish(
+        SUBJECT,
+        AmountRecorded(account_id="b", amount=1).SerializeToString(),
+        headers={**_envelope_headers("b", 1), "Retail-Original-Event-Id": str(dup)},
+    )
+    c = consumer(pool, js, handler=None, batch_handler=apply_amounts, durable="set_based")
+    task = asyncio.create_task(c.run())
+    try:
+        await eventually(lambda: _true(c.counts["dead_lettered"] == 1))
+        await eventually(lambda: _true(c.counts["applied"] == 4))
+    finally:
+        c.stop()
+        await task
+    assert await view(pool, "b") == (4, 3, 2), "v1 and v3 applied, v2 stale after v3"
+    assert await view(pool, "c") == (30, 2, 2)
+    assert await view(pool, "x") is None
+    assert (c.counts["stale"], c.counts["duplicate"]) == (1, 1)
+    [letter] = await list_dead_letters(pool, consumer="set_based")
+    assert "negative amount" in letter.reason
+
+
+def _envelope_headers(account: str, version: int) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": str(new_event_id()),
+        "Retail-Event-Type": "retail.testing.v1.AmountRecorded",
+        "Retail-Schema-Version": "1",
+        "Retail-Aggregate-Type": "account",
+        "Retail-Aggregate-Key": account,
+        "Retail-Aggregate-Version": str(version),
+        "Retail-Occurred-At": datetime.now(UTC).isoformat(),
+    }

@@ -2,7 +2,8 @@
 
 Producers write `OutboxWriter.append(conn, ...)` in the transaction of their state change; one
 `OutboxRelay` per service publishes; consumers run an `InboxConsumer` per durable with a handler
-`handler(conn, envelope)` executed in the inbox transaction. Schema: `MESSAGING_MIGRATIONS`.
+`handler(conn, envelope)` (or an opt-in set-based `batch_handler(conn, envelopes)`) executed in the inbox
+transaction. Schema: `MESSAGING_MIGRATIONS`.
 """
 
 from pathlib import Path
@@ -29,7 +30,14 @@ from retail_common.messaging._envelope import (
     decode_envelope,
     new_event_id,
 )
-from retail_common.messaging._inbox import Handler, InboxConsumer, Outcome, VersionPolicy, prune_inbox
+from retail_common.messaging._inbox import (
+    BatchHandler,
+    Handler,
+    InboxConsumer,
+    Outcome,
+    VersionPolicy,
+    prune_inbox,
+)
 from retail_common.messaging._outbox import OutboxEvent, OutboxWriter, Payload
 from retail_common.messaging._propagation import extract_context, inject_context
 from retail_common.messaging._relay import OutboxRelay
@@ -62,6 +70,7 @@ __all__ = [
     "H_SCHEMA_VERSION",
     "MESSAGING_MIGRATIONS",
     "SUITE_STREAMS",
+    "BatchHandler",
     "ConsumerSpec",
     "DeadLetter",
     "Envelope",

@@ -1,13 +1,11 @@
-"""Inbox consumer runner: durable pull consumer, one DB transaction per message's effect, ack after commit.
+"""Inbox consumer runner: durable pull consumer, each message's effect committed once, ack after commit.
 
-Per message, inside a transaction: insert (consumer, event id) into `inbox` (conflict = already done:
-ack and skip); lock and read `inbox_versions` for the aggregate; apply through the handler only if the
-version gate passes; record the new version; commit; then ack.
-
-Batching: the messages of one fetch share one transaction (one commit, one WAL flush, instead of one per
-message) while each message keeps its own inbox row, version gate and CONSUMER span. If any handler
-fails, the shared transaction is rolled back and the batch is redone one transaction per message, so a
-failing message never takes others with it.
+Per fetched batch, in one transaction (`_inbox_gate`): one statement locks the batch's aggregates in a
+global order and reads their versions and which events the inbox already holds; the per-message rules
+are replayed in Python; one statement records the inbox rows and new versions; the handlers run for the
+applied messages (each in its own CONSUMER span); one commit; then every message is acked. If anything
+fails, the batch is rolled back and redone one transaction per message, so a failing message never takes
+others with it.
 
 Version gates:
 - NEWER (default; DESIGN §5, for state-carried events): apply only if the version is greater than the
@@ -24,76 +22,44 @@ and the `dead_letters` table and then terminated.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 
 from retail_common.db import Connection
 from retail_common.messaging._deadletters import write_dead_letter
 from retail_common.messaging._envelope import Envelope, UndecodableMessageError, decode_envelope
+from retail_common.messaging._inbox_gate import (
+    Claim,
+    ClaimRaceError,
+    Outcome,
+    VersionPolicy,
+    decide,
+    lock_and_read,
+    record,
+)
 from retail_common.messaging._propagation import extract_context
 from retail_common.messaging._streams import ConsumerSpec, ensure_consumer
 from retail_common.messaging._telemetry import message_attributes
 from retail_common.messaging._telemetry import meter as default_meter
 from retail_common.messaging._telemetry import tracer as default_tracer
 
-__all__ = ["Handler", "InboxConsumer", "Outcome", "VersionPolicy", "prune_inbox"]
+__all__ = ["BatchHandler", "Handler", "InboxConsumer", "Outcome", "VersionPolicy", "prune_inbox"]
 
 _log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope], Awaitable[None]]
-
-
-class VersionPolicy(enum.Enum):
-    NEWER = "newer"
-    SEQUENTIAL = "sequential"
-
-
-class Outcome(enum.Enum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    STALE = "stale"
-    GAP = "gap"
-
-
-# One statement on the common path: record (consumer, event id) in the inbox and advance the aggregate's
-# version if the gate passes. `fresh` is false for a duplicate; `advanced` is true when the handler must
-# run. The upsert locks the inbox_versions row, so replicas handling one aggregate serialise on it.
-# $6: true = NEWER (advance if greater), false = SEQUENTIAL (advance only from version - 1; a first
-# version of an unseen aggregate must be 1).
-_CLAIM = """
-with fresh as (
-    insert into inbox (consumer, event_id, aggregate_type, aggregate_key, aggregate_version, applied)
-    values ($1, $2, $3, $4, $5, true)
-    on conflict (consumer, event_id) do nothing
-    returning 1
-), advanced as (
-    -- A first-seen aggregate under SEQUENTIAL with a version > 1 gets a row at 0 ("nothing applied").
-    insert into inbox_versions as iv (consumer, aggregate_type, aggregate_key, version)
-    select $1, $3, $4, case when $6 or $5 = 1 then $5 else 0 end where exists (select 1 from fresh)
-    on conflict (consumer, aggregate_type, aggregate_key) do update set version = $5
-    where ($6 and iv.version < $5) or (not $6 and iv.version = $5 - 1)
-    returning iv.version
-)
-select exists (select 1 from fresh) as fresh, exists (select 1 from advanced where version = $5) as advanced
-"""
-
-# Rare path (not advanced): the locked current version tells a stale message from a gap.
-_CURRENT = """
-select version from inbox_versions
-where consumer = $1 and aggregate_type = $2 and aggregate_key = $3 for update
-"""
-
-_STALE = "update inbox set applied = false where consumer = $1 and event_id = $2"
-_UNCLAIM = "delete from inbox where consumer = $1 and event_id = $2"
+# Opt-in: applies all applied envelopes of a batch at once (set-based), in handling order.
+BatchHandler = Callable[[Connection, Sequence[Envelope]], Awaitable[None]]
 
 # Infrastructure trouble (not the message's fault): nak and retry without counting toward dead letters.
 _TRANSIENT = (
@@ -104,7 +70,15 @@ _TRANSIENT = (
     asyncpg.exceptions.TooManyConnectionsError,
     OSError,
     TimeoutError,
+    ClaimRaceError,  # a race lost to another replica
 )
+
+
+@dataclass(slots=True)
+class _Item:
+    msg: Msg
+    env: Envelope
+    claim: Claim
 
 
 async def prune_inbox(conn: Connection, *, consumer: str, older_than_seconds: float) -> int:
@@ -128,7 +102,7 @@ class InboxConsumer:
         stream: str,
         durable: str,
         filter_subject: str | Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
         max_deliver: int = 5,
         backoff: Sequence[float] = (1.0, 5.0, 30.0),
         batch: int = 100,
@@ -141,7 +115,14 @@ class InboxConsumer:
         deadletter_stream: str = "DEADLETTER",
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
+        """`handler(conn, envelope)` or `batch_handler(conn, envelopes)` (exactly one) runs in the inbox
+        transaction."""
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         subjects = (filter_subject,) if isinstance(filter_subject, str) else tuple(filter_subject)
         self.spec = ConsumerSpec(
             durable=durable,
@@ -156,6 +137,7 @@ class InboxConsumer:
         self.stream = stream
         self.consumer = durable
         self._handler = handler
+        self._batch_handler = batch_handler
         self._batch = batch
         self._fetch_timeout = fetch_timeout
         self._policy = version_policy
@@ -163,8 +145,6 @@ class InboxConsumer:
         self._deadletter_stream = deadletter_stream
         self._tracer = tracer or default_tracer()
         self._stopping = asyncio.Event()
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
         self._concurrency = concurrency
         self.counts: dict[str, int] = {o.value: 0 for o in Outcome} | {"failed": 0, "dead_lettered": 0}
         m = meter or default_meter()
@@ -186,6 +166,9 @@ class InboxConsumer:
 
     async def _loop(self) -> None:
         sub: JetStreamContext.PullSubscription | None = None
+        # The next batch is fetched while this one is in the database: NATS and Postgres round trips
+        # overlap. Batches are still handled one after the other, so per-aggregate order is kept.
+        ahead: asyncio.Task[list[Msg]] | None = None
         errors = 0
         try:
             while not self._stopping.is_set():
@@ -198,11 +181,9 @@ class InboxConsumer:
                         _log.warning("inbox %s: cannot bind consumer: %s", self.consumer, exc)
                         await self._sleep(min(0.1 * 2**errors, 2.0))
                         continue
+                fetch, ahead = ahead or asyncio.create_task(self._fetch(sub)), None
                 try:
-                    # Watchdog: a fetch whose request or reply was lost in a reconnect must not hang.
-                    msgs = await asyncio.wait_for(
-                        sub.fetch(self._batch, timeout=self._fetch_timeout), self._fetch_timeout + 5.0
-                    )
+                    msgs = await fetch
                 except TimeoutError:  # also nats' TimeoutError/FetchTimeoutError: an empty fetch
                     errors = 0
                     continue
@@ -215,10 +196,31 @@ class InboxConsumer:
                     await self._sleep(min(0.05 * 2**errors, 2.0))
                     continue
                 errors = 0
+                if not self._stopping.is_set():
+                    ahead = asyncio.create_task(self._fetch(sub))
                 await self.handle_batch(msgs)
         finally:
+            if ahead is not None:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    ahead.cancel()  # unacked messages come back after ack_wait
+                else:
+                    await self._give_back(ahead)
             if sub is not None:
                 await _unsubscribe(sub)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        # Watchdog: a fetch whose request or reply was lost in a reconnect must not hang.
+        msgs: list[Msg] = await asyncio.wait_for(
+            sub.fetch(self._batch, timeout=self._fetch_timeout), self._fetch_timeout + 5.0
+        )
+        return msgs
+
+    async def _give_back(self, ahead: asyncio.Task[list[Msg]]) -> None:
+        """On the way out, nak what the fetch ahead got, so other replicas need not wait for ack_wait."""
+        with contextlib.suppress(Exception):
+            for msg in await ahead:
+                await _quietly(msg.nak())
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -227,96 +229,112 @@ class InboxConsumer:
     # -- handling -----------------------------------------------------------------------------------
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
-        decoded: list[tuple[Msg, Envelope]] = []
+        items: list[_Item] = []
         for msg in msgs:
             try:
-                decoded.append((msg, decode_envelope(msg.subject, msg.headers, msg.data)))
+                env = decode_envelope(msg.subject, msg.headers, msg.data)
             except UndecodableMessageError as exc:
                 await self._dead_letter(msg, f"undecodable: {exc}")
-        if not decoded:
+                continue
+            claim = Claim(env.dedupe_id, env.aggregate_type, env.aggregate_key, env.aggregate_version)
+            items.append(_Item(msg, env, claim))
+        if not items:
             return
+        # Aggregates in key order; the stable sort keeps each aggregate's messages in delivery order.
+        items.sort(key=lambda item: item.claim.aggregate)
         try:
-            outcomes = await self._apply_together(decoded)
+            async with self._pool.acquire() as conn, conn.transaction():
+                outcomes = await self._apply(conn, items)
         except Exception as exc:
             _log.info("inbox %s: batch rolled back (%r); redoing one by one", self.consumer, exc)
-            await self._apply_one_by_one(decoded)
+            await self._apply_one_by_one(items)
             return
-        for (msg, _), outcome in zip(decoded, outcomes, strict=True):
-            await self._settle(msg, outcome)
+        await self._settle(items, outcomes)
 
-    async def _apply_together(self, decoded: Sequence[tuple[Msg, Envelope]]) -> list[Outcome]:
-        # Lock order: aggregates in ascending key order (a stable sort keeps each aggregate's messages in
-        # delivery order), so replicas committing overlapping batches cannot deadlock on each other.
-        order = sorted(
-            range(len(decoded)), key=lambda i: (decoded[i][1].aggregate_type, decoded[i][1].aggregate_key)
-        )
-        by_index: dict[int, Outcome] = {}
-        async with self._pool.acquire() as conn, conn.transaction():
-            for i in order:
-                msg, env = decoded[i]
-                by_index[i] = await self._apply(conn, msg, env)
-        return [by_index[i] for i in range(len(decoded))]
-
-    async def _apply_one_by_one(self, decoded: Sequence[tuple[Msg, Envelope]]) -> None:
-        for msg, env in decoded:
+    async def _apply_one_by_one(self, items: Sequence[_Item]) -> None:
+        for item in items:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    outcome = await self._apply(conn, msg, env)
+                    outcomes = await self._apply(conn, [item])
             except Exception as exc:
-                await self._failed(msg, exc)
+                await self._failed(item.msg, exc)
                 continue
-            await self._settle(msg, outcome)
+            await self._settle([item], outcomes)
 
-    async def _apply(self, conn: Connection, msg: Msg, env: Envelope) -> Outcome:
-        parent = extract_context(env.traceparent, env.tracestate)
-        attributes: dict[str, Any] = message_attributes(
-            env.subject, str(env.event_id), len(env.payload), "process"
-        )
-        attributes.update(
-            {
-                "messaging.consumer.group.name": self.consumer,
-                "messaging.nats.delivery_count": msg.metadata.num_delivered,
-                "retail.event.type": env.event_type,
-                "retail.aggregate.key": env.aggregate_key,
-                "retail.aggregate.version": env.aggregate_version,
-            }
-        )
+    async def _apply(self, conn: Connection, items: Sequence[_Item]) -> list[Outcome]:
+        """Gate and handle `items` inside the caller's transaction."""
+        claims = [item.claim for item in items]
+        current, seen = await lock_and_read(conn, self.consumer, claims)
+        outcomes, advanced = decide(claims, current, seen, self._policy)
+        await record(conn, self.consumer, claims, outcomes, advanced)
+        spans = [self._start_span(item, outcome) for item, outcome in zip(items, outcomes, strict=True)]
+        try:
+            if self._batch_handler is not None:
+                await self._handle_together(conn, items, outcomes, spans)
+            else:
+                assert self._handler is not None
+                for item, outcome, span in zip(items, outcomes, spans, strict=True):
+                    if outcome is Outcome.APPLIED:
+                        with trace.use_span(span, record_exception=True, set_status_on_exception=True):
+                            await self._handler(conn, item.env)
+        finally:
+            for span in spans:
+                span.end()
+        return outcomes
+
+    async def _handle_together(
+        self,
+        conn: Connection,
+        items: Sequence[_Item],
+        outcomes: Sequence[Outcome],
+        spans: Sequence[trace.Span],
+    ) -> None:
+        applied = [i for i, o in enumerate(outcomes) if o is Outcome.APPLIED]
+        if not applied:
+            return
+        assert self._batch_handler is not None
+        # One span for the set-based call, linked to each message's own CONSUMER span.
+        links = [Link(spans[i].get_span_context()) for i in applied]
         with self._tracer.start_as_current_span(
-            f"process {env.subject}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        ) as span:
-            outcome = await self._gate_and_handle(conn, env)
-            span.set_attribute("retail.inbox.outcome", outcome.value)
-            return outcome
+            f"process batch {self.consumer}",
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={"messaging.batch.message_count": len(applied)},
+        ):
+            await self._batch_handler(conn, [items[i].env for i in applied])
 
-    async def _gate_and_handle(self, conn: Connection, env: Envelope) -> Outcome:
-        newer = self._policy is VersionPolicy.NEWER
-        row = await conn.fetchrow(
-            _CLAIM,
-            self.consumer,
-            env.dedupe_id,
-            env.aggregate_type,
-            env.aggregate_key,
-            env.aggregate_version,
-            newer,
-        )
-        assert row is not None
-        if not row["fresh"]:
-            return Outcome.DUPLICATE
-        if not row["advanced"]:
-            current = await conn.fetchval(_CURRENT, self.consumer, env.aggregate_type, env.aggregate_key)
-            if env.aggregate_version <= (current or 0):
-                await conn.execute(_STALE, self.consumer, env.dedupe_id)
-                return Outcome.STALE
-            # SEQUENTIAL and a predecessor is missing: leave no trace, retry after a short delay.
-            await conn.execute(_UNCLAIM, self.consumer, env.dedupe_id)
-            return Outcome.GAP
-        await self._handler(conn, env)
-        return Outcome.APPLIED
+    def _start_span(self, item: _Item, outcome: Outcome) -> trace.Span:
+        env = item.env
+        parent = extract_context(env.traceparent, env.tracestate) if env.traceparent else None
+        span = self._tracer.start_span(f"process {env.subject}", context=parent, kind=SpanKind.CONSUMER)
+        if span.is_recording():  # attributes cost a dict per message; skip them when nothing records
+            attributes: dict[str, Any] = message_attributes(
+                env.subject, str(env.event_id), len(env.payload), "process"
+            )
+            attributes.update(
+                {
+                    "messaging.consumer.group.name": self.consumer,
+                    "messaging.nats.delivery_count": item.msg.metadata.num_delivered,
+                    "retail.event.type": env.event_type,
+                    "retail.aggregate.key": env.aggregate_key,
+                    "retail.aggregate.version": env.aggregate_version,
+                    "retail.inbox.outcome": outcome.value,
+                }
+            )
+            span.set_attributes(attributes)
+        return span
 
-    async def _settle(self, msg: Msg, outcome: Outcome) -> None:
-        self.counts[outcome.value] += 1
-        self._handled.add(1, self._attrs | {"outcome": outcome.value})
-        if outcome is Outcome.GAP:
+    async def _settle(self, items: Sequence[_Item], outcomes: Sequence[Outcome]) -> None:
+        """After commit: ack (or nak a gap); acks are publishes buffered by the client, flushed together."""
+        tally = collections.Counter(outcomes)
+        for outcome, n in tally.items():
+            self.counts[outcome.value] += n
+            self._handled.add(n, self._attrs | {"outcome": outcome.value})
+        for item, outcome in zip(items, outcomes, strict=True):
+            msg = item.msg
+            if outcome is not Outcome.GAP:
+                await _quietly(msg.ack())
+                continue
             delivered = msg.metadata.num_delivered
             if delivered >= self.spec.max_deliver:  # the predecessor never came (e.g. it was dead-lettered)
                 await self._dead_letter(
@@ -324,8 +342,6 @@ class InboxConsumer:
                 )
             else:
                 await _quietly(msg.nak(delay=self._gap_delay))
-        else:
-            await _quietly(msg.ack())
 
     async def _failed(self, msg: Msg, error: BaseException) -> None:
         self.counts["failed"] += 1
