@@ -90,6 +90,7 @@ def campaign_scope(campaign: campaign_pb2.Campaign, *, active: bool) -> Campaign
         locations=frozenset(campaign.location_ids),
         excluded_regions=frozenset(campaign.excluded_region_ids),
         excluded_locations=frozenset(campaign.excluded_location_ids),
+        budgeted=campaign.HasField("budget"),
     )
 
 
@@ -139,6 +140,7 @@ def promotion_from_proto(p: promotion_pb2.Promotion, scope: CampaignScope) -> Pr
         mode=Mode.EXCLUSIVE if p.stacking.mode == promotion_pb2.STACKING_MODE_EXCLUSIVE else Mode.STACKABLE,
         priority=p.stacking.priority,
         group=p.stacking.group,
+        limited=p.limits.HasField("budget") or p.limits.max_redemptions > 0,
     )
 
 

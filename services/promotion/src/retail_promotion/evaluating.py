@@ -87,9 +87,10 @@ class Evaluator:
         assert self._catalog is not None
         return self._catalog
 
-    async def _live(self, conn: Connection) -> LiveCatalog:
+    async def _live(self, conn: Connection, version: int | None = None) -> LiveCatalog:
         """The promotion index of this replica, rebuilt when the catalog version moved."""
-        version = await catalog_version(conn)
+        if version is None:
+            version = await catalog_version(conn)
         if self._catalog is not None and self._catalog.version == version:
             return self._catalog
         async with self._lock:
@@ -120,8 +121,10 @@ class Evaluator:
     async def prepare(self, inp: CartInput) -> Prepared:
         lines = await self._prices(inp)
         async with self._pool.acquire() as conn:
-            catalog = await self._live(conn)
-            products, location = await lookups(conn, (sku for sku, _ in inp.lines), inp.location_id or None)
+            version, products, location = await lookups(
+                conn, (sku for sku, _ in inp.lines), inp.location_id or None
+            )
+            catalog = await self._live(conn, version)
             if inp.location_id and location is None:
                 raise InvalidArgument([FieldViolation("scope.location_id", "unknown location")])
             entered = tuple(sorted({c.upper() for c in inp.codes}))
@@ -139,11 +142,13 @@ class Evaluator:
                 batch_codes=batch_codes,
             )
             candidates = catalog.index.for_cart(cart, products)
-            spent = await exhausted(
-                conn,
-                [p.promotion_id for p in candidates],
-                sorted({p.campaign.campaign_id for p in candidates}),
-            )
+            spent: frozenset[str] = frozenset()
+            if any(p.limited or p.campaign.budgeted for p in candidates):
+                spent = await exhausted(
+                    conn,
+                    [p.promotion_id for p in candidates],
+                    sorted({p.campaign.campaign_id for p in candidates}),
+                )
         return Prepared(cart, candidates, catalog, spent, dict(products))
 
     def run(self, prepared: Prepared, extra_exhausted: frozenset[str] = frozenset()) -> Evaluation:

@@ -82,6 +82,7 @@ def _precheck(
     products: Mapping[str, Product],
     suspensions: Suspensions,
     exhausted: frozenset[str],
+    by_sku: Mapping[str, list[int]],
 ) -> tuple[Outcome, str] | list[int]:
     """The first failing check (outcome, detail), or the eligible line indexes."""
     c = p.campaign
@@ -115,7 +116,10 @@ def _precheck(
         e.codes & cart.codes or any(batch in e.code_batches for batch in cart.batch_codes.values())
     ):
         return Outcome.ELIGIBILITY, "code required"
-    eligible = [i for i, line in enumerate(cart.lines) if e.matches(line.sku, products.get(line.sku))]
+    if e.skus and not (e.categories or e.attributes):  # the common case: straight from the SKU set
+        eligible = sorted(i for sku in e.skus - e.excluded_skus for i in by_sku.get(sku, ()))
+    else:
+        eligible = [i for i, line in enumerate(cart.lines) if e.matches(line.sku, products.get(line.sku))]
     if not eligible:
         return Outcome.ELIGIBILITY, "no eligible line"
     lines = [
@@ -340,8 +344,11 @@ def evaluate(
     st = _State(cart)
     line_level: list[tuple[Promotion, list[int]]] = []
     cart_level: list[tuple[Promotion, list[int]]] = []
+    by_sku: dict[str, list[int]] = {}
+    for i, line in enumerate(cart.lines):
+        by_sku.setdefault(line.sku, []).append(i)
     for p in unique:
-        checked = _precheck(p, cart, products, suspensions, exhausted)
+        checked = _precheck(p, cart, products, suspensions, exhausted, by_sku)
         if isinstance(checked, tuple):
             st.result(p, checked[0], checked[1])
         elif p.level is Level.LINE:

@@ -121,6 +121,7 @@ class CampaignScope:
     locations: frozenset[str] = frozenset()
     excluded_regions: frozenset[str] = frozenset()
     excluded_locations: frozenset[str] = frozenset()
+    budgeted: bool = False  # the campaign has a budget (checked at evaluation, consumed at redemption)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class Promotion:
     mode: Mode = Mode.STACKABLE
     priority: int = 0
     group: str = ""
+    limited: bool = False  # has a budget or a usage limit of its own
 
     @property
     def order_key(self) -> tuple[int, str]:
@@ -176,12 +178,16 @@ class Suspensions:
     scopes: Mapping[str, frozenset[tuple[str | None, str | None, str | None]]] = field(default_factory=dict)
 
     def campaign_suspended(self, campaign_id: str, channel: str, location: str | None) -> bool:
+        if campaign_id not in self.scopes:
+            return False
         return any(
             sku is None and ch in (None, channel) and loc in (None, location)
             for ch, loc, sku in self.scopes.get(campaign_id, ())
         )
 
     def sku_suspended(self, campaign_id: str, channel: str, location: str | None, sku: str) -> bool:
+        if campaign_id not in self.scopes:
+            return False
         return any(
             s in (None, sku) and ch in (None, channel) and loc in (None, location)
             for ch, loc, s in self.scopes.get(campaign_id, ())

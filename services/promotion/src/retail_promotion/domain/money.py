@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from functools import cache
 
 __all__ = ["ZERO", "from_minor", "minor_unit", "round_down", "round_money", "to_minor"]
 
@@ -15,6 +16,7 @@ _EXPONENTS = {
 }  # fmt: skip
 
 
+@cache
 def minor_unit(currency: str) -> Decimal:
     """The currency's smallest unit: Decimal('0.01') for EUR, Decimal('1') for JPY."""
     return Decimal(1).scaleb(-_EXPONENTS.get(currency, 2))

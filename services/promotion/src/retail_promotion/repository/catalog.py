@@ -59,30 +59,31 @@ async def load_live_catalog(conn: Connection) -> LiveCatalog:
     )
 
 
+_LOOKUPS = """
+select (select version from catalog_version) as version,
+       (select coalesce(jsonb_agg(jsonb_build_array(sku, active, categories, attributes)), '[]'::jsonb)
+          from products where sku = any($1::text[])) as products,
+       (select jsonb_build_array(region_id, time_zone) from locations where location_id = $2) as location
+"""
+
+
 async def lookups(
     conn: Connection, skus: Iterable[str], location_id: str | None
-) -> tuple[dict[str, Product], LocationInfo | None]:
-    """The products of `skus` (replica) and the location (replica)."""
+) -> tuple[int, dict[str, Product], LocationInfo | None]:
+    """In one round trip: the catalog version, the products of `skus` and the location (replicas)."""
+    row = await conn.fetchrow(_LOOKUPS, sorted(set(skus)), location_id)
+    assert row is not None
     products = {
-        r["sku"]: Product(
-            r["sku"],
-            frozenset(r["categories"]),
-            frozenset((k, str(v)) for k, v in (r["attributes"] or {}).items()),
-            r["active"],
+        sku: Product(
+            sku, frozenset(categories), frozenset((k, str(v)) for k, v in (attributes or {}).items()), active
         )
-        for r in await conn.fetch(
-            "select sku, active, categories, attributes from products where sku = any($1::text[])",
-            sorted(set(skus)),
-        )
+        for sku, active, categories, attributes in row["products"]
     }
     location = None
-    if location_id is not None:
-        loc = await conn.fetchrow(
-            "select location_id, region_id, time_zone from locations where location_id = $1", location_id
-        )
-        if loc is not None:
-            location = LocationInfo(loc["location_id"], loc["region_id"], loc["time_zone"])
-    return products, location
+    if row["location"] is not None:
+        region_id, time_zone = row["location"]
+        location = LocationInfo(str(location_id), region_id, time_zone)
+    return int(row["version"]), products, location
 
 
 async def exhausted(
