@@ -5,7 +5,8 @@ the HMAC signature (domain/signing.py) and refuses stale timestamps and replayed
 each change only if its version is newer than the one it holds. It records every violation of the
 gateway's promises instead of hiding it:
 - `out of order`: a change whose version is not newer than one already applied (and not a resync);
-- `resent after 2xx`: a request whose idempotency key it already answered 2xx.
+- `resent after 2xx`: a request whose idempotency key it already answered 2xx;
+- `concurrent deliveries`: a request arriving while another is in flight (two senders for one channel).
 It can be told to fail (503), time out (never answer), or rate-limit (429 with Retry-After).
 """
 
@@ -62,6 +63,8 @@ class FakeMarketplace:
         self.status_counts: dict[int, int] = {}
         self.refusals: dict[str, int] = {}
         self._answered_2xx: set[str] = set()
+        self.resent_keys: list[str] = []
+        self._in_flight = 0
         self._seen_signatures: set[str] = set()
         self._server: asyncio.Server | None = None
         self._hold = asyncio.Event()
@@ -127,6 +130,15 @@ class FakeMarketplace:
         return before
 
     async def _handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        self._in_flight += 1
+        try:
+            if self._in_flight > 1:
+                self.violations.append("concurrent deliveries: a request arrived while another was in flight")
+            return await self._handle_one(headers, body)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle_one(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
         key = headers.get(H_IDEMPOTENCY_KEY.lower(), "")
         try:
             verify(
@@ -151,6 +163,7 @@ class FakeMarketplace:
             return 0, {}
         if key in self._answered_2xx:
             self.violations.append(f"resent after 2xx: idempotency key {key}")
+            self.resent_keys.append(key)
             return 200, {}
         now = time.monotonic()
         for change in json.loads(body)["changes"]:
