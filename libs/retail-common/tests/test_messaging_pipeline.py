@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -473,3 +474,42 @@ def _envelope_headers(account: str, version: int) -> dict[str, str]:
         "Retail-Aggregate-Version": str(version),
         "Retail-Occurred-At": datetime.now(UTC).isoformat(),
     }
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_handler_failing_transiently_on_every_delivery_is_dead_lettered(
+    pool: asyncpg.Pool[asyncpg.Record], nc: Client
+) -> None:
+    js = nc.jetstream()
+    port = _closed_port()
+
+    async def apply_via_downstream(conn: Connection, env: Envelope) -> None:
+        if env.aggregate_key == "down":  # a downstream service that is gone: connection refused (OSError)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+        await apply_amount(conn, env)
+
+    stuck = await publish_event(js, "down", 1, 5)
+    await publish_event(js, "up", 1, 7)
+    # 2 free transient retries, then 3 counted ones (max_deliver): dead-lettered at the 5th delivery.
+    c = consumer(pool, js, handler=apply_via_downstream, durable="downstream", transient_retries=2)
+    task = asyncio.create_task(c.run())
+    try:
+        await eventually(lambda: _true(c.counts["dead_lettered"] == 1))
+    finally:
+        c.stop()
+        await task
+    assert await view(pool, "up") == (7, 1, 1)
+    assert await view(pool, "down") is None
+    [letter] = await list_dead_letters(pool, consumer="downstream")
+    assert letter.event_id == stuck
+    assert letter.num_delivered == 5
+    assert letter.reason.startswith("transient error on 5 consecutive deliveries while the database answered")
+    assert "ConnectionRefusedError" in letter.reason
+    assert c.counts["failed"] == 5

@@ -14,9 +14,10 @@ Version gates:
   above; a gap (a predecessor not applied yet, e.g. still awaiting redelivery) is not recorded and is
   nak'd with a short delay, so versions are applied 1..n in order, each exactly once.
 
-Failures: a handler exception rolls back and naks with `backoff[n]`; once the delivery count reaches
-`max_deliver` (or at once for an undecodable message) the message is written to the DEADLETTER stream
-and the `dead_letters` table and then terminated.
+Failures (`_inbox_failures`): a handler exception naks with `backoff[n]`; once the delivery count
+reaches `max_deliver` (or at once for an undecodable message) the message is written to the DEADLETTER
+stream and the `dead_letters` table and then terminated. Connection-level errors are retried freely
+`transient_retries` times in a row, then count like handler failures while the database answers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ from opentelemetry.trace import Link, SpanKind
 from retail_common.db import Connection
 from retail_common.messaging._deadletters import write_dead_letter
 from retail_common.messaging._envelope import Envelope, UndecodableMessageError, decode_envelope
+from retail_common.messaging._inbox_failures import (
+    TRANSIENT_ERRORS,
+    TransientStreaks,
+    Verdict,
+    handler_failure,
+    transient_failure,
+)
 from retail_common.messaging._inbox_gate import (
     Claim,
     ClaimRaceError,
@@ -61,17 +69,8 @@ Handler = Callable[[Connection, Envelope], Awaitable[None]]
 # Opt-in: applies all applied envelopes of a batch at once (set-based), in handling order.
 BatchHandler = Callable[[Connection, Sequence[Envelope]], Awaitable[None]]
 
-# Infrastructure trouble (not the message's fault): nak and retry without counting toward dead letters.
-_TRANSIENT = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    OSError,
-    TimeoutError,
-    ClaimRaceError,  # a race lost to another replica
-)
+# A race lost to another replica is not the message's fault either.
+_TRANSIENT = (*TRANSIENT_ERRORS, ClaimRaceError)
 
 
 @dataclass(slots=True)
@@ -116,6 +115,7 @@ class InboxConsumer:
         tracer: trace.Tracer | None = None,
         meter: metrics.Meter | None = None,
         batch_handler: BatchHandler | None = None,
+        transient_retries: int = 10,
     ) -> None:
         """`handler(conn, envelope)` or `batch_handler(conn, envelopes)` (exactly one) runs in the inbox
         transaction."""
@@ -146,6 +146,9 @@ class InboxConsumer:
         self._tracer = tracer or default_tracer()
         self._stopping = asyncio.Event()
         self._concurrency = concurrency
+        self._transient_retries = transient_retries
+        self._streaks = TransientStreaks()
+        self._probe: tuple[float, bool] = (float("-inf"), False)
         self.counts: dict[str, int] = {o.value: 0 for o in Outcome} | {"failed": 0, "dead_lettered": 0}
         m = meter or default_meter()
         self._attrs = {"consumer": durable, "stream": stream}
@@ -332,6 +335,8 @@ class InboxConsumer:
             self._handled.add(n, self._attrs | {"outcome": outcome.value})
         for item, outcome in zip(items, outcomes, strict=True):
             msg = item.msg
+            if len(self._streaks):
+                self._streaks.forget(msg.metadata.sequence.stream)
             if outcome is not Outcome.GAP:
                 await _quietly(msg.ack())
                 continue
@@ -346,16 +351,46 @@ class InboxConsumer:
     async def _failed(self, msg: Msg, error: BaseException) -> None:
         self.counts["failed"] += 1
         delivered = msg.metadata.num_delivered
+        seq = msg.metadata.sequence.stream
+        verdict: Verdict
         if isinstance(error, _TRANSIENT):
-            _log.warning("inbox %s: database error: %s", self.consumer, error)
-            await _quietly(msg.nak(delay=self.spec.backoff[0]))
-            return
-        _log.warning("inbox %s: handler failed (delivery %d): %r", self.consumer, delivered, error)
-        if delivered >= self.spec.max_deliver:
-            await self._dead_letter(msg, f"handler failed {delivered} times: {error!r}")
-            return
-        backoff = self.spec.backoff
-        await _quietly(msg.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)]))
+            streak = self._streaks.next(seq)
+            answers = streak <= self._transient_retries or await self._database_answers()
+            if answers:  # while the database is down, failures are the outage's, not the message's
+                self._streaks.count(seq, streak)
+            verdict = transient_failure(
+                error,
+                streak,
+                free=self._transient_retries,
+                database_answers=answers,
+                max_deliver=self.spec.max_deliver,
+                backoff=self.spec.backoff,
+            )
+            _log.warning("inbox %s: transient error (streak %d): %r", self.consumer, streak, error)
+        else:
+            self._streaks.forget(seq)
+            verdict = handler_failure(error, delivered, self.spec.max_deliver, self.spec.backoff)
+            _log.warning("inbox %s: handler failed (delivery %d): %r", self.consumer, delivered, error)
+        if verdict.dead_reason is not None:
+            self._streaks.forget(seq)
+            await self._dead_letter(msg, verdict.dead_reason)
+        else:
+            await _quietly(msg.nak(delay=verdict.delay))
+
+    async def _database_answers(self) -> bool:
+        """Whether Postgres answers a trivial query (cached for a second: a batch fails together)."""
+        loop = asyncio.get_running_loop()
+        probed_at, answered = self._probe
+        if loop.time() - probed_at < 1.0:
+            return answered
+        try:
+            async with asyncio.timeout(2.0):
+                await self._pool.fetchval("select 1")
+            answered = True
+        except Exception:
+            answered = False
+        self._probe = (loop.time(), answered)
+        return answered
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         try:
