@@ -476,6 +476,31 @@ def _envelope_headers(account: str, version: int) -> dict[str, str]:
     }
 
 
+async def test_inbox_rows_are_pruned_after_the_stream_max_age_plus_margin(
+    pool: asyncpg.Pool[asyncpg.Record], nc: Client
+) -> None:
+    # TESTING keeps messages for 1 h; with the default margin of a day, rows older than 25 h may go.
+    await pool.execute(
+        """insert into inbox (consumer, event_id, aggregate_type, aggregate_key, aggregate_version, applied,
+                              received_at)
+           select c, gen_random_uuid(), 'account', 'k', 1, true, now() - make_interval(hours => h)
+           from (values ('pruned', 30), ('pruned', 26), ('pruned', 2), ('other', 30)) as v(c, h),
+                generate_series(1, 3)"""
+    )
+    c = consumer(pool, nc.jetstream(), durable="pruned", prune_interval=0.1)
+    task = asyncio.create_task(c.run())
+    try:
+        await eventually(lambda: _true(c.pruned == 6))
+    finally:
+        c.stop()
+        await task
+    left = await pool.fetch(
+        "select consumer, round(extract(epoch from now() - received_at) / 3600)::int as h"
+        " from inbox order by 1, 2"
+    )
+    assert [(r["consumer"], r["h"]) for r in left] == [("other", 30)] * 3 + [("pruned", 2)] * 3
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,9 @@ Failures (`_inbox_failures`): a handler exception naks with `backoff[n]`; once t
 reaches `max_deliver` (or at once for an undecodable message) the message is written to the DEADLETTER
 stream and the `dead_letters` table and then terminated. Connection-level errors are retried freely
 `transient_retries` times in a row, then count like handler failures while the database answers.
+
+Housekeeping (`_inbox_prune`): inbox rows older than the stream's max age plus a margin are deleted
+every `prune_interval` seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ from retail_common.messaging._inbox_gate import (
     lock_and_read,
     record,
 )
+from retail_common.messaging._inbox_prune import (
+    DEFAULT_MARGIN,
+    prune_inbox,
+    prune_inbox_chunked,
+    retention_for_stream,
+)
 from retail_common.messaging._propagation import extract_context
 from retail_common.messaging._streams import ConsumerSpec, ensure_consumer
 from retail_common.messaging._telemetry import message_attributes
@@ -78,16 +87,6 @@ class _Item:
     msg: Msg
     env: Envelope
     claim: Claim
-
-
-async def prune_inbox(conn: Connection, *, consumer: str, older_than_seconds: float) -> int:
-    """Delete inbox rows older than the retention (keep it >= the stream's max age)."""
-    status = await conn.execute(
-        "delete from inbox where consumer = $1 and received_at < now() - make_interval(secs => $2)",
-        consumer,
-        older_than_seconds,
-    )
-    return int(status.split()[-1])
 
 
 class InboxConsumer:
@@ -116,9 +115,12 @@ class InboxConsumer:
         meter: metrics.Meter | None = None,
         batch_handler: BatchHandler | None = None,
         transient_retries: int = 10,
+        prune_interval: float | None = 3600.0,
+        inbox_retention: float | None = None,
     ) -> None:
         """`handler(conn, envelope)` or `batch_handler(conn, envelopes)` (exactly one) runs in the inbox
-        transaction."""
+        transaction. `prune_interval=None` disables pruning; `inbox_retention` defaults to the stream's
+        max age plus one day."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
         if concurrency < 1:
@@ -149,6 +151,9 @@ class InboxConsumer:
         self._transient_retries = transient_retries
         self._streaks = TransientStreaks()
         self._probe: tuple[float, bool] = (float("-inf"), False)
+        self._prune_interval = prune_interval
+        self._inbox_retention = inbox_retention
+        self.pruned = 0
         self.counts: dict[str, int] = {o.value: 0 for o in Outcome} | {"failed": 0, "dead_lettered": 0}
         m = meter or default_meter()
         self._attrs = {"consumer": durable, "stream": stream}
@@ -165,7 +170,9 @@ class InboxConsumer:
 
     async def run(self) -> None:
         """Fetch and handle until `stop()`; `concurrency` fetch loops, each with its own pull subscription."""
-        await asyncio.gather(*(self._loop() for _ in range(self._concurrency)))
+        loops = [self._loop() for _ in range(self._concurrency)]
+        pruner = self._prune_loop() if self._prune_interval is not None else None
+        await asyncio.gather(*loops, *([pruner] if pruner else []))
 
     async def _loop(self) -> None:
         sub: JetStreamContext.PullSubscription | None = None
@@ -409,6 +416,33 @@ class InboxConsumer:
         self.counts["dead_lettered"] += 1
         self._dead.add(1, self._attrs)
         await _quietly(msg.term())
+
+    # -- housekeeping -------------------------------------------------------------------------------
+
+    async def _prune_loop(self) -> None:
+        assert self._prune_interval is not None
+        while not self._stopping.is_set():
+            await self.prune_once()
+            await self._sleep(self._prune_interval)
+
+    async def prune_once(self) -> int | None:
+        """Delete inbox rows past the retention; the count, or None if skipped. Never raises."""
+        try:
+            retention = self._inbox_retention
+            if retention is None:
+                retention = await retention_for_stream(self._js, self.stream, DEFAULT_MARGIN)
+            if retention is None:
+                return None  # the stream keeps messages forever: so must the inbox
+            deleted = await prune_inbox_chunked(
+                self._pool, consumer=self.consumer, older_than_seconds=retention
+            )
+        except Exception as exc:
+            _log.warning("inbox %s: pruning failed, will retry: %s", self.consumer, exc)
+            return None
+        if deleted:
+            self.pruned += deleted
+            _log.info("inbox %s: pruned %d rows older than %.0fs", self.consumer, deleted, retention)
+        return deleted
 
 
 async def _unsubscribe(sub: JetStreamContext.PullSubscription) -> None:
