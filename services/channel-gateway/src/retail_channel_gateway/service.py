@@ -24,6 +24,7 @@ from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.events import EventWriter
 from retail_channel_gateway.facade import Facade, NoPromotions
 from retail_channel_gateway.projector import Projector
+from retail_channel_gateway.reconcile import Reconciler
 from retail_channel_gateway.repository import MIGRATIONS, ChannelRepository, LedgerRepository
 from retail_channel_gateway.servicer_gateway import GatewayServicer
 from retail_channel_gateway.servicer_operations import OperationsServicer
@@ -80,7 +81,13 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
         GatewayServicer(ctx, facade, stream_poll=settings.stream_poll_seconds), server
     )
     channel_operations_service_pb2_grpc.add_ChannelOperationsServiceServicer_to_server(
-        OperationsServicer(ctx, _projector(ctx), allow_http_webhooks=settings.allow_http_webhooks), server
+        OperationsServicer(
+            ctx,
+            _projector(ctx),
+            Reconciler(ctx.channel(settings.inventory_reservation_target), ctx.clock, timeout),
+            allow_http_webhooks=settings.allow_http_webhooks,
+        ),
+        server,
     )
 
 

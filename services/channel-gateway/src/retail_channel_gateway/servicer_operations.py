@@ -30,9 +30,9 @@ from retail_channel_gateway.convert import (
     ts,
     validate_channel,
 )
-from retail_channel_gateway.errors import Unimplemented
 from retail_channel_gateway.paging import decode_token, encode_token, page_size
 from retail_channel_gateway.projector import Projector
+from retail_channel_gateway.reconcile import Reconciler
 from retail_channel_gateway.repository import (
     ChannelRecord,
     ChannelRepository,
@@ -104,12 +104,20 @@ def _issued(issued: IssuedCredential, description: str) -> credentials_pb2.Issue
 
 
 class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
-    def __init__(self, ctx: ServiceContext[Any], projector: Projector, *, allow_http_webhooks: bool) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext[Any],
+        projector: Projector,
+        reconciler: Reconciler,
+        *,
+        allow_http_webhooks: bool,
+    ) -> None:
         self._ctx = ctx
         self._clock: Clock = ctx.clock
         self._channels = ChannelRepository()
         self._ledger = LedgerRepository()
         self._projector = projector
+        self._reconciler = reconciler
         self._allow_http = allow_http_webhooks
 
     # ------------------------------------------------------------------------------------- helpers
@@ -452,7 +460,18 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         self, request: pb.ReconcileChannelRequest, context: Context
     ) -> pb.ReconcileChannelResponse:
         require_operator_role(ADMIN_ROLE)
-        raise Unimplemented("ReconcileChannel is not implemented yet (issue 7, remaining work)")
+
+        async def work(conn: Connection) -> pb.ReconcileChannelResponse:
+            record = await self._existing(conn, request.channel_id)
+            counts = await self._reconciler.reconcile(conn, record)
+            after = {"checked": counts.checked, "drifted": counts.drifted, "repushed": counts.repushed}
+            await self._audit(
+                conn, "ReconcileChannel", "retail.channel.v1.Channel", request.channel_id, None, after
+            )
+            return pb.ReconcileChannelResponse(**after)
+
+        return await self._idempotent("ReconcileChannel", request, request.request_id,
+                                      pb.ReconcileChannelResponse, work)  # fmt: skip
 
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context

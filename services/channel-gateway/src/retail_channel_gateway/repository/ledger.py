@@ -481,3 +481,57 @@ def _dead_letter(r: asyncpg.Record) -> DeadLetterRow:
         dead_at=r["dead_at"],
         replayed_at=r["replayed_at"],
     )
+
+
+class ReconcileRepository:
+    """Ledger reads and repairs for ReconcileChannel."""
+
+    async def entries_of_kind(
+        self, conn: Connection, channel_id: str, kind: str
+    ) -> list[tuple[str, int, bytes]]:
+        rows = await conn.fetch(
+            "select entity_key, projected_version, payload from delivery_ledger"
+            " where channel_id = $1 and kind = $2 order by entity_key",
+            channel_id,
+            kind,
+        )
+        return [(r["entity_key"], r["projected_version"], bytes(r["payload"])) for r in rows]
+
+    async def repair(
+        self,
+        conn: Connection,
+        channel_id: str,
+        entity_key: str,
+        payload: bytes,
+        *,
+        change_log: bool,
+        now: datetime,
+    ) -> None:
+        """Store the system of record's state as the entity's payload (same version: it is a correction of
+        what the gateway holds, not a new change) and re-push it as a resync item."""
+        version = await conn.fetchval(
+            "update delivery_ledger set payload = $3, updated_at = now()"
+            " where channel_id = $1 and entity_key = $2 returning projected_version",
+            channel_id,
+            entity_key,
+            payload,
+        )
+        if version is None:
+            return
+        if change_log:
+            seq = await conn.fetchval(
+                "update channel_sequences set last_seq = last_seq + 1"
+                " where channel_id = $1 returning last_seq",
+                channel_id,
+            )
+            await conn.execute(
+                "insert into change_log (channel_id, seq, entity_key, version, payload, resync)"
+                " values ($1, $2, $3, $4, $5, true)",
+                channel_id,
+                seq,
+                entity_key,
+                version,
+                payload,
+            )
+        else:
+            await LedgerRepository().mark_resend(conn, channel_id, [entity_key], now)
