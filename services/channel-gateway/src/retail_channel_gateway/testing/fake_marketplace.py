@@ -130,6 +130,9 @@ class FakeMarketplace:
         return before
 
     async def _handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        if self.mode is Mode.TIMEOUT:  # hold it unanswered; the sender gives up and retries meanwhile
+            await self._hold.wait()
+            return 0, {}
         self._in_flight += 1
         try:
             if self._in_flight > 1:
@@ -158,9 +161,6 @@ class FakeMarketplace:
             return 503, {}
         if self.mode is Mode.RATE_LIMIT:
             return 429, {"Retry-After": self.retry_after}
-        if self.mode is Mode.TIMEOUT:
-            await self._hold.wait()
-            return 0, {}
         if key in self._answered_2xx:
             self.violations.append(f"resent after 2xx: idempotency key {key}")
             self.resent_keys.append(key)
