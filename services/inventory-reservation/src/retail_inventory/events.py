@@ -5,6 +5,7 @@ in the transaction of the change; each carries the full state and the outbox's a
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -113,14 +114,30 @@ def stock_position_proto(row: Row) -> stock_pb2.StockPosition:
 
 def channel_ats(row: Row, channels: Iterable[str]) -> list[events_pb2.ChannelAvailableToSell]:
     """ATS per channel of a stock row joined with its location (active, channel_ids)."""
-    position = position_of(row)
     served = set(row["channel_ids"])
+    if not row["fences"]:
+        # No fences (the common case, e.g. bulk snapshot loads): every served channel sees the same
+        # figure, the formula without its fence term.
+        common = max(0, row["on_hand"] - row["reserved_total"] - row["safety_stock"]) if row["active"] else 0
+        return [
+            events_pb2.ChannelAvailableToSell(channel_id=c, available_to_sell=common if c in served else 0)
+            for c in sorted(set(channels))
+        ]
+    position = position_of(row)
     out = []
     for channel in sorted(set(channels)):
         sellable = row["active"] and channel in served
         value = ats(position, channel).available_to_sell if sellable else 0
         out.append(events_pb2.ChannelAvailableToSell(channel_id=channel, available_to_sell=value))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _change_time(value: datetime) -> Timestamp:
+    # Rows changed by one statement share updated_at (now()); never mutated (messages copy it).
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
 
 
 def availability_changed(row: Row, version: int) -> events_pb2.AvailabilityChanged:
@@ -133,7 +150,7 @@ def availability_changed(row: Row, version: int) -> events_pb2.AvailabilityChang
         safety_stock=row["safety_stock"],
         channels=channel_ats(row, channels),
         version=version,
-        change_time=ts(row["updated_at"]),
+        change_time=_change_time(row["updated_at"]),
     )
 
 

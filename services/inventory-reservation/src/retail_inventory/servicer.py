@@ -660,7 +660,12 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             ttl,
         )
 
+        async def audit(conn: Connection, proto: reservation_pb2.Reservation) -> None:
+            await self._audit(conn, "retail.inventory.v1.Reservation", request.reservation_id, None, proto)
+
         async def work(conn: Connection) -> pb.ReserveStockResponse:
+            # The audit record is written before the stock rows are locked (rolled back with the rest
+            # if the hold fails), so a hot SKU's row lock is held only for the hold and the events.
             proto, created = await self._repo.reserve(
                 conn,
                 reservation_id=request.reservation_id,
@@ -668,12 +673,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 lines=lines,
                 ttl=ttl,
                 request_print=print_,
+                before_hold=audit,
             )
-            if created:
-                await self._audit(
-                    conn, "retail.inventory.v1.Reservation", request.reservation_id, None, proto
-                )
-            else:
+            if not created:
                 self._channel_may_see(proto, request.reservation_id)
             return pb.ReserveStockResponse(reservation=proto)
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,8 +68,11 @@ RESERVATION_NOT_ACTIVE = "RESERVATION_NOT_ACTIVE"
 Key = tuple[str, str]
 Row: TypeAlias = asyncpg.Record
 
+# Empty jsonb maps come back as NULL (readers treat None as {}): decoding them is a measurable part of
+# announcing a bulk snapshot.
 _STOCK = (
-    "s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved,"
+    "s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock,"
+    " nullif(s.fences, '{}'::jsonb) as fences, nullif(s.channel_reserved, '{}'::jsonb) as channel_reserved,"
     " s.snapshot_as_of, s.version, s.updated_at, s.rule_count"
 )
 _JOINED = _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority"
@@ -499,7 +502,8 @@ class InventoryRepository:
             from inv_snap_in i join stock s on s.sku = i.sku and s.location_id = i.location_id
             where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
             order by s.sku, s.location_id
-            for update of s
+            for update of s;
+            analyze inv_snap_merge
             """
         )
         counts = await conn.fetchrow(
@@ -606,48 +610,18 @@ class InventoryRepository:
 
     # ---------------------------------------------------------------------------------- reservations
 
-    async def _hold(self, conn: Connection, channel: str, deltas: Mapping[Key, int]) -> set[Key]:
-        """Conditionally add held units; returns the keys that could not take them (nothing if all ok)."""
+    async def _hold(self, conn: Connection, channel: str, deltas: Mapping[Key, int]) -> list[Row]:
+        """Conditionally add held units (one statement; several positions are locked in the global order
+        first). Returns the held positions joined with their location: all of `deltas` or fewer, in
+        which case the caller rolls back."""
         keys = sorted(deltas)
-        if len(keys) == 1:
-            (sku, loc), qty = keys[0], deltas[keys[0]]
-            row = await conn.fetchrow(
-                """
-                update stock s set reserved_total = s.reserved_total + $3,
-                       channel_reserved = inv_add_reserved(s.channel_reserved, $4, $3),
-                       version = s.version + 1, updated_at = now()
-                from locations l
-                where s.sku = $1 and s.location_id = $2 and l.location_id = s.location_id and l.active
-                  and $4 = any(l.channel_ids)
-                  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4)
-                      >= $3
-                returning s.sku
-                """,
-                sku,
-                loc,
-                qty,
-                channel,
+        if len(keys) > 1:
+            await self._lock(conn, keys)
+        return list(
+            await conn.fetch(
+                _HOLD, [k[0] for k in keys], [k[1] for k in keys], [deltas[k] for k in keys], channel
             )
-            return set() if row is not None else {keys[0]}
-        await self._lock(conn, keys)
-        rows = await conn.fetch(
-            """
-            update stock s set reserved_total = s.reserved_total + r.qty,
-                   channel_reserved = inv_add_reserved(s.channel_reserved, $4, r.qty),
-                   version = s.version + 1, updated_at = now()
-            from unnest($1::text[], $2::text[], $3::bigint[]) as r(sku, location_id, qty), locations l
-            where s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
-              and l.active and $4 = any(l.channel_ids)
-              and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4)
-                  >= r.qty
-            returning s.sku, s.location_id
-            """,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [deltas[k] for k in keys],
-            channel,
         )
-        return set(keys) - {(r["sku"], r["location_id"]) for r in rows}
 
     async def _unhold(self, conn: Connection, channel: str, deltas: Mapping[Key, int], *, ship: bool) -> None:
         """Free held units (release/expiry), or turn them into a shipment (ship=True: on_hand drops)."""
@@ -725,18 +699,14 @@ class InventoryRepository:
             plan = [
                 Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
             ]
-            failed = await self._hold(conn, channel, _sum(plan))
-            if failed:
-                await self._line_errors(conn, lines)
-                first = next(a for a in plan if (a.sku, a.location_id) in failed)
-                raise out_of_stock(first.sku)
+            await self._hold_or_raise(conn, channel, plan, lines)
             return plan
         for _attempt in range(5):
             plan = await self._plan(conn, channel, lines)
             try:
                 async with conn.transaction():  # savepoint: a failed hold leaves nothing behind
-                    failed = await self._hold(conn, channel, _sum(plan))
-                    if failed:
+                    deltas = _sum(plan)
+                    if len(await self._hold(conn, channel, deltas)) != len(deltas):
                         raise _RetryError
                 return plan
             except _RetryError:
@@ -752,15 +722,20 @@ class InventoryRepository:
         lines: Sequence[RequestLine],
         ttl: timedelta,
         request_print: str,
+        before_hold: Callable[[Connection, reservation_pb2.Reservation], Awaitable[None]] | None = None,
     ) -> tuple[reservation_pb2.Reservation, bool]:
         """All-or-nothing; returns (reservation, created). A retry with the same id returns it as is.
 
-        Lines that all name a location take the fast path: one statement inserts the header (its unique
-        key serialises concurrent duplicates), holds every position with the conditional UPDATE (only if
-        the header was new) and inserts the lines. Region lines are planned against current ATS first.
+        Lines that all name a location take the fast path, built so that the contended position rows
+        are locked for as short a time as possible: one statement inserts the header (its unique key
+        serialises concurrent duplicates) and the lines; `before_hold` (the caller's audit) runs next;
+        then one conditional UPDATE holds every position and one append_many writes ReservationChanged
+        and the AvailabilityChanged events; then the caller commits. A failed hold raises and the caller
+        rolls everything back. Region lines are planned against current ATS first (`before_hold` then
+        runs after the hold).
         """
         if not all(line.location_id for line in lines):
-            return await self._reserve_planned(
+            proto, created = await self._reserve_planned(
                 conn,
                 reservation_id=reservation_id,
                 channel=channel,
@@ -768,41 +743,32 @@ class InventoryRepository:
                 ttl=ttl,
                 request_print=request_print,
             )
+            if created and before_hold is not None:
+                await before_hold(conn, proto)
+            return proto, created
         plan = [
             Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
         ]
-        deltas = _sum(plan)
-        keys = sorted(deltas)
-        if len(keys) > 1:
-            await self._lock(conn, keys)
-        rows = await conn.fetch(
-            _RESERVE_FAST,
+        times = await conn.fetchrow(
+            _RESERVE_HEADER,
             reservation_id,
             channel,
             request_print,
             ttl,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [deltas[k] for k in keys],
             [a.request_line_index for a in plan],
             [a.sku for a in plan],
             [a.location_id for a in plan],
             [a.quantity for a in plan],
         )
-        if not rows or rows[0]["r_created_at"] is None:
+        if times is None:
             return await self._existing_reservation(conn, reservation_id, request_print), False
-        held = {(r["sku"], r["location_id"]) for r in rows if r["sku"] is not None}
-        if held != set(keys):
-            await self._line_errors(conn, lines)
-            raise out_of_stock(next(a.sku for a in plan if (a.sku, a.location_id) not in held))
-        first = rows[0]
         header = {
             "reservation_id": reservation_id,
             "channel_id": channel,
             "state": "ACTIVE",
-            "created_at": first["r_created_at"],
-            "expires_at": first["r_expires_at"],
-            "updated_at": first["r_created_at"],
+            "created_at": times["created_at"],
+            "expires_at": times["expires_at"],
+            "updated_at": times["created_at"],
             "version": 1,
         }
         line_rows = [
@@ -818,9 +784,25 @@ class InventoryRepository:
             for i, a in enumerate(plan)
         ]
         proto = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
-        created = events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
-        await self._announce(conn, rows, leading=[created])
+        if before_hold is not None:
+            await before_hold(conn, proto)
+        # From here on the positions are locked until commit: one statement, then the events.
+        rows = await self._hold_or_raise(conn, channel, plan, lines)
+        event = events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
+        await self._announce(conn, rows, leading=[event])
         return proto, True
+
+    async def _hold_or_raise(
+        self, conn: Connection, channel: str, plan: Sequence[Allocation], lines: Sequence[RequestLine]
+    ) -> list[Row]:
+        """Hold every planned position or raise (INVALID_ARGUMENT for unknown input, else OUT_OF_STOCK)."""
+        deltas = _sum(plan)
+        rows = await self._hold(conn, channel, deltas)
+        if len(rows) != len(deltas):
+            held = {(r["sku"], r["location_id"]) for r in rows}
+            await self._line_errors(conn, lines)
+            raise out_of_stock(next(a.sku for a in plan if (a.sku, a.location_id) not in held))
+        return rows
 
     async def _existing_reservation(
         self, conn: Connection, reservation_id: str, request_print: str
@@ -1206,32 +1188,33 @@ class InventoryRepository:
         return deleted
 
 
-# Header first (its unique key serialises duplicates: a conflict leaves everything untouched), then the
-# conditional holds (only if the header is new), then the lines. Returns one row per position held,
-# with the header's times; no row with a null sku when nothing could be held.
-_RESERVE_FAST = f"""
+# Header and lines of a new reservation in one statement; no row when the id exists (its unique key
+# serialises concurrent duplicates: the second waits for the first to commit, then finds it).
+_RESERVE_HEADER = """
 with hdr as (
     insert into reservations (reservation_id, channel_id, state, fingerprint, expires_at)
     values ($1, $2, 'ACTIVE', $3, now() + $4::interval)
     on conflict (reservation_id) do nothing
     returning created_at, expires_at
-), held as (
-    update stock s set reserved_total = s.reserved_total + r.qty,
-           channel_reserved = inv_add_reserved(s.channel_reserved, $2, r.qty),
-           version = s.version + 1, updated_at = now()
-    from unnest($5::text[], $6::text[], $7::bigint[]) as r(sku, location_id, qty), locations l
-    where exists (select 1 from hdr)
-      and s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
-      and l.active and $2 = any(l.channel_ids)
-      and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $2) >= r.qty
-    returning {_JOINED}
 ), lines as (
     insert into reservation_lines (reservation_id, line_index, request_line_index, sku, location_id, quantity)
     select $1, x.i - 1, x.r, x.s, x.l, x.q
-    from hdr, unnest($8::int[], $9::text[], $10::text[], $11::bigint[]) with ordinality as x(r, s, l, q, i)
+    from hdr, unnest($5::int[], $6::text[], $7::text[], $8::bigint[]) with ordinality as x(r, s, l, q, i)
 )
-select held.*, hdr.created_at as r_created_at, hdr.expires_at as r_expires_at
-from hdr left join held on true
+select created_at, expires_at from hdr
+"""
+
+# The hold: ATS check and increment in one conditional UPDATE per position (re-checked by Postgres on
+# the latest row version under the row lock). Returns the held positions joined with their location.
+_HOLD = f"""
+update stock s set reserved_total = s.reserved_total + r.qty,
+       channel_reserved = inv_add_reserved(s.channel_reserved, $4, r.qty),
+       version = s.version + 1, updated_at = now()
+from unnest($1::text[], $2::text[], $3::bigint[]) as r(sku, location_id, qty), locations l
+where s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
+  and l.active and $4 = any(l.channel_ids)
+  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4) >= r.qty
+returning {_JOINED}
 """
 
 
