@@ -23,7 +23,9 @@ from retail_common.messaging import Envelope
 from retail_promotion.consumers import Handlers
 from retail_promotion.domain.deployment import Overall, effective_state, overall
 from retail_promotion.domain.lifecycle import CampaignState
+from retail_promotion.domain.model import Product
 from retail_promotion.repository import CampaignRepository
+from retail_promotion.repository.catalog import lookups
 from retail_promotion.repository.ledger import ensure_targets, targets
 from retail_promotion.repository.replicas import upsert_product
 from retail_promotion.testing import campaign_pb, percent_promotion_pb
@@ -186,12 +188,19 @@ async def test_degraded_channel_with_hold_launch_policy_suspends_everywhere(
 
 async def test_product_and_location_replicas_apply_only_newer_versions(pool: asyncpg.Pool) -> None:
     handlers = Handlers(CampaignRepository.__new__(CampaignRepository))
-    product = products_pb2.Product(sku="A", status=products_pb2.PRODUCT_STATUS_ACTIVE, category_ids=["food"])
+    product = products_pb2.Product(
+        sku="A",
+        status=products_pb2.PRODUCT_STATUS_ACTIVE,
+        category_ids=["food"],
+        attributes={"brand": "acme"},
+    )
     await _handle(pool, handlers.product, envelope(pricing_events.ProductUpserted(product=product), "A", 2))
     older = products_pb2.Product(sku="A", status=products_pb2.PRODUCT_STATUS_INACTIVE)
     await _handle(pool, handlers.product, envelope(pricing_events.ProductUpserted(product=older), "A", 1))
-    row = await pool.fetchrow("select active, categories, version from products where sku = 'A'")
-    assert (row["active"], row["categories"], row["version"]) == (True, ["food"], 2)
+    async with pool.acquire() as conn:
+        _, products, _ = await lookups(conn, ["A"], None)
+    assert products["A"] == Product("A", frozenset({"food"}), frozenset({("brand", "acme")}), True)
+    assert await pool.fetchval("select version from products where sku = 'A'") == 2
     loc = location_pb2.Location(
         location_id="L1", region_id="de-south", time_zone="Europe/Berlin", active=True
     )

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from retail.channel.v1 import events_pb2 as channel_events
 from retail.inventory.v1 import inventory_service_pb2 as inv_pb
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
-from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
+from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail.promotion.v1 import campaign_pb2, deployment_pb2, evaluation_pb2, promotion_service_pb2_grpc
 from retail.promotion.v1 import promotion_service_pb2 as pb
@@ -249,6 +249,46 @@ async def test_evaluate_cart_takes_prices_from_pricing(suite: Suite) -> None:
         "S5": evaluation_pb2.CANDIDATE_OUTCOME_STACKING,
         "X25": evaluation_pb2.CANDIDATE_OUTCOME_APPLIED,
     }
+    # a price change approved at pricing reaches evaluation (the replica's price cache is invalidated)
+    alice, bob = suite.pricing_as("alice"), suite.pricing_as("bob")
+    markdown = price_list("mark", price_lists_pb2.PRICE_LIST_KIND_MARKDOWN)
+    await alice.CreatePriceList(pricing_pb.CreatePriceListRequest(request_id="l2", price_list=markdown))
+    created = await alice.CreateChangeSet(
+        pricing_pb.CreateChangeSetRequest(
+            request_id="c2", change_set=change_sets_pb2.ChangeSet(items=[add("mark", "A", "12.00", NOW)])
+        )
+    )
+    submitted = await alice.SubmitChangeSet(
+        pricing_pb.SubmitChangeSetRequest(
+            request_id="s2", change_set_id=created.change_set.change_set_id, etag=created.change_set.etag
+        )
+    )
+    await bob.ApproveChangeSet(
+        pricing_pb.ApproveChangeSetRequest(
+            request_id="a2", change_set_id=submitted.change_set.change_set_id, etag=submitted.change_set.etag
+        )
+    )
+
+    async def repriced() -> bool:
+        again = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("A", 3), ("B", 1))))
+        return amount(again.lines[0].unit_price) == Decimal("12.00")
+
+    await eventually(repriced, "the new price of A is used")
+
+    async def replicated() -> bool:
+        conn = await asyncpg.connect(suite.promotion_dsn)
+        try:
+            rows = await conn.fetch("select sku, active from products order by sku")
+        finally:
+            await conn.close()
+        return [(r["sku"], r["active"]) for r in rows] == [
+            ("A", True),
+            ("B", True),
+            ("C", False),
+            ("D", True),
+        ]
+
+    await eventually(replicated, "ProductUpserted fills the product replica")
     # a channel may only evaluate for itself
     other = cart(("A", 1))
     other["scope"] = evaluation_pb2.CartScope(channel_id="app")

@@ -32,7 +32,8 @@ __all__ = ["SUBJECTS", "Handlers", "inbox_consumers"]
 logger = logging.getLogger("retail_promotion.consumers")
 
 SUBJECTS = {
-    "product": "retail.pricing.v1.ProductUpserted",
+    # pricing publishes snake_case event names with the SKU as a subject token (its events.subject)
+    "product": "retail.pricing.v1.product_upserted.>",
     "location": "retail.inventory.v1.LocationUpserted",
     "threshold": "retail.inventory.v1.ThresholdStateChanged",
     "delivery": "retail.channel.v1.DeliveryStateChanged.>",

@@ -22,6 +22,7 @@ from retail_promotion.dependencies import PriceQuery, Pricing
 from retail_promotion.domain.evaluate import Evaluation, Outcome, evaluate
 from retail_promotion.domain.model import Cart, Line, Product, Promotion
 from retail_promotion.domain.redemption import codes_to_consume
+from retail_promotion.price_cache import CachingPricing
 from retail_promotion.repository import CampaignRepository, RedemptionRepository
 from retail_promotion.repository.catalog import (
     LiveCatalog,
@@ -46,6 +47,7 @@ class CartInput:
     location_id: str = ""
     segment: str = ""
     codes: tuple[str, ...] = ()
+    current: bool = True  # evaluated at "now" (cached prices allowed), not at a caller-given instant
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,14 @@ class Evaluator:
             return self._catalog
 
     async def _prices(self, inp: CartInput) -> list[Line]:
-        answers = await self._pricing.resolve(
-            [
-                PriceQuery(sku, inp.currency, inp.channel_id, inp.location_id, inp.segment, qty, inp.at)
-                for sku, qty in inp.lines
-            ]
-        )
+        queries = [
+            PriceQuery(sku, inp.currency, inp.channel_id, inp.location_id, inp.segment, qty, inp.at)
+            for sku, qty in inp.lines
+        ]
+        if isinstance(self._pricing, CachingPricing):
+            answers = await self._pricing.resolve(queries, current=inp.current)
+        else:
+            answers = await self._pricing.resolve(queries)
         problems = [
             PreconditionViolation("PRICE", sku, f"lines[{i}]: {a.error_code or 'no price'} {a.error}".strip())
             for i, ((sku, _), a) in enumerate(zip(inp.lines, answers, strict=True))

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
+from nats.js import JetStreamContext
 from pydantic import Field
 
 from retail.promotion.v1 import promotion_service_pb2, promotion_service_pb2_grpc
 from retail_common.auth import MethodPolicy, authenticated, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
-from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.messaging import (
+    Envelope,
+    OutboxRelay,
+    OutboxWriter,
+    ensure_streams,
+    subscribe_per_replica,
+    suite_streams,
+)
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_promotion.campaigning import CampaignFacts
 from retail_promotion.consumers import Handlers, inbox_consumers
 from retail_promotion.dependencies import GrpcInventory, GrpcPricing
 from retail_promotion.evaluating import Evaluator
+from retail_promotion.price_cache import CachingPricing, PriceCache
 from retail_promotion.repository import MIGRATIONS, CampaignRepository, RedemptionRepository
 from retail_promotion.scheduler import run_scheduler
 from retail_promotion.servicer import APPROVER_ROLE, OPERATOR_ROLE, PromotionServicer
 
 __all__ = ["SPEC", "PromotionSettings"]
 
+logger = logging.getLogger("retail_promotion")
 SERVICE = promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"]
 
 
@@ -31,12 +42,21 @@ class PromotionSettings(ServiceSettings):
     inventory_reservation_target: str = Field(description="host:port of the inventory-reservation service")
     scheduler_max_wait_seconds: float = Field(default=5.0, gt=0, le=300)
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    # 0 disables the per-replica price cache (every cart then asks pricing).
+    price_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+
+_CACHES: dict[int, PriceCache] = {}  # one per ServiceContext: the servicer's, fed by its subscription
+
+
+def _cache(ctx: ServiceContext[PromotionSettings]) -> PriceCache:
+    return _CACHES.setdefault(id(ctx), PriceCache(ctx.clock, ctx.settings.price_cache_ttl_seconds))
 
 
 def _register(ctx: ServiceContext[PromotionSettings], server: grpc.aio.Server) -> None:
     campaigns = CampaignRepository(OutboxWriter(ctx.clock))
     redemptions = RedemptionRepository()
-    pricing = GrpcPricing(ctx.channel(ctx.settings.pricing_target))
+    pricing = CachingPricing(GrpcPricing(ctx.channel(ctx.settings.pricing_target)), _cache(ctx))
     inventory = GrpcInventory(ctx.channel(ctx.settings.inventory_reservation_target))
     servicer = PromotionServicer(
         ctx.pool,
@@ -49,19 +69,47 @@ def _register(ctx: ServiceContext[PromotionSettings], server: grpc.aio.Server) -
     promotion_service_pb2_grpc.add_PromotionServiceServicer_to_server(servicer, server)
 
 
+async def _jetstream(ctx: ServiceContext[PromotionSettings]) -> JetStreamContext:
+    """JetStream once NATS is up and the suite's streams exist (retrying while NATS restarts)."""
+    while True:
+        js = (await ctx.nats.connected()).jetstream()
+        try:
+            await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+            return js
+        except Exception as exc:  # NATS restarting: retry rather than stop the service
+            logger.warning("cannot ensure streams yet: %s", exc)
+            await asyncio.sleep(1.0)
+
+
 async def outbox_relay(ctx: ServiceContext[PromotionSettings]) -> None:
-    nc = await ctx.nats.connected()
-    js = nc.jetstream()
-    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    js = await _jetstream(ctx)
     await OutboxRelay(ctx.pool, js, lease_name="retail-promotion").run()
 
 
 async def consumers(ctx: ServiceContext[PromotionSettings]) -> None:
-    nc = await ctx.nats.connected()
-    js = nc.jetstream()
-    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    js = await _jetstream(ctx)
     handlers = Handlers(CampaignRepository(OutboxWriter(ctx.clock)), ctx.clock)
     await asyncio.gather(*(c.run() for c in inbox_consumers(ctx.pool, js, handlers)))
+
+
+async def price_invalidation(ctx: ServiceContext[PromotionSettings]) -> None:
+    """Drop cached prices of a SKU when pricing announces a change (every replica sees every event)."""
+    cache = _cache(ctx)
+    js = await _jetstream(ctx)
+
+    async def on_event(envelope: Envelope) -> None:
+        cache.invalidate_skus([envelope.aggregate_key])
+
+    subscriptions = [  # pricing's subjects: snake_case event name + SKU token
+        await subscribe_per_replica(js, f"retail.pricing.v1.{event}.>", on_event, stream="PRICING")
+        for event in ("price_changed", "product_upserted")
+    ]
+    cache.invalidate_all()  # anything cached before the subscriptions may have missed an event
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for subscription in subscriptions:
+            await subscription.close()
 
 
 async def scheduler(ctx: ServiceContext[PromotionSettings]) -> None:
@@ -105,5 +153,5 @@ SPEC: ServiceSpec[PromotionSettings] = ServiceSpec(
     ),
     register=_register,
     migrations=[MIGRATIONS],
-    background=[outbox_relay, consumers, scheduler],
+    background=[outbox_relay, consumers, scheduler, price_invalidation],
 )

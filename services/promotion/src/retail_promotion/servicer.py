@@ -506,6 +506,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             location_id=request.scope.location_id,
             segment=request.scope.customer_segment,
             codes=tuple(request.codes),
+            current=not request.HasField("at_time"),
         )
 
     async def EvaluateCart(
@@ -540,6 +541,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             at=at,
             location_id=request.scope.location_id,
             segment=request.scope.customer_segment,
+            current=not request.HasField("at_time"),
         )
         results = await self._evaluator.active_promotions(inp)
         catalog = self._evaluator.catalog

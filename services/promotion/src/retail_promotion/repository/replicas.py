@@ -3,7 +3,6 @@ The inbox has already gated the version; the WHERE keeps an older version from o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 
 from retail_common.db import Connection
@@ -29,7 +28,7 @@ async def upsert_product(
         sku,
         active,
         list(categories),
-        json.dumps(dict(attributes)),
+        dict(attributes),  # the pool's jsonb codec encodes it
         version,
     )
     if changed:  # categories and attributes decide which promotions a SKU can get
