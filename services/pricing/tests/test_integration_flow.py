@@ -375,3 +375,23 @@ async def test_valid_from_before_approval_is_clamped(deps, acting, clock) -> Non
     done = await approved(deps, acting, "cs", add("base", "A", "10.00", START - 30 * DAY))
     start = done.created_entries[0].window.absolute.start_time.ToDatetime().replace(tzinfo=clock.now().tzinfo)
     assert start == clock.now()
+
+
+async def test_deactivating_a_list_changes_prices_and_announces_each_sku(deps, acting, pool) -> None:
+    await setup_catalog(deps, "A", "B")
+    await approved(deps, acting, "base", add("base", "A", "10.00", START), add("base", "B", "11.00", START))
+    await approved(deps, acting, "md", add("markdown", "A", "8.00", START))
+    assert await gross(deps, "A") == Decimal("8.00")
+    current = await pl.get_price_list(deps, pb.GetPriceListRequest(price_list_id="markdown"))
+    update = current.price_list
+    update.status = price_lists_pb2.PRICE_LIST_STATUS_INACTIVE
+    await pl.update_price_list(deps, pb.UpdatePriceListRequest(request_id="off", price_list=update))
+    assert await gross(deps, "A") == Decimal("10.00")
+    changes = [events_pb2.PriceChanged.FromString(r["payload"]) for r in await outbox(pool, "PriceChanged")]
+    configuration = [c for c in changes if c.cause == events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION]
+    assert [(c.sku, c.version) for c in configuration] == [("A", 3)]  # B has no markdown entry
+    # A rename alone changes no price and announces nothing.
+    renamed = (await pl.get_price_list(deps, pb.GetPriceListRequest(price_list_id="markdown"))).price_list
+    renamed.display_name = "old markdown"
+    await pl.update_price_list(deps, pb.UpdatePriceListRequest(request_id="rename", price_list=renamed))
+    assert len(await outbox(pool, "PriceChanged")) == len(changes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retail.pricing.v1 import price_lists_pb2
+from retail.pricing.v1 import events_pb2, price_lists_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.db import Connection
 from retail_pricing import events
@@ -15,6 +15,8 @@ from retail_pricing.convert import (
     timestamp_to_proto,
 )
 from retail_pricing.domain.errors import ConflictError, NotFoundError, RuleError, Violation
+from retail_pricing.domain.model import PriceList
+from retail_pricing.domain.preview import probes_for
 from retail_pricing.handlers.common import (
     Deps,
     audit,
@@ -76,13 +78,27 @@ async def update_price_list(deps: Deps, request: pb.UpdatePriceListRequest) -> p
             raise_if([Violation("price_list.currency_code", "cannot be changed")])
         if str(before.version) != request.price_list.etag:
             raise ConflictError(f"etag {request.price_list.etag} is stale; current is {before.version}")
-        stored = await repo.update_price_list(conn, price_list, name, before.version, deps.clock.now())
+        now = deps.clock.now()
+        stored = await repo.update_price_list(conn, price_list, name, before.version, now)
         assert stored is not None
         out = price_list_to_proto(stored)
         await audit(
             conn, "UpdatePriceList", ENTITY, price_list.price_list_id, price_list_to_proto(before), out
         )
         await events.price_list_upserted(deps.writer, conn, out)
+        if _affects_prices(before.price_list, price_list):
+            # Every SKU of the list may resolve differently now, in the old and in the new scope.
+            scopes = set(probes_for(before.price_list)) | set(probes_for(price_list))
+            for sku in await entries_repo.skus_of_list(conn, price_list.price_list_id):
+                await events.price_changed(
+                    deps.writer,
+                    conn,
+                    sku=sku,
+                    scopes=scopes,
+                    effective_time=now,
+                    cause=events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION,
+                    change_set_id="",
+                )
         return pb.UpdatePriceListResponse(price_list=out)
 
     response = await run_idempotent(
@@ -90,6 +106,15 @@ async def update_price_list(deps: Deps, request: pb.UpdatePriceListRequest) -> p
     )
     deps.catalog.invalidate_all()
     return response
+
+
+def _affects_prices(before: PriceList, after: PriceList) -> bool:
+    return (before.active, before.effective_priority, before.scope, before.tax_treatment) != (
+        after.active,
+        after.effective_priority,
+        after.scope,
+        after.tax_treatment,
+    )
 
 
 async def get_price_list(deps: Deps, request: pb.GetPriceListRequest) -> pb.GetPriceListResponse:

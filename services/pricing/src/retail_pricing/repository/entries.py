@@ -24,6 +24,7 @@ __all__ = [
     "insert_entry",
     "list_entries",
     "shorten_entry",
+    "skus_of_list",
 ]
 
 _COLUMNS = "entry_id, price_list_id, sku, min_quantity, amount, window_kind, abs_range, local_range"
@@ -58,6 +59,13 @@ async def entries_by_ids(
         f"select {_COLUMNS} from price_entries where entry_id = any($1::bigint[]){suffix}", list(ids)
     )
     return {row["entry_id"]: _entry(row) for row in rows}
+
+
+async def skus_of_list(conn: Connection, price_list_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "select distinct sku from price_entries where price_list_id = $1 order by sku", price_list_id
+    )
+    return [row["sku"] for row in rows]
 
 
 async def entries_of_change_set(conn: Connection, change_set_id: uuid.UUID) -> list[PriceEntry]:
