@@ -1,0 +1,174 @@
+"""GetOffers and QuoteCart through the gateway against real pricing and inventory services (separate
+processes, own databases, one nats-server): prices come from pricing, ATS from inventory, for the
+calling channel only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from retail.channel.v1 import channel_gateway_service_pb2 as gw
+from retail.channel.v1 import offers_pb2
+from retail.inventory.v1 import inventory_service_pb2 as inv
+from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
+from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc, resolution_pb2
+from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
+from retail_channel_gateway.domain.money import from_money
+from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
+from retail_common.auth import CredentialStore
+from retail_common.auth.keys import generate_key
+from retail_common.context import PrincipalKind
+from retail_common.db import create_pool
+from retail_common.grpcx import connect
+from retail_pricing.testing import add, price_list, product
+
+SKUS = ["A", "B"]
+
+
+@pytest.fixture
+async def databases(postgres_server):
+    dbs = [await postgres_server.create_database() for _ in range(2)]
+    yield [db.dsn for db in dbs]
+    for db in dbs:
+        await db.drop()
+
+
+async def _register(dsn: str, entries) -> None:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        for key, who, kind, roles in entries:
+            await CredentialStore(pool).register(key, who, kind, roles)
+    finally:
+        await pool.close()
+
+
+async def test_offers_and_quotes_compose_pricing_and_inventory_for_the_calling_channel(
+    start_service, database_url, databases, nats_server
+) -> None:
+    pricing_db, inventory_db = databases
+    service_key, ops_key, approver_key, wms_key = (generate_key()[1] for _ in range(4))
+    common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true"}
+    inventory = await start_service("retail_inventory", {**common, "DATABASE_URL": inventory_db})
+    pricing = await start_service("retail_pricing", {**common, "DATABASE_URL": pricing_db})
+    await _register(pricing_db, [
+        (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
+        (ops_key, "ops", PrincipalKind.OPERATOR, ["pricing.operator"]),
+        (approver_key, "approver", PrincipalKind.OPERATOR, ["pricing.approver"]),
+    ])  # fmt: skip
+    await _register(inventory_db, [
+        (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
+        (wms_key, "wms", PrincipalKind.OPERATOR, ["inventory.operator"]),
+    ])  # fmt: skip
+    channels = []
+
+    def stub(address, key, kind):
+        channel = connect(address, credential=key, default_timeout=60, tracing=False)
+        channels.append(channel)
+        return kind(channel)
+
+    ops = stub(pricing.address, ops_key, pricing_service_pb2_grpc.PricingServiceStub)
+    approver = stub(pricing.address, approver_key, pricing_service_pb2_grpc.PricingServiceStub)
+    wms = stub(inventory.address, wms_key, inventory_service_pb2_grpc.InventoryServiceStub)
+    gateway = await start_service("retail_channel_gateway", {
+        **common, "DATABASE_URL": database_url, "ALLOW_HTTP_WEBHOOKS": "true",
+        "SERVICE_CREDENTIAL": service_key.get_secret_value(), "PRICING_TARGET": pricing.address,
+        "INVENTORY_RESERVATION_TARGET": inventory.address, "FACADE_TIMEOUT_SECONDS": "10",
+    })  # fmt: skip
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    clients = Clients(pool, gateway.address)
+    try:
+        # inventory: a store serving web (not app), 7 units of A and 3 of B
+        store = location_pb2.Location(
+            location_id="s1",
+            kind=location_pb2.LOCATION_KIND_STORE,
+            region_id="r1",
+            time_zone="Europe/Berlin",
+            channel_ids=["web"],
+            active=True,
+        )
+        await wms.UpsertLocation(inv.UpsertLocationRequest(request_id="l", location=store))
+        now = Timestamp()
+        now.GetCurrentTime()
+        moves = [stock_pb2.Movement(movement_id=f"m-{s}", sku=s, location_id="s1", delta=q,
+                                    kind=stock_pb2.MOVEMENT_KIND_RECEIPT, occur_time=now)
+                 for s, q in (("A", 7), ("B", 3))]  # fmt: skip
+        await wms.RecordMovements(inv.RecordMovementsRequest(request_id="m", movements=moves))
+        # pricing: A 19.99, B 5.00 on the base list, approved by a second operator
+        await ops.BatchUpsertProducts(pricing_pb.BatchUpsertProductsRequest(
+            request_id="p", products=[product(s) for s in SKUS]))  # fmt: skip
+        await ops.CreatePriceList(
+            pricing_pb.CreatePriceListRequest(request_id="pl", price_list=price_list("base"))
+        )
+        start = datetime.now(UTC) - timedelta(days=1)
+        items = [add("base", "A", "19.99", start), add("base", "B", "5.00", start)]
+        created = await ops.CreateChangeSet(pricing_pb.CreateChangeSetRequest(
+            request_id="c", change_set=change_sets_pb2.ChangeSet(items=items)))  # fmt: skip
+        draft = created.change_set
+        submitted = await ops.SubmitChangeSet(
+            pricing_pb.SubmitChangeSetRequest(
+                request_id="s", change_set_id=draft.change_set_id, etag=draft.etag
+            )
+        )
+        ready = submitted.change_set
+        await approver.ApproveChangeSet(
+            pricing_pb.ApproveChangeSetRequest(
+                request_id="a", change_set_id=ready.change_set_id, etag=ready.etag
+            )
+        )
+
+        async def truth(sku: str) -> resolution_pb2.ResolvedPrice | None:
+            try:
+                query = resolution_pb2.PriceQuery(
+                    sku=sku, currency_code="EUR", channel_id="web", location_id="s1"
+                )
+                return (await ops.ResolvePrice(pricing_pb.ResolvePriceRequest(query=query))).price
+            except Exception:
+                return None  # pricing learns the location from inventory's events
+
+        async def priced() -> bool:
+            return all([await truth(s) is not None for s in SKUS])
+
+        await eventually(priced, "pricing resolves at s1")
+        operator = await clients.operator()
+        web_key, _ = await register(operator, webhook_channel("web", "http://127.0.0.1:1/x"), SKUS)
+        app_key, _ = await register(operator, webhook_channel("app", "http://127.0.0.1:1/x"), SKUS)
+        web = clients.gateway(web_key)
+
+        response = await web.GetOffers(
+            gw.GetOffersRequest(location_id="s1", skus=["B", "A"], currency_code="EUR")
+        )
+        offers = {o.sku: o for o in response.offers}
+        assert [o.sku for o in response.offers] == ["B", "A"]  # request order
+        for sku in SKUS:
+            expected = await truth(sku)
+            assert expected is not None
+            assert offers[sku].list_price == expected.price.gross
+            assert offers[sku].sale_price == expected.price.gross  # no promotion applied...
+            assert not offers[sku].promotions_applied  # ...and the response says so
+        assert (offers["A"].available_to_sell, offers["B"].available_to_sell) == (7, 3)
+        # app is not served by s1 in inventory: its ATS there is 0 (inventory answers for the caller)
+        app = clients.gateway(app_key)
+        app_offers = await app.GetOffers(
+            gw.GetOffersRequest(location_id="s1", skus=["A"], currency_code="EUR")
+        )
+        assert app_offers.offers[0].available_to_sell == 0
+
+        cart = [offers_pb2.CartLine(sku="A", quantity=3), offers_pb2.CartLine(sku="B", quantity=2)]
+        quoted = await web.QuoteCart(gw.QuoteCartRequest(location_id="s1", currency_code="EUR", lines=cart))
+        quote = quoted.quote
+        a, b = await truth("A"), await truth("B")
+        assert a is not None
+        assert b is not None
+        expected_total = from_money(a.price.gross) * 3 + from_money(b.price.gross) * 2
+        assert from_money(quote.total) == expected_total
+        assert [from_money(line.line_total) for line in quote.lines] == [
+            from_money(a.price.gross) * 3, from_money(b.price.gross) * 2]  # fmt: skip
+        assert expected_total > Decimal(0)
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        await clients.close()
+        await pool.close()
