@@ -31,8 +31,8 @@ async def upsert_product(
         dict(attributes),  # the pool's jsonb codec encodes it
         version,
     )
-    if changed:  # categories and attributes decide which promotions a SKU can get
-        await conn.execute("update catalog_version set version = version + 1")
+    # No catalog bump: the promotion index is keyed by the promotions' SKUs/categories/attributes and
+    # products are read per cart, so a product change never needs an index rebuild.
     return bool(changed)
 
 
