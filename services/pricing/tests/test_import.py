@@ -106,3 +106,27 @@ async def test_import_creates_draft_items_in_file_order_and_retry_returns_the_sa
         (1, "2.50", False, True, 5),
     ]
     assert await pool.fetchval("select count(*) from change_sets") == 1
+
+
+async def product_stream(batches, request_id: str = "erp-1"):
+    for i, batch in enumerate(batches):
+        yield pb.ImportProductsRequest(request_id=request_id if i == 0 else "", products=batch)
+
+
+async def test_product_import_is_all_or_nothing_and_names_the_bad_product_by_stream_position(
+    deps, acting, pool
+) -> None:
+    good = [[product(f"P{i}") for i in range(3)], [product(f"P{i}") for i in range(3, 6)]]
+    bad = [good[0], [product("P3"), product("bad sku")]]
+    with pytest.raises(BadInputError) as caught:
+        await products_h.import_products(deps, product_stream(bad))
+    assert [v.subject for v in caught.value.violations] == ["products[4].sku"]
+    assert await pool.fetchval("select count(*) from products") == 0
+
+    first = await products_h.import_products(deps, product_stream(good))
+    assert (first.received_count, first.changed_count) == (6, 6)
+    assert await products_h.import_products(deps, product_stream(good)) == first  # retry: first answer
+    events = await pool.fetchval(
+        "select count(*) from outbox where event_type = 'retail.pricing.v1.ProductUpserted'"
+    )
+    assert events == 6

@@ -121,6 +121,7 @@ ANYONE = authenticated()
 
 POLICIES = {
     "BatchUpsertProducts": OPERATOR_OR_SERVICE,  # the ERP connector is a service
+    "ImportProducts": OPERATOR_OR_SERVICE,
     "GetProduct": ANYONE,
     "ListProducts": ANYONE,
     "CreatePriceList": OPERATOR,

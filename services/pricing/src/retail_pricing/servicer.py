@@ -41,6 +41,11 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
     ) -> pb.BatchUpsertProductsResponse:
         return await _call(products.batch_upsert_products(self._deps, request))
 
+    async def ImportProducts(
+        self, request_iterator: AsyncIterator[pb.ImportProductsRequest], context: Context
+    ) -> pb.ImportProductsResponse:
+        return await _call(products.import_products(self._deps, request_iterator))
+
     async def GetProduct(self, request: pb.GetProductRequest, context: Context) -> pb.GetProductResponse:
         return await _call(products.get_product(self._deps, request))
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
+
 from retail.pricing.v1 import pricing_service_pb2 as pb
-from retail_common.db import Connection
+from retail_common.db import Connection, transaction
 from retail_pricing import events
 from retail_pricing.convert import product_from_proto, product_to_proto
 from retail_pricing.domain.errors import BadInputError, NotFoundError, Violation
@@ -18,8 +21,16 @@ from retail_pricing.handlers.common import (
     run_idempotent,
 )
 from retail_pricing.repository import products as repo
+from retail_pricing.repository.idempotency import claim, complete
 
-__all__ = ["batch_upsert_products", "get_product", "list_products"]
+__all__ = ["batch_upsert_products", "get_product", "import_products", "list_products"]
+
+
+class _ReplayError(Exception):
+    """A retried stream: roll back what it did again and answer with the first response."""
+
+    def __init__(self, response: pb.ImportProductsResponse) -> None:
+        self.response = response
 
 
 async def batch_upsert_products(
@@ -58,6 +69,60 @@ async def batch_upsert_products(
         deps, "BatchUpsertProducts", request.request_id, request, pb.BatchUpsertProductsResponse, body
     )
     deps.catalog.invalidate_skus(p.sku for p in products)
+    return response
+
+
+async def import_products(
+    deps: Deps, requests: AsyncIterator[pb.ImportProductsRequest]
+) -> pb.ImportProductsResponse:
+    first = await anext(aiter(requests), None)
+    if first is None or not first.request_id:
+        raise BadInputError([Violation("request_id", "required in the first message")])
+    digest = hashlib.sha256()
+    received = changed = 0
+    touched: list[str] = []
+
+    async def messages() -> AsyncIterator[pb.ImportProductsRequest]:
+        yield first
+        async for request in requests:
+            yield request
+
+    try:
+        async with transaction(deps.pool) as conn:
+            seen: set[str] = set()
+            async for message in messages():
+                if len(message.products) > MAX_BATCH:
+                    raise BadInputError([Violation("products", f"at most {MAX_BATCH} per message")])
+                digest.update(message.SerializeToString(deterministic=True))
+                problems: list[Violation] = []
+                batch = []
+                for proto in message.products:
+                    path = f"products[{received}]"
+                    item = product_from_proto(proto, path, problems)
+                    problems += validate_product(item, path)
+                    if item.sku in seen:
+                        problems.append(Violation(f"{path}.sku", "duplicate in this stream"))
+                    seen.add(item.sku)
+                    batch.append(item)
+                    received += 1
+                raise_if(problems)
+                for stored, before in await repo.upsert_products(conn, batch, deps.clock.now()):
+                    after = product_to_proto(stored)
+                    before_proto = None if before is None else product_to_proto(before)
+                    await audit(
+                        conn, "ImportProducts", "retail.pricing.v1.Product", stored.sku, before_proto, after
+                    )
+                    await events.product_upserted(deps.writer, conn, after)
+                    touched.append(stored.sku)
+                    changed += 1
+            replay = await claim(conn, first.request_id, "ImportProducts", digest.hexdigest())
+            if replay is not None:
+                raise _ReplayError(pb.ImportProductsResponse.FromString(replay))
+            response = pb.ImportProductsResponse(received_count=received, changed_count=changed)
+            await complete(conn, first.request_id, response.SerializeToString(deterministic=True))
+    except _ReplayError as replay:
+        return replay.response
+    deps.catalog.invalidate_skus(touched)
     return response
 
 

@@ -72,6 +72,55 @@ class BatchUpsertProductsResponse(_message.Message):
 Global___BatchUpsertProductsResponse: _TypeAlias = BatchUpsertProductsResponse  # noqa: Y015
 
 @_typing.final
+class ImportProductsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRODUCTS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Required in the first message (idempotency key of the whole stream); ignored in the others."""
+    @_builtins.property
+    def products(self) -> _containers.RepeatedCompositeFieldContainer[_products_pb2.Product]:
+        """At most 1000 per message; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        products: _abc.Iterable[_products_pb2.Product] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["products", b"products", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportProductsRequest: _TypeAlias = ImportProductsRequest  # noqa: Y015
+
+@_typing.final
+class ImportProductsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_COUNT_FIELD_NUMBER: _builtins.int
+    CHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    received_count: _builtins.int
+    changed_count: _builtins.int
+    """Products created or changed (an identical product is not a change and emits nothing)."""
+    def __init__(
+        self,
+        *,
+        received_count: _builtins.int = ...,
+        changed_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_count", b"changed_count", "received_count", b"received_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportProductsResponse: _TypeAlias = ImportProductsResponse  # noqa: Y015
+
+@_typing.final
 class GetProductRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

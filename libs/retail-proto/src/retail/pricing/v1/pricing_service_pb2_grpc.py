@@ -66,6 +66,11 @@ class PricingServiceStub:
                 request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsRequest.SerializeToString,
                 response_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsResponse.FromString,
                 _registered_method=True)
+        self.ImportProducts = channel.stream_unary(
+                '/retail.pricing.v1.PricingService/ImportProducts',
+                request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsRequest.SerializeToString,
+                response_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/retail.pricing.v1.PricingService/GetProduct',
                 request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.GetProductRequest.SerializeToString,
@@ -221,6 +226,15 @@ class PricingServiceServicer:
     def BatchUpsertProducts(self, request, context):
         """Create or update up to 1000 products in one transaction; emits ProductUpserted for each product
         that changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportProducts(self, request_iterator, context):
+        """Stream any number of products (the ERP's full or delta export), at most 1000 per message, applied
+        all or nothing in one transaction; emits ProductUpserted for each product that changed. A bad
+        product is INVALID_ARGUMENT naming it by its position in the whole stream ("products[12345].sku").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -393,6 +407,11 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     servicer.BatchUpsertProducts,
                     request_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsRequest.FromString,
                     response_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsResponse.SerializeToString,
+            ),
+            'ImportProducts': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportProducts,
+                    request_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsRequest.FromString,
+                    response_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsResponse.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
@@ -569,6 +588,33 @@ class PricingService:
             '/retail.pricing.v1.PricingService/BatchUpsertProducts',
             retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsRequest.SerializeToString,
             retail_dot_pricing_dot_v1_dot_pricing__service__pb2.BatchUpsertProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportProducts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/retail.pricing.v1.PricingService/ImportProducts',
+            retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsRequest.SerializeToString,
+            retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ImportProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,11 @@ class PricingServiceStub:
     """Create or update up to 1000 products in one transaction; emits ProductUpserted for each product
     that changed.
     """
+    ImportProducts: _grpc.StreamUnaryMultiCallable[_pricing_service_pb2.ImportProductsRequest, _pricing_service_pb2.ImportProductsResponse]
+    """Stream any number of products (the ERP's full or delta export), at most 1000 per message, applied
+    all or nothing in one transaction; emits ProductUpserted for each product that changed. A bad
+    product is INVALID_ARGUMENT naming it by its position in the whole stream ("products[12345].sku").
+    """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetProductRequest, _pricing_service_pb2.GetProductResponse]
     ListProducts: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListProductsRequest, _pricing_service_pb2.ListProductsResponse]
     CreatePriceList: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.CreatePriceListRequest, _pricing_service_pb2.CreatePriceListResponse]
@@ -140,6 +145,11 @@ class PricingServiceAsyncStub(PricingServiceStub):
     BatchUpsertProducts: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.BatchUpsertProductsRequest, _pricing_service_pb2.BatchUpsertProductsResponse]  # type: ignore[assignment]
     """Create or update up to 1000 products in one transaction; emits ProductUpserted for each product
     that changed.
+    """
+    ImportProducts: _aio.StreamUnaryMultiCallable[_pricing_service_pb2.ImportProductsRequest, _pricing_service_pb2.ImportProductsResponse]  # type: ignore[assignment]
+    """Stream any number of products (the ERP's full or delta export), at most 1000 per message, applied
+    all or nothing in one transaction; emits ProductUpserted for each product that changed. A bad
+    product is INVALID_ARGUMENT naming it by its position in the whole stream ("products[12345].sku").
     """
     GetProduct: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetProductRequest, _pricing_service_pb2.GetProductResponse]  # type: ignore[assignment]
     ListProducts: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListProductsRequest, _pricing_service_pb2.ListProductsResponse]  # type: ignore[assignment]
@@ -220,6 +230,17 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pricing_service_pb2.BatchUpsertProductsResponse, _abc.Awaitable[_pricing_service_pb2.BatchUpsertProductsResponse]]:
         """Create or update up to 1000 products in one transaction; emits ProductUpserted for each product
         that changed.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportProducts(
+        self,
+        request_iterator: _MaybeAsyncIterator[_pricing_service_pb2.ImportProductsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ImportProductsResponse, _abc.Awaitable[_pricing_service_pb2.ImportProductsResponse]]:
+        """Stream any number of products (the ERP's full or delta export), at most 1000 per message, applied
+        all or nothing in one transaction; emits ProductUpserted for each product that changed. A bad
+        product is INVALID_ARGUMENT naming it by its position in the whole stream ("products[12345].sku").
         """
 
     @_abc_1.abstractmethod
