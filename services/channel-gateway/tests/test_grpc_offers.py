@@ -1,6 +1,6 @@
-"""GetOffers and QuoteCart through the gateway against real pricing and inventory services (separate
-processes, own databases, one nats-server): prices come from pricing, ATS from inventory, for the
-calling channel only."""
+"""GetOffers and QuoteCart through the gateway against real pricing, inventory and promotion services
+(separate processes, own databases, one nats-server): prices come from pricing, sale prices and cart
+discounts from promotion, ATS from inventory, for the calling channel only."""
 
 from __future__ import annotations
 
@@ -18,19 +18,24 @@ from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc, resolut
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail_channel_gateway.domain.money import from_money
 from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
-from retail_common.auth import CredentialStore
+from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
-from retail_common.db import create_pool
+from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate, transaction
 from retail_common.grpcx import connect
+from retail_common.messaging import MESSAGING_MIGRATIONS, OutboxWriter
 from retail_pricing.testing import add, price_list, product
+from retail_promotion.domain.lifecycle import CampaignState
+from retail_promotion.repository import MIGRATIONS as PROMOTION_MIGRATIONS
+from retail_promotion.repository import CampaignRepository
+from retail_promotion.testing import campaign_pb, percent_promotion_pb
 
 SKUS = ["A", "B"]
 
 
 @pytest.fixture
 async def databases(postgres_server):
-    dbs = [await postgres_server.create_database() for _ in range(2)]
+    dbs = [await postgres_server.create_database() for _ in range(3)]
     yield [db.dsn for db in dbs]
     for db in dbs:
         await db.drop()
@@ -45,10 +50,26 @@ async def _register(dsn: str, entries) -> None:
         await pool.close()
 
 
-async def test_offers_and_quotes_compose_pricing_and_inventory_for_the_calling_channel(
+async def seed_campaign(dsn: str) -> None:
+    """One ACTIVE campaign for web: 10% off A (straight into promotion's tables, as its bench does)."""
+    await migrate(dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS, PROMOTION_MIGRATIONS])
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    now = datetime.now(UTC)
+    campaign = campaign_pb("C1", promotions=[percent_promotion_pb("p-a", "10", ["A"])], channels=("web",),
+                           start=now - timedelta(days=1), end=now + timedelta(days=30))  # fmt: skip
+    try:
+        async with transaction(pool) as conn:
+            repo = CampaignRepository(OutboxWriter())
+            await repo.create(conn, campaign, "test")
+            await repo.set_state(conn, "C1", CampaignState.ACTIVE)
+    finally:
+        await pool.close()
+
+
+async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the_calling_channel(
     start_service, database_url, databases, nats_server
 ) -> None:
-    pricing_db, inventory_db = databases
+    pricing_db, inventory_db, promotion_db = databases
     service_key, ops_key, approver_key, wms_key = (generate_key()[1] for _ in range(4))
     common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true"}
     inventory = await start_service("retail_inventory", {**common, "DATABASE_URL": inventory_db})
@@ -72,7 +93,14 @@ async def test_offers_and_quotes_compose_pricing_and_inventory_for_the_calling_c
     ops = stub(pricing.address, ops_key, pricing_service_pb2_grpc.PricingServiceStub)
     approver = stub(pricing.address, approver_key, pricing_service_pb2_grpc.PricingServiceStub)
     wms = stub(inventory.address, wms_key, inventory_service_pb2_grpc.InventoryServiceStub)
+    await seed_campaign(promotion_db)
+    await _register(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
+    promotion = await start_service("retail_promotion", {
+        **common, "DATABASE_URL": promotion_db, "SERVICE_CREDENTIAL": service_key.get_secret_value(),
+        "PRICING_TARGET": pricing.address, "INVENTORY_RESERVATION_TARGET": inventory.address,
+    })  # fmt: skip
     gateway = await start_service("retail_channel_gateway", {
+        "PROMOTION_TARGET": promotion.address,
         **common, "DATABASE_URL": database_url, "ALLOW_HTTP_WEBHOOKS": "true",
         "SERVICE_CREDENTIAL": service_key.get_secret_value(), "PRICING_TARGET": pricing.address,
         "INVENTORY_RESERVATION_TARGET": inventory.address, "FACADE_TIMEOUT_SECONDS": "10",
@@ -146,8 +174,12 @@ async def test_offers_and_quotes_compose_pricing_and_inventory_for_the_calling_c
             expected = await truth(sku)
             assert expected is not None
             assert offers[sku].list_price == expected.price.gross
-            assert offers[sku].sale_price == expected.price.gross  # no promotion applied...
-            assert not offers[sku].promotions_applied  # ...and the response says so
+            assert offers[sku].promotions_applied
+        a_list = from_money(offers["A"].list_price)
+        assert from_money(offers["A"].sale_price) == (a_list * Decimal("0.9")).quantize(Decimal("0.01"))
+        assert list(offers["A"].promotion_ids) == ["p-a"]
+        assert offers["B"].sale_price == offers["B"].list_price  # no promotion on B
+        assert list(offers["B"].promotion_ids) == []
         assert (offers["A"].available_to_sell, offers["B"].available_to_sell) == (7, 3)
         # app is not served by s1 in inventory: its ATS there is 0 (inventory answers for the caller)
         app = clients.gateway(app_key)
@@ -162,11 +194,12 @@ async def test_offers_and_quotes_compose_pricing_and_inventory_for_the_calling_c
         a, b = await truth("A"), await truth("B")
         assert a is not None
         assert b is not None
-        expected_total = from_money(a.price.gross) * 3 + from_money(b.price.gross) * 2
-        assert from_money(quote.total) == expected_total
-        assert [from_money(line.line_total) for line in quote.lines] == [
-            from_money(a.price.gross) * 3, from_money(b.price.gross) * 2]  # fmt: skip
-        assert expected_total > Decimal(0)
+        subtotal = from_money(a.price.gross) * 3 + from_money(b.price.gross) * 2
+        assert quote.promotions_applied
+        assert from_money(quote.subtotal) == subtotal  # unit prices from pricing, never from the caller
+        assert [list(line.promotion_ids) for line in quote.lines] == [["p-a"], []]
+        assert from_money(quote.discount_total) == from_money(quote.lines[0].discount) > 0
+        assert from_money(quote.total) == subtotal - from_money(quote.discount_total)
     finally:
         for channel in channels:
             await channel.close(None)

@@ -1,9 +1,9 @@
 """The channel façade's calls to pricing and inventory (promotion: see PromotionSource), with deadlines
 and the gateway's service credential (ServiceContext.channel). Prices always come from pricing.
 
-Promotion composition is a seam: `PromotionSource` answers sale prices and cart discounts. The promotion
-service's contract exists but the service is being built; until it is wired (PROMOTION_TARGET),
-`NoPromotions` applies none and responses say so (`promotions_applied = false`): never a made-up price.
+Promotion composition goes through `PromotionSource`: `promotions.PromotionClient` when PROMOTION_TARGET
+is set (GetActivePromotions for sale prices, EvaluateCart for quotes), else `NoPromotions`, which applies
+none and says so (`promotions_applied = false`): never a made-up price.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class SalePrice:
 
 
 class PromotionSource(Protocol):
+    """Sale prices and cart evaluation; `applied` says whether promotions were consulted at all."""
+
     applied: bool
 
     async def sale_prices(
@@ -49,8 +51,21 @@ class PromotionSource(Protocol):
         deadline_seconds: float,
     ) -> dict[str, SalePrice]: ...
 
+    async def evaluate_cart(
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        lines: Sequence[offers_pb2.CartLine],
+        codes: Sequence[str],
+        segment: str,
+        deadline_seconds: float,
+    ) -> offers_pb2.CartQuote | None: ...
+
 
 class NoPromotions:
+    """No promotion service configured: nothing applied, and responses say so."""
+
     applied = False
 
     async def sale_prices(
@@ -62,6 +77,18 @@ class NoPromotions:
         deadline_seconds: float,
     ) -> dict[str, SalePrice]:
         return {}
+
+    async def evaluate_cart(
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        lines: Sequence[offers_pb2.CartLine],
+        codes: Sequence[str],
+        segment: str,
+        deadline_seconds: float,
+    ) -> offers_pb2.CartQuote | None:
+        return None
 
 
 class Facade:
@@ -145,8 +172,21 @@ class Facade:
         return out
 
     async def quote(
-        self, channel_id: str, location_id: str, currency: str, lines: Sequence[offers_pb2.CartLine]
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        lines: Sequence[offers_pb2.CartLine],
+        codes: Sequence[str] = (),
+        segment: str = "",
     ) -> offers_pb2.CartQuote:
+        """With promotions: the promotion service's evaluation (its prices come from pricing). Without:
+        pricing's unit prices x quantities, rounded once per line."""
+        evaluated = await self._promotions.evaluate_cart(
+            channel_id, location_id, currency, lines, codes, segment, self.timeout
+        )
+        if evaluated is not None:
+            return evaluated
         prices = await self._prices(
             channel_id, location_id, currency, [(line.sku, line.quantity) for line in lines]
         )

@@ -22,8 +22,9 @@ from retail_channel_gateway.delivery import DeliveryEngine, NatsTransport, Webho
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.events import EventWriter
-from retail_channel_gateway.facade import Facade, NoPromotions
+from retail_channel_gateway.facade import Facade, NoPromotions, PromotionSource
 from retail_channel_gateway.projector import Projector
+from retail_channel_gateway.promotions import PromotionClient
 from retail_channel_gateway.reconcile import Reconciler
 from retail_channel_gateway.repository import MIGRATIONS, ChannelRepository, LedgerRepository
 from retail_channel_gateway.servicer_gateway import GatewayServicer
@@ -45,7 +46,7 @@ OPERATIONS = channel_operations_service_pb2.DESCRIPTOR.services_by_name["Channel
 class GatewaySettings(ServiceSettings):
     pricing_target: str = Field(default="127.0.0.1:50061", description="pricing service host:port")
     inventory_reservation_target: str = Field(default="127.0.0.1:50062", description="inventory host:port")
-    promotion_target: str = Field(default="", description="promotion service host:port (not wired yet)")
+    promotion_target: str = Field(default="", description="promotion service host:port; empty = none")
     facade_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     allow_http_webhooks: bool = Field(default=False, description="accept http:// webhook URLs (development)")
     delivery_lease_seconds: float = Field(default=30.0, ge=1, le=600)
@@ -68,13 +69,21 @@ def _projector(ctx: ServiceContext[GatewaySettings]) -> Projector:
     return _PROJECTORS[key]
 
 
+def _promotions(ctx: ServiceContext[GatewaySettings]) -> PromotionSource:
+    target = ctx.settings.promotion_target
+    if not target:
+        logger.warning("PROMOTION_TARGET not set: offers and quotes are composed without promotions")
+        return NoPromotions()
+    return PromotionClient(ctx.channel(target, default_timeout=ctx.settings.facade_timeout_seconds))
+
+
 def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> None:
     settings = ctx.settings
     timeout = settings.facade_timeout_seconds
     facade = Facade(
         ctx.channel(settings.pricing_target, default_timeout=timeout),
         ctx.channel(settings.inventory_reservation_target, default_timeout=timeout),
-        NoPromotions(),
+        _promotions(ctx),
         timeout=timeout,
     )
     channel_gateway_service_pb2_grpc.add_ChannelGatewayServiceServicer_to_server(

@@ -100,6 +100,8 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         bad = _basics(request.location_id, request.currency_code)
         if not 1 <= len(request.lines) <= 100:
             bad.append(FieldViolation("lines", "1..100 lines required"))
+        if len(request.promotion_codes) > 20:
+            bad.append(FieldViolation("promotion_codes", "at most 20"))
         for i, line in enumerate(request.lines):
             if not 1 <= len(line.sku) <= 128:
                 bad.append(FieldViolation(f"lines[{i}].sku", "required"))
@@ -111,7 +113,12 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         async with self._ctx.pool.acquire() as conn:
             await require_assortment(conn, channel, [line.sku for line in request.lines], "lines")
         quote = await self._facade.quote(
-            channel.channel_id, request.location_id, request.currency_code, list(request.lines)
+            channel.channel_id,
+            request.location_id,
+            request.currency_code,
+            list(request.lines),
+            list(request.promotion_codes),
+            request.customer_segment,
         )
         return pb.QuoteCartResponse(quote=quote)
 
