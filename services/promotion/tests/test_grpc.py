@@ -610,3 +610,121 @@ async def test_deployment_follows_delivery_events_with_one_channel_failing_then_
 
     await eventually(deployed, "the replay delivered mp-1")
     assert await outcome("mp-1") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
+
+
+async def test_operator_flows_idempotency_etags_codes_rollback_and_audit(suite: Suite) -> None:
+    await seed_prices(suite)
+    alice, web = suite.promotion_as("alice"), suite.promotion_as("web")
+    coded = percent_promotion_pb("CODE", "50", ["A"], eligibility={"code_batch_ids": ["B1"]})
+    campaign = campaign_pb("C1", promotions=[percent_promotion_pb("P1", "10", ["B"]), coded], **window_now())
+    request = pb.CreateCampaignRequest(request_id="create-1", campaign=campaign)
+    first = await alice.CreateCampaign(request)
+    assert (await alice.CreateCampaign(request)) == first  # a retry returns the first result
+    reused = pb.CreateCampaignRequest(request_id="create-1", campaign=campaign_pb("C9", promotions=[coded]))
+    assert await invalid(alice.CreateCampaign(reused)) == ["request_id"]
+    # an update with a stale etag is ABORTED; with the current one it applies
+    changed = pb.UpdateCampaignRequest(request_id="u1", campaign=campaign)
+    changed.campaign.etag = "stale"
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await alice.UpdateCampaign(changed)
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    changed.campaign.etag = first.campaign.etag
+    changed.campaign.display_name = "Weekend"
+    updated = (await alice.UpdateCampaign(changed)).campaign
+    assert (updated.display_name, updated.version) == ("Weekend", 2)
+    codes = (
+        await alice.CreateCodeBatch(
+            pb.CreateCodeBatchRequest(request_id="b1", campaign_id="C1", code_batch_id="B1", count=2)
+        )
+    ).codes
+    await launch_existing(suite, "C1")
+    # a single-use code works for one order only
+    first_order = await web.RedeemPromotions(
+        pb.RedeemPromotionsRequest(order_id="o1", **cart(("A", 1), codes=(codes[0],)))
+    )
+    assert [p.promotion_id for p in first_order.redemption.promotions] == ["CODE"]
+    assert list(first_order.redemption.promotions[0].codes) == [codes[0]]
+    second = await web.RedeemPromotions(
+        pb.RedeemPromotionsRequest(order_id="o2", **cart(("A", 1), codes=(codes[0],)))
+    )
+    assert list(second.redemption.promotions) == []
+    await web.CancelRedemption(pb.CancelRedemptionRequest(order_id="o1"))
+    third = await web.RedeemPromotions(
+        pb.RedeemPromotionsRequest(order_id="o3", **cart(("A", 1), codes=(codes[0],)))
+    )
+    assert [p.promotion_id for p in third.redemption.promotions] == ["CODE"]
+    # an operator suspension of one SKU, then resume
+    await alice.SuspendCampaign(pb.SuspendCampaignRequest(request_id="sus", campaign_id="C1", sku="B"))
+    evaluated = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("B", 1))))
+    assert {c.promotion_id: c.outcome for c in evaluated.candidates}[
+        "P1"
+    ] == evaluation_pb2.CANDIDATE_OUTCOME_SUSPENDED
+    resumed = await alice.ResumeCampaign(
+        pb.ResumeCampaignRequest(request_id="res", campaign_id="C1", sku="B")
+    )
+    assert resumed.resumed
+    # active promotions per SKU with the sale price (code-free promotions only)
+    active = await web.GetActivePromotions(
+        pb.GetActivePromotionsRequest(
+            skus=["A", "B"], scope=evaluation_pb2.CartScope(channel_id="web"), currency_code="EUR"
+        )
+    )
+    assert [
+        (s.sku, [p.promotion_id for p in s.promotions], amount(s.sale_unit_price)) for s in active.skus
+    ] == [
+        ("A", [], Decimal("10.00")),
+        ("B", ["P1"], Decimal("18.00")),
+    ]
+    # rollback deactivates everywhere
+    current = (await alice.GetCampaign(pb.GetCampaignRequest(campaign_id="C1"))).campaign
+    rolled = await alice.RollbackCampaign(
+        pb.RollbackCampaignRequest(
+            request_id="rb", campaign_id="C1", etag=current.etag, reason="wrong prices"
+        )
+    )
+    assert rolled.campaign.state == campaign_pb2.CAMPAIGN_STATE_ROLLED_BACK
+    after = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("B", 1))))
+    assert list(after.candidates) == []
+    deployment = (
+        await alice.GetCampaignDeployment(pb.GetCampaignDeploymentRequest(campaign_id="C1"))
+    ).deployment
+    assert deployment.state == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+    # every operator mutation is audited
+    audit = await alice.ListAuditRecords(
+        pb.ListAuditRecordsRequest(entity_type="retail.promotion.v1.Campaign", entity_key="C1")
+    )
+    actions = [r.action.rsplit("/", 1)[1] for r in audit.records]
+    for action in (
+        "CreateCampaign",
+        "UpdateCampaign",
+        "LaunchCampaign",
+        "SuspendCampaign",
+        "RollbackCampaign",
+    ):
+        assert action in actions
+    listed = await alice.ListCampaigns(pb.ListCampaignsRequest(page_size=1))
+    assert [c.campaign_id for c in listed.campaigns] == ["C1"]
+
+
+async def launch_existing(s: Suite, campaign_id: str) -> None:
+    alice, bob = s.promotion_as("alice"), s.promotion_as("bob")
+    c = (await alice.GetCampaign(pb.GetCampaignRequest(campaign_id=campaign_id))).campaign
+    c = (
+        await alice.SubmitCampaign(
+            pb.SubmitCampaignRequest(request_id="ls", campaign_id=campaign_id, etag=c.etag)
+        )
+    ).campaign
+    c = (
+        await bob.ApproveCampaign(
+            pb.ApproveCampaignRequest(request_id="la", campaign_id=campaign_id, etag=c.etag)
+        )
+    ).campaign
+    await alice.LaunchCampaign(
+        pb.LaunchCampaignRequest(request_id="ll", campaign_id=campaign_id, etag=c.etag)
+    )
+
+    async def active() -> bool:
+        got = await alice.GetCampaign(pb.GetCampaignRequest(campaign_id=campaign_id))
+        return got.campaign.state == campaign_pb2.CAMPAIGN_STATE_ACTIVE
+
+    await eventually(active, "the scheduler activates the campaign")
