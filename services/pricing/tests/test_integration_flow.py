@@ -7,14 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from retail.pricing.v1 import change_sets_pb2, events_pb2, price_lists_pb2
+from retail.pricing.v1 import change_sets_pb2, events_pb2, price_lists_pb2, resolution_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_pricing.domain.errors import BadInputError, ConflictError, ForbiddenError, RuleError
 from retail_pricing.handlers import change_sets as cs
 from retail_pricing.handlers import price_lists as pl
 from retail_pricing.handlers import products as products_h
 from retail_pricing.handlers import resolution as res
-from retail_pricing.testing import add, as_decimal, end, price_list, product, query
+from retail_pricing.testing import add, as_decimal, end, price_list, product, query, ts
 
 from .conftest import START
 
@@ -395,3 +395,32 @@ async def test_deactivating_a_list_changes_prices_and_announces_each_sku(deps, a
     renamed.display_name = "old markdown"
     await pl.update_price_list(deps, pb.UpdatePriceListRequest(request_id="rename", price_list=renamed))
     assert len(await outbox(pool, "PriceChanged")) == len(changes)
+
+
+async def test_price_history_and_explain_through_the_handlers(deps, acting, clock) -> None:
+    await setup_catalog(deps, "A")
+    await approved(deps, acting, "base", add("base", "A", "10.00", START))
+    await approved(deps, acting, "md", add("markdown", "A", "8.00", START + DAY, START + 2 * DAY))
+    history = await res.get_price_history(
+        deps,
+        pb.GetPriceHistoryRequest(query=query("A"), start_time=ts(START - DAY), end_time=ts(START + 3 * DAY)),
+    )
+    assert [
+        (
+            p.start_time.ToDatetime().day,
+            p.end_time.ToDatetime().day,
+            as_decimal(p.price.gross) if p.HasField("price") else None,
+        )
+        for p in history.periods
+    ] == [(28, 1, None), (1, 2, Decimal("10.00")), (2, 3, Decimal("8.00")), (3, 4, Decimal("10.00"))]
+    explained = await res.explain_price(deps, pb.ExplainPriceRequest(query=query("A", START + DAY)))
+    assert [c.outcome for c in explained.candidates] == [
+        resolution_pb2.CANDIDATE_OUTCOME_LOWER_PRIORITY,
+        resolution_pb2.CANDIDATE_OUTCOME_WINNER,
+    ]
+    assert as_decimal(explained.price.reference_price.gross) == Decimal("10.00")
+    with pytest.raises(BadInputError) as caught:
+        await res.get_price_history(
+            deps, pb.GetPriceHistoryRequest(query=query("A"), start_time=ts(START), end_time=ts(START - DAY))
+        )
+    assert [v.subject for v in caught.value.violations] == ["end_time"]
