@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from google.type import decimal_pb2
 
 from retail.pricing.v1 import change_sets_pb2, events_pb2, price_lists_pb2, resolution_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
@@ -424,3 +425,18 @@ async def test_price_history_and_explain_through_the_handlers(deps, acting, cloc
             deps, pb.GetPriceHistoryRequest(query=query("A"), start_time=ts(START), end_time=ts(START - DAY))
         )
     assert [v.subject for v in caught.value.violations] == ["end_time"]
+
+
+async def test_tax_rate_change_moves_net_gross_and_announces_priced_skus(deps, acting, pool) -> None:
+    await setup_catalog(deps, "A", "B")
+    await approved(deps, acting, "base", add("base", "A", "11.90", START))
+    rate = price_lists_pb2.TaxRate(region_id="", tax_class="standard", rate=decimal_pb2.Decimal(value="0.19"))
+    await pl.set_tax_rate(deps, pb.SetTaxRateRequest(request_id="t1", tax_rate=rate))
+    resolved = await res.resolve_price(deps, pb.ResolvePriceRequest(query=query("A")))
+    assert (as_decimal(resolved.price.price.net), as_decimal(resolved.price.price.gross)) == (
+        Decimal("10.00"),
+        Decimal("11.90"),
+    )
+    changes = [events_pb2.PriceChanged.FromString(r["payload"]) for r in await outbox(pool, "PriceChanged")]
+    assert [(c.sku, c.cause) for c in changes][-1] == ("A", events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
+    assert "B" not in {c.sku for c in changes}  # no price, nothing to announce

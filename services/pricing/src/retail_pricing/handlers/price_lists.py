@@ -16,7 +16,7 @@ from retail_pricing.convert import (
 )
 from retail_pricing.domain.errors import ConflictError, NotFoundError, RuleError, Violation
 from retail_pricing.domain.model import PriceList
-from retail_pricing.domain.preview import probes_for
+from retail_pricing.domain.preview import Probe, probes_for
 from retail_pricing.handlers.common import (
     Deps,
     audit,
@@ -181,6 +181,17 @@ async def set_tax_rate(deps: Deps, request: pb.SetTaxRateRequest) -> pb.SetTaxRa
                 region_id=rate_in.region_id, tax_class=rate_in.tax_class, rate=decimal_to_proto(before)
             )
         )
+        if before != rate:  # net/gross of every priced SKU of the class change in that region
+            for sku in await entries_repo.priced_skus_of_tax_class(conn, rate_in.tax_class):
+                await events.price_changed(
+                    deps.writer,
+                    conn,
+                    sku=sku,
+                    scopes=[Probe(region_id=rate_in.region_id)],
+                    effective_time=now,
+                    cause=events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION,
+                    change_set_id="",
+                )
         key = f"{rate_in.region_id}/{rate_in.tax_class}"
         await audit(conn, "SetTaxRate", "retail.pricing.v1.TaxRate", key, previous, out)
         await events.tax_rate_changed(deps.writer, conn, out)

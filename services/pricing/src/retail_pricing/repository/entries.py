@@ -23,6 +23,7 @@ __all__ = [
     "insert_entries",
     "insert_entry",
     "list_entries",
+    "priced_skus_of_tax_class",
     "shorten_entry",
     "skus_of_list",
 ]
@@ -64,6 +65,15 @@ async def entries_by_ids(
 async def skus_of_list(conn: Connection, price_list_id: str) -> list[str]:
     rows = await conn.fetch(
         "select distinct sku from price_entries where price_list_id = $1 order by sku", price_list_id
+    )
+    return [row["sku"] for row in rows]
+
+
+async def priced_skus_of_tax_class(conn: Connection, tax_class: str) -> list[str]:
+    rows = await conn.fetch(
+        "select distinct e.sku from price_entries e join products p using (sku)"
+        " where p.tax_class = $1 order by 1",
+        tax_class,
     )
     return [row["sku"] for row in rows]
 
