@@ -47,6 +47,7 @@ SKUS = int(os.environ.get("BENCH_PRICING_SKUS", "100000"))
 STORES = int(os.environ.get("BENCH_PRICING_STORES", "600"))
 OVERRIDES = int(os.environ.get("BENCH_PRICING_OVERRIDES", "50"))
 IMPORT_ROWS = int(os.environ.get("BENCH_PRICING_IMPORT_ROWS", "100000"))
+IMPORT_SKUS = min(SKUS, 10_000)  # the import figures do not depend on the catalogue size
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 START = "2026-01-01T00:00:00+00:00"
 CHUNK = 512 * 1024
@@ -118,8 +119,8 @@ def _import_csv(rows: int) -> bytes:
     out = io.StringIO()
     out.write("price_list_id,sku,amount,currency_code,start_time,end_time\n")
     for i in range(rows):
-        day = 1 + (i // SKUS) % 28
-        out.write(f"base,sku-{i % SKUS:06d},{i % 100}.{i % 100:02d},EUR,2027-02-{day:02d}T00:00:00Z,")
+        day = 1 + (i // IMPORT_SKUS) % 28
+        out.write(f"base,sku-{i % IMPORT_SKUS:06d},{i % 100}.{i % 100:02d},EUR,2027-02-{day:02d}T00:00:00Z,")
         out.write(f"2027-02-{day:02d}T12:00:00Z\n")
     return out.getvalue().encode()
 
@@ -179,13 +180,13 @@ class _Service:
                 return int(line.split()[1])
         raise RuntimeError("no VmHWM")
 
-    async def products(self) -> None:
+    async def products(self, count: int = SKUS) -> None:
         ops = self.stubs["ops"]
-        for first in range(0, SKUS, 1000):
+        for first in range(0, count, 1000):
             await ops.BatchUpsertProducts(
                 pb.BatchUpsertProductsRequest(
                     request_id=f"products-{first}",
-                    products=[product(f"sku-{s:06d}") for s in range(first, min(first + 1000, SKUS))],
+                    products=[product(f"sku-{s:06d}") for s in range(first, min(first + 1000, count))],
                 )
             )
 
@@ -325,7 +326,7 @@ async def _import_peak(rows: int) -> tuple[float, int]:
     svc = _Service()
     await svc.start("bench_pricing_import")
     try:
-        await svc.products()
+        await svc.products(IMPORT_SKUS)
         await svc.stubs["ops"].CreatePriceList(
             pb.CreatePriceListRequest(request_id="b", price_list=price_list("base"))
         )
