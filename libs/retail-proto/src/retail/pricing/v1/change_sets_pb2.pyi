@@ -268,7 +268,9 @@ Global___AddPriceEntry: _TypeAlias = AddPriceEntry  # noqa: Y015
 @_typing.final
 class EndPriceEntry(_message.Message):
     """End an existing entry at end_time (unset = at approval). An end before the approval instant is
-    clamped to it; an entry that has not started yet at that point is withdrawn entirely.
+    clamped to it; an entry that has not started yet at that point is withdrawn entirely. For an entry
+    with a local window, end_time's UTC date and time are read as a wall-clock time, and never earlier than
+    the approval instant + 14h (so the entry is not cut short in the past in any time zone).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
