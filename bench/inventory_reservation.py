@@ -75,8 +75,8 @@ async def _concurrently(count: int, call: Callable[[int], Awaitable[None]]) -> f
     return count / (time.perf_counter() - started)
 
 
-# The service's hold, as one autocommit statement: the same conditional UPDATE (ATS by inv_ats with
-# fences and per-channel counts, location active and serving the channel) on the same schema.
+# The service's hold, as one autocommit statement: the same conditional UPDATE (ATS by inv_ats with the
+# effective fences and per-channel counts, location active and serving the channel) on the same schema.
 _RAW_EQUIVALENT = """
 update stock s set reserved_total = s.reserved_total + 1,
        channel_reserved = inv_add_reserved(s.channel_reserved, 'web', 1),
@@ -84,7 +84,8 @@ update stock s set reserved_total = s.reserved_total + 1,
 from locations l
 where s.sku = $1 and s.location_id = 'raw' and l.location_id = s.location_id and l.active
   and 'web' = any(l.channel_ids)
-  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, 'web') >= 1
+  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
+              s.channel_reserved, 'web') >= 1
 """
 # The minimal one: on-hand minus reserved only.
 _RAW_SIMPLE = (

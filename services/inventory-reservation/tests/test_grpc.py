@@ -18,6 +18,7 @@ from retail.inventory.v1 import (
     location_pb2,
     reservation_pb2,
     stock_pb2,
+    threshold_pb2,
 )
 from retail.inventory.v1 import (
     inventory_service_pb2 as pb,
@@ -461,8 +462,6 @@ async def test_extend_list_and_channel_wide_availability(pool, operator, wms, we
 
 async def test_threshold_rules_over_grpc(pool, operator, wms, web, clients):
     await setup_stock(operator, wms, {("A", "s1"): 12})
-    from retail.inventory.v1 import threshold_pb2
-
     rule = threshold_pb2.ThresholdRule(
         sku="A",
         location_id="s1",
@@ -544,3 +543,203 @@ async def test_list_validation_names_fields(operator):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await operator.ListReservations(request)
         assert parse_error(caught.value).fields == [field]
+
+
+# ------------------------------------------------------------------------------------ etags
+
+
+def store(location_id: str, display_name: str, etag: str = "") -> location_pb2.Location:
+    return location_pb2.Location(
+        location_id=location_id,
+        kind=location_pb2.LOCATION_KIND_STORE,
+        display_name=display_name,
+        region_id="r1",
+        time_zone="Europe/Berlin",
+        channel_ids=["web"],
+        active=True,
+        etag=etag,
+    )
+
+
+async def aborted(call) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert parse_error(caught.value).reason == "ETAG_MISMATCH"
+
+
+async def test_location_upsert_with_etag(pool, operator):
+    created = (
+        await operator.UpsertLocation(pb.UpsertLocationRequest(request_id="u1", location=store("s9", "A")))
+    ).location
+    assert created.etag == str(created.version)
+    # a conditional upsert of a location that does not exist
+    await aborted(
+        operator.UpsertLocation(pb.UpsertLocationRequest(request_id="u0", location=store("s8", "X", "1")))
+    )
+    updated = (
+        await operator.UpsertLocation(
+            pb.UpsertLocationRequest(request_id="u2", location=store("s9", "B", created.etag))
+        )
+    ).location
+    assert (updated.display_name, updated.etag != created.etag) == ("B", True)
+    # a writer that read the first version loses and changes nothing
+    await aborted(
+        operator.UpsertLocation(
+            pb.UpsertLocationRequest(request_id="u3", location=store("s9", "C", created.etag))
+        )
+    )
+    got = (await operator.GetLocation(pb.GetLocationRequest(location_id="s9"))).location
+    assert (got.display_name, got.etag) == ("B", updated.etag)
+    # the retry of an accepted request still returns its first result; empty etag is unconditional
+    again = await operator.UpsertLocation(
+        pb.UpsertLocationRequest(request_id="u2", location=store("s9", "B", created.etag))
+    )
+    assert again.location.etag == updated.etag
+    forced = await operator.UpsertLocation(
+        pb.UpsertLocationRequest(request_id="u4", location=store("s9", "D"))
+    )
+    assert forced.location.display_name == "D"
+    assert await pool.fetchval("select count(*) from audit_log where entity_key = 's9'") == 3
+
+
+async def test_stock_policy_etag_ignores_stock_traffic(pool, operator, wms, web):
+    await setup_stock(operator, wms, {("A", "s1"): 10, ("B", "s1"): 10})
+    (a0, b0) = (
+        await wms.BatchGetStockPositions(
+            pb.BatchGetStockPositionsRequest(
+                keys=[pb.StockKey(sku="A", location_id="s1"), pb.StockKey(sku="B", location_id="s1")]
+            )
+        )
+    ).positions
+    first = await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p1",
+            policies=[stock_pb2.StockPolicy(sku="A", location_id="s1", safety_stock=2, etag=a0.policy_etag)],
+        )
+    )
+    (a1,) = first.positions
+    assert a1.policy_etag != a0.policy_etag
+    # reservations change the position (its version) but not its policy etag
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="r1", channel_id="web", lines=[line("A", 1)])
+    )
+    (a2,) = (
+        await wms.BatchGetStockPositions(
+            pb.BatchGetStockPositionsRequest(keys=[pb.StockKey(sku="A", location_id="s1")])
+        )
+    ).positions
+    assert a2.version > a1.version
+    assert a2.policy_etag == a1.policy_etag
+    ok = await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p2",
+            policies=[stock_pb2.StockPolicy(sku="A", location_id="s1", safety_stock=3, etag=a2.policy_etag)],
+        )
+    )
+    assert ok.positions[0].safety_stock == 3
+    # one stale etag aborts the whole request: B (current etag) is not changed either
+    await aborted(
+        operator.SetStockPolicies(
+            pb.SetStockPoliciesRequest(
+                request_id="p3",
+                policies=[
+                    stock_pb2.StockPolicy(sku="B", location_id="s1", safety_stock=5, etag=b0.policy_etag),
+                    stock_pb2.StockPolicy(sku="A", location_id="s1", safety_stock=9, etag=a2.policy_etag),
+                ],
+            )
+        )
+    )
+    rows = {r["sku"]: r["safety_stock"] for r in await pool.fetch("select sku, safety_stock from stock")}
+    assert rows == {"A": 3, "B": 0}
+
+
+async def test_threshold_rule_delete_with_etag(pool, operator, wms, web):
+    await setup_stock(operator, wms, {("A", "s1"): 12})
+    rule = threshold_pb2.ThresholdRule(
+        sku="A",
+        location_id="s1",
+        channel_id="web",
+        owner=threshold_pb2.ThresholdOwner(operator_id="ops-1"),
+        absolute=threshold_pb2.AbsoluteThreshold(below_quantity=10, restore_quantity=12),
+    )
+    created = (
+        await operator.CreateThresholdRule(pb.CreateThresholdRuleRequest(request_id="t1", rule=rule))
+    ).rule
+    assert created.etag == "1"
+    # the rule flips to BELOW: the etag read before is stale now
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="r1", channel_id="web", lines=[line("A", 3)])
+    )
+    await aborted(
+        operator.DeleteThresholdRule(
+            pb.DeleteThresholdRuleRequest(request_id="d1", rule_id=created.rule_id, etag=created.etag)
+        )
+    )
+    current = (await operator.GetThresholdRule(pb.GetThresholdRuleRequest(rule_id=created.rule_id))).rule
+    assert current.state == threshold_pb2.THRESHOLD_STATE_BELOW
+    assert current.etag != created.etag
+    await operator.DeleteThresholdRule(
+        pb.DeleteThresholdRuleRequest(request_id="d2", rule_id=created.rule_id, etag=current.etag)
+    )
+    assert await pool.fetchval("select count(*) from threshold_rules") == 0
+
+
+# ---------------------------------------------------------------------- location default fences
+
+
+async def test_location_default_fences_over_grpc(pool, operator, wms, web):
+    await setup_stock(operator, wms, {("A", "s1"): 100, ("B", "s1"): 100})
+    current = (await operator.GetLocation(pb.GetLocationRequest(location_id="s1"))).location
+    fenced = location_pb2.Location()
+    fenced.CopyFrom(current)
+    del fenced.default_fences[:]
+    fenced.default_fences.append(stock_pb2.ChannelFence(channel_id="mkt", share_basis_points=2500))
+    bad = location_pb2.Location()
+    bad.CopyFrom(fenced)
+    bad.default_fences.append(stock_pb2.ChannelFence(channel_id="app"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await operator.UpsertLocation(pb.UpsertLocationRequest(request_id="f0", location=bad))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in parse_error(caught.value).field_violations] == [
+        "location.default_fences[1].amount"
+    ]
+    upserted = await operator.UpsertLocation(pb.UpsertLocationRequest(request_id="f1", location=fenced))
+    assert [(f.channel_id, f.share_basis_points) for f in upserted.location.default_fences] == [("mkt", 2500)]
+    await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p1",
+            policies=[
+                stock_pb2.StockPolicy(
+                    sku="B",
+                    location_id="s1",
+                    fences=[stock_pb2.ChannelFence(channel_id="mkt", fixed_quantity=10)],
+                )
+            ],
+        )
+    )
+    scope = availability_pb2.AvailabilityScope(location_id="s1")
+    a = await web.GetAvailability(pb.GetAvailabilityRequest(sku="A", channel_id="web", scope=scope))
+    b = await web.GetAvailability(pb.GetAvailabilityRequest(sku="B", channel_id="web", scope=scope))
+    # A: 25% of 100 kept for mkt by the location's default; B: its own fixed 10 replaces it
+    assert (a.availability.available_to_sell, a.availability.locations[0].fenced_for_other_channels) == (
+        75,
+        25,
+    )
+    assert (b.availability.available_to_sell, b.availability.locations[0].fenced_for_other_channels) == (
+        90,
+        10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await web.ReserveStock(
+            pb.ReserveStockRequest(reservation_id="r1", channel_id="web", lines=[line("A", 76)])
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="r2", channel_id="web", lines=[line("A", 75)])
+    )
+    positions = await wms.BatchGetStockPositions(
+        pb.BatchGetStockPositionsRequest(keys=[pb.StockKey(sku="A", location_id="s1")])
+    )
+    assert list(positions.positions[0].fences) == []  # the position's own policy has none
+    await check_invariants(pool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -354,3 +355,32 @@ async def test_location_channel_change_republishes_availability(pool, repo):
     assert await outbox_count(pool, "AvailabilityChanged") == before + 2
     with pytest.raises(FailedPrecondition):
         await reserve(pool, repo, "m1", "mkt", [RequestLine("A", 1, "s1")])
+
+
+async def test_location_default_fences_apply_unless_the_position_has_its_own(pool, repo):
+    await seed(pool, repo, {("A", "s1"): 100, ("B", "s1"): 100})
+    before = await outbox_count(pool, "AvailabilityChanged")
+    async with transaction(pool) as conn:
+        await repo.upsert_location(conn, replace(location("s1"), default_fences={"mkt": {"fixed": 20}}))
+    # every position at the location has a new ATS for web: each is announced
+    assert await outbox_count(pool, "AvailabilityChanged") == before + 2
+    async with transaction(pool) as conn:
+        # B's own fence for mkt replaces the location's default for mkt
+        await repo.set_policies(conn, [PolicyIn("B", "s1", 0, {"mkt": {"fixed": 5}})])
+    with pytest.raises(FailedPrecondition):
+        await reserve(pool, repo, "w1", "web", [RequestLine("A", 81, "s1")])
+    await reserve(pool, repo, "w2", "web", [RequestLine("A", 80, "s1")])
+    with pytest.raises(FailedPrecondition):
+        await reserve(pool, repo, "w3", "web", [RequestLine("B", 96, "s1")])
+    await reserve(pool, repo, "w4", "web", [RequestLine("B", 95, "s1")])
+    async with transaction(pool) as conn:
+        rows = await repo.availability_rows(conn, "mkt", pairs=[("A", "s1"), ("B", "s1")], computed=True)
+    assert {r["sku"]: (r["ats"], r["own_fence"]) for r in rows} == {"A": (20, 20), "B": (5, 5)}
+    payload = await pool.fetchval(
+        "select payload from outbox where aggregate_key = 'A/s1' order by id desc limit 1"
+    )
+    event = events_pb2.AvailabilityChanged.FromString(payload)
+    assert {c.channel_id: c.available_to_sell for c in event.channels} == {"mkt": 20, "web": 0}
+    # the position's policy keeps only its own fences
+    assert (await position(pool, "A", "s1"))["fences"] == {}
+    await check_invariants(pool)

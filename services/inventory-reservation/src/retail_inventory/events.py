@@ -66,8 +66,16 @@ def fence_from_json(value: Mapping[str, int]) -> Fence:
     return Fence(share_bp=int(value["share_bp"]))
 
 
+def effective_fences(row: Row) -> Mapping[str, Mapping[str, int]]:
+    """The location's default fences (when the row carries them) overridden per channel by the
+    position's own."""
+    defaults = row.get("default_fences")
+    own = row["fences"] or {}
+    return {**defaults, **own} if defaults else own
+
+
 def position_of(row: Row) -> Position:
-    fences = {channel: fence_from_json(spec) for channel, spec in (row["fences"] or {}).items()}
+    fences = {channel: fence_from_json(spec) for channel, spec in effective_fences(row).items()}
     reserved = {channel: int(n) for channel, n in (row["channel_reserved"] or {}).items()}
     return Position(
         on_hand=row["on_hand"],
@@ -90,6 +98,8 @@ def location_proto(row: Row) -> location_pb2.Location:
         active=row["active"],
         version=row["version"],
         update_time=ts(row["updated_at"]),
+        etag=str(row["version"]),
+        default_fences=[_fence_proto(c, s) for c, s in sorted((row["default_fences"] or {}).items())],
     )
 
 
@@ -109,13 +119,14 @@ def stock_position_proto(row: Row) -> stock_pb2.StockPosition:
         fences=[_fence_proto(c, s) for c, s in sorted((row["fences"] or {}).items())],
         snapshot_as_of_time=ts(row["snapshot_as_of"]),
         version=row["version"],
+        policy_etag=str(row["policy_version"]),
     )
 
 
 def channel_ats(row: Row, channels: Iterable[str]) -> list[events_pb2.ChannelAvailableToSell]:
     """ATS per channel of a stock row joined with its location (active, channel_ids)."""
     served = set(row["channel_ids"])
-    if not row["fences"]:
+    if not row["fences"] and not row.get("default_fences"):
         # No fences (the common case, e.g. bulk snapshot loads): every served channel sees the same
         # figure, the formula without its fence term.
         common = max(0, row["on_hand"] - row["reserved_total"] - row["safety_stock"]) if row["active"] else 0
@@ -141,7 +152,7 @@ def _change_time(value: datetime) -> Timestamp:
 
 
 def availability_changed(row: Row, version: int) -> events_pb2.AvailabilityChanged:
-    channels = set(row["channel_ids"]) | set((row["fences"] or {}).keys())
+    channels = set(row["channel_ids"]) | set(effective_fences(row))
     return events_pb2.AvailabilityChanged(
         sku=row["sku"],
         location_id=row["location_id"],
@@ -198,6 +209,7 @@ def threshold_rule_proto(row: Row) -> threshold_pb2.ThresholdRule:
         version=row["version"],
         create_time=ts(row["created_at"]),
         update_time=ts(row["updated_at"]),
+        etag=str(row["version"]),
     )
     if row["kind"] == "ABSOLUTE":
         rule.absolute.CopyFrom(

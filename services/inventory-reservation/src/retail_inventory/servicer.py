@@ -158,6 +158,29 @@ def _page_size(value: int, check: _Violations) -> int:
     return value or limits.DEFAULT_PAGE_SIZE
 
 
+def _fences(
+    field: str, fences: Sequence[stock_pb2.ChannelFence], check: _Violations
+) -> dict[str, dict[str, int]]:
+    """Validated fences (one per channel, fixed or share) as stored: {channel: {"fixed"|"share_bp": n}}."""
+    check.count(field, len(fences), limits.MAX_FENCES_PER_POSITION, 0)
+    out: dict[str, dict[str, int]] = {}
+    for j, fence in enumerate(fences):
+        ff = f"{field}[{j}]"
+        check.id(f"{ff}.channel_id", fence.channel_id)
+        if fence.channel_id in out:
+            check.add(f"{ff}.channel_id", "one fence per channel")
+        which = fence.WhichOneof("amount")
+        if which == "fixed_quantity":
+            check.between(f"{ff}.fixed_quantity", fence.fixed_quantity, 0, limits.MAX_STOCK_QUANTITY)
+            out[fence.channel_id] = {"fixed": fence.fixed_quantity}
+        elif which == "share_basis_points":
+            check.between(f"{ff}.share_basis_points", fence.share_basis_points, 1, limits.BASIS_POINTS)
+            out[fence.channel_id] = {"share_bp": fence.share_basis_points}
+        else:
+            check.add(f"{ff}.amount", "set fixed_quantity or share_basis_points")
+    return out
+
+
 def _as_dict(message: Message | None) -> Any:
     return None if message is None else MessageToDict(message, preserving_proto_field_name=True)
 
@@ -256,6 +279,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         for i, channel in enumerate(loc.channel_ids):
             check.id(f"location.channel_ids[{i}]", channel)
         check.between("location.allocation_priority", loc.allocation_priority, 0, 1_000_000)
+        default_fences = _fences("location.default_fences", loc.default_fences, check)
         check.raise_if_any()
         data = LocationIn(
             location_id=loc.location_id,
@@ -266,11 +290,12 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             channel_ids=tuple(loc.channel_ids),
             allocation_priority=loc.allocation_priority,
             active=loc.active,
+            default_fences=default_fences,
         )
 
         async def work(conn: Connection) -> pb.UpsertLocationResponse:
             before = await self._repo.get_location(conn, loc.location_id)
-            after = await self._repo.upsert_location(conn, data)
+            after = await self._repo.upsert_location(conn, data, etag=loc.etag)
             before_proto = events.location_proto(before) if before else None
             after_proto = events.location_proto(after)
             if before is None or before["version"] != after["version"]:
@@ -443,25 +468,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 check.add(f, "SKU/location given twice")
             seen.add((p.sku, p.location_id))
             check.between(f"{f}.safety_stock", p.safety_stock, 0, limits.MAX_STOCK_QUANTITY)
-            check.count(f"{f}.fences", len(p.fences), limits.MAX_FENCES_PER_POSITION, 0)
-            fences: dict[str, dict[str, int]] = {}
-            for j, fence in enumerate(p.fences):
-                ff = f"{f}.fences[{j}]"
-                check.id(f"{ff}.channel_id", fence.channel_id)
-                if fence.channel_id in fences:
-                    check.add(f"{ff}.channel_id", "one fence per channel")
-                which = fence.WhichOneof("amount")
-                if which == "fixed_quantity":
-                    check.between(f"{ff}.fixed_quantity", fence.fixed_quantity, 0, limits.MAX_STOCK_QUANTITY)
-                    fences[fence.channel_id] = {"fixed": fence.fixed_quantity}
-                elif which == "share_basis_points":
-                    check.between(
-                        f"{ff}.share_basis_points", fence.share_basis_points, 1, limits.BASIS_POINTS
-                    )
-                    fences[fence.channel_id] = {"share_bp": fence.share_basis_points}
-                else:
-                    check.add(f"{ff}.amount", "set fixed_quantity or share_basis_points")
-            policies.append(PolicyIn(p.sku, p.location_id, p.safety_stock, fences))
+            fences = _fences(f"{f}.fences", p.fences, check)
+            policies.append(PolicyIn(p.sku, p.location_id, p.safety_stock, fences, etag=p.etag))
         check.raise_if_any()
 
         async def work(conn: Connection) -> pb.SetStockPoliciesResponse:
@@ -913,7 +921,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         rule_id = self._rule_id(request.rule_id)
 
         async def work(conn: Connection) -> pb.DeleteThresholdRuleResponse:
-            row = await self._repo.delete_rule(conn, rule_id)
+            row = await self._repo.delete_rule(conn, rule_id, etag=request.etag)
             if row is None:
                 raise NotFound("retail.inventory.v1.ThresholdRule", request.rule_id)
             await self._audit(

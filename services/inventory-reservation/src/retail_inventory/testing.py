@@ -77,7 +77,8 @@ async def check_invariants(pool: Any) -> None:
         assert sum(int(v) for v in r["channel_reserved"].values()) == r["reserved_total"], dict(r)
     negative = await pool.fetchval(
         "select count(*) from stock s join locations l using (location_id), unnest(l.channel_ids) c"
-        " where inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, c) < 0"
+        " where inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,"
+        " s.channel_reserved, c) < 0"
     )
     assert negative == 0
     settled = await pool.fetchval(

@@ -28,6 +28,7 @@ import asyncpg
 from retail.inventory.v1 import reservation_pb2
 from retail_common.db import Connection, MigrationSource
 from retail_common.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -73,17 +74,23 @@ Row: TypeAlias = asyncpg.Record
 _STOCK = (
     "s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock,"
     " nullif(s.fences, '{}'::jsonb) as fences, nullif(s.channel_reserved, '{}'::jsonb) as channel_reserved,"
-    " s.snapshot_as_of, s.version, s.updated_at, s.rule_count"
+    " s.snapshot_as_of, s.version, s.updated_at, s.rule_count, s.policy_version"
 )
-_JOINED = _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority"
+# Joined with the location; `default_fences` are the location's (the effective fences of a position are
+# default_fences overridden per channel by its own `fences`: SQL `l.default_fences || s.fences`).
+_JOINED = (
+    _STOCK + ", l.active, l.channel_ids, l.region_id, l.allocation_priority,"
+    " nullif(l.default_fences, '{}'::jsonb) as default_fences"
+)
 _KEYS = "(select * from unnest($1::text[], $2::text[]))"
 # The channel's ($6) figures of a position, computed in SQL by the same formula as the domain.
 _AVAILABILITY = (
     "s.sku, s.location_id, l.region_id, l.channel_ids, s.on_hand, s.reserved_total, s.safety_stock,"
     " (l.active and $6 = any(l.channel_ids)) as sellable,"
-    " inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $6) as ats,"
-    " inv_fence_hold(s.fences, s.channel_reserved, s.on_hand, $6) as others,"
-    " coalesce(inv_fence_units(s.fences -> $6, s.on_hand), 0) as own_fence,"
+    " inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences, s.channel_reserved,"
+    " $6) as ats,"
+    " inv_fence_hold(l.default_fences || s.fences, s.channel_reserved, s.on_hand, $6) as others,"
+    " coalesce(inv_fence_units((l.default_fences || s.fences) -> $6, s.on_hand), 0) as own_fence,"
     " coalesce((s.channel_reserved ->> $6)::bigint, 0) as own_reserved"
 )
 
@@ -98,6 +105,7 @@ class LocationIn:
     channel_ids: tuple[str, ...]
     allocation_priority: int
     active: bool
+    default_fences: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class PolicyIn:
     location_id: str
     safety_stock: int
     fences: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    etag: str = ""  # the policy_etag read; empty = unconditional
 
 
 @dataclass(frozen=True)
@@ -214,25 +223,35 @@ class InventoryRepository:
 
     # ------------------------------------------------------------------------------------- locations
 
-    async def upsert_location(self, conn: Connection, loc: LocationIn) -> Row:
+    async def upsert_location(self, conn: Connection, loc: LocationIn, etag: str = "") -> Row:
+        """Create or replace; with `etag`, only if the location exists with that etag (else ABORTED)."""
         before = await conn.fetchrow(
-            "select channel_ids, active from locations where location_id = $1 for update", loc.location_id
+            "select channel_ids, active, default_fences, version from locations where location_id = $1"
+            " for update",
+            loc.location_id,
         )
+        if etag and (before is None or etag != str(before["version"])):
+            raise Aborted(
+                f"location {loc.location_id} "
+                + ("does not exist" if before is None else f"changed (etag {etag!r} is stale)")
+                + "; re-read it and retry",
+                domain=ERROR_DOMAIN,
+            )
         row = await conn.fetchrow(
             """
             insert into locations as l (location_id, kind, display_name, region_id, time_zone, channel_ids,
-                                        allocation_priority, active)
-            values ($1, $2, $3, $4, $5, $6, $7, $8)
+                                        allocation_priority, active, default_fences)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb)
             on conflict (location_id) do update set
                 kind = excluded.kind, display_name = excluded.display_name, region_id = excluded.region_id,
                 time_zone = excluded.time_zone, channel_ids = excluded.channel_ids,
                 allocation_priority = excluded.allocation_priority, active = excluded.active,
-                version = l.version + 1, updated_at = now()
+                default_fences = excluded.default_fences, version = l.version + 1, updated_at = now()
             where (l.kind, l.display_name, l.region_id, l.time_zone, l.channel_ids, l.allocation_priority,
-                   l.active)
+                   l.active, l.default_fences)
                is distinct from (excluded.kind, excluded.display_name, excluded.region_id,
                                  excluded.time_zone, excluded.channel_ids, excluded.allocation_priority,
-                                 excluded.active)
+                                 excluded.active, excluded.default_fences)
             returning *
             """,
             loc.location_id,
@@ -243,6 +262,7 @@ class InventoryRepository:
             list(loc.channel_ids),
             loc.allocation_priority,
             loc.active,
+            _json(loc.default_fences),
         )
         if row is None:  # nothing changed
             current = await self.get_location(conn, loc.location_id)
@@ -250,9 +270,12 @@ class InventoryRepository:
             return current
         await self._events.append_many(conn, [events.location_upserted(row)])
         if before is not None and (
-            sorted(before["channel_ids"]) != sorted(loc.channel_ids) or before["active"] != loc.active
+            sorted(before["channel_ids"]) != sorted(loc.channel_ids)
+            or before["active"] != loc.active
+            or before["default_fences"] != row["default_fences"]
         ):
-            # Selling channels or activity changed: every position there has a new ATS per channel.
+            # Selling channels, activity or default fences changed: every position there has a new ATS
+            # per channel.
             keys = await conn.fetch(
                 "select sku, location_id from stock where location_id = $1", loc.location_id
             )
@@ -542,14 +565,23 @@ class InventoryRepository:
         return result
 
     async def set_policies(self, conn: Connection, policies: Sequence[PolicyIn]) -> list[Row]:
+        """Replace safety stock and fences; all-or-nothing ABORTED if any given etag is stale."""
         keys = [(p.sku, p.location_id) for p in policies]
         await self._ensure_positions(conn, keys)
-        await self._lock(conn, keys)
+        current = {(r["sku"], r["location_id"]): r["policy_version"] for r in await self._lock(conn, keys)}
+        for p in policies:
+            if p.etag and p.etag != str(current[(p.sku, p.location_id)]):
+                raise Aborted(
+                    f"the policy of {p.sku} at {p.location_id} changed (etag {p.etag!r} is stale);"
+                    " re-read the position and retry",
+                    metadata={"sku": p.sku, "location_id": p.location_id},
+                    domain=ERROR_DOMAIN,
+                )
         ordered = sorted(policies, key=lambda p: (p.sku, p.location_id))
         await conn.execute(
             """
             update stock s set safety_stock = p.safety_stock, fences = p.fences::jsonb,
-                   version = s.version + 1, updated_at = now()
+                   policy_version = s.policy_version + 1, version = s.version + 1, updated_at = now()
             from unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) as p(sku, location_id, safety_stock,
                                                                                  fences)
             where s.sku = p.sku and s.location_id = p.location_id
@@ -1067,7 +1099,8 @@ class InventoryRepository:
             with cur as (
                 select t.rule_id,
                        case when l.active and t.channel_id = any(l.channel_ids)
-                            then inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences,
+                            then inv_ats(s.on_hand, s.reserved_total, s.safety_stock,
+                                         l.default_fences || s.fences,
                                          s.channel_reserved, t.channel_id)
                             else 0 end as ats
                 from threshold_rules t
@@ -1098,10 +1131,9 @@ class InventoryRepository:
         if existing is not None:
             return existing, False
         await self._ensure_positions(conn, [(rule.sku, rule.location_id)])
-        (position,) = await self._lock(conn, [(rule.sku, rule.location_id)])
-        location = await self.get_location(conn, rule.location_id)
-        assert location is not None
-        sellable = location["active"] and rule.channel_id in location["channel_ids"]
+        await self._lock(conn, [(rule.sku, rule.location_id)])
+        (position,) = await self.positions(conn, [(rule.sku, rule.location_id)])  # with its location
+        sellable = position["active"] and rule.channel_id in position["channel_ids"]
         value = ats(events.position_of(position), rule.channel_id).available_to_sell if sellable else 0
         domain_rule: AbsoluteRule | DaysOfCoverRule
         if rule.kind == "ABSOLUTE":
@@ -1173,11 +1205,21 @@ class InventoryRepository:
             )
         )
 
-    async def delete_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
+    async def delete_rule(self, conn: Connection, rule_id: uuid.UUID, etag: str = "") -> Row | None:
+        """Delete a rule (None if unknown); ABORTED if `etag` is given and the rule changed since."""
         row = await conn.fetchrow("select sku, location_id from threshold_rules where rule_id = $1", rule_id)
         if row is None:
             return None
+        # State flips happen under the position's lock: holding it, the version cannot move.
         await self._lock(conn, [(row["sku"], row["location_id"])])
+        version = await conn.fetchval("select version from threshold_rules where rule_id = $1", rule_id)
+        if version is None:
+            return None
+        if etag and etag != str(version):
+            raise Aborted(
+                f"threshold rule {rule_id} changed (etag {etag!r} is stale); re-read it and retry",
+                domain=ERROR_DOMAIN,
+            )
         deleted = await conn.fetchrow("delete from threshold_rules where rule_id = $1 returning *", rule_id)
         if deleted is not None:
             await conn.execute(
@@ -1213,7 +1255,8 @@ update stock s set reserved_total = s.reserved_total + r.qty,
 from unnest($1::text[], $2::text[], $3::bigint[]) as r(sku, location_id, qty), locations l
 where s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.location_id
   and l.active and $4 = any(l.channel_ids)
-  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, s.fences, s.channel_reserved, $4) >= r.qty
+  and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
+              s.channel_reserved, $4) >= r.qty
 returning {_JOINED}
 """
 

@@ -92,7 +92,9 @@ class UpsertLocationRequest(_message.Message):
     """Required idempotency key (1..128 characters)."""
     @_builtins.property
     def location(self) -> _location_pb2.Location:
-        """Required. output-only fields are ignored."""
+        """Required. Output-only fields are ignored; location.etag, when set, makes the upsert conditional
+        (ABORTED, reason ETAG_MISMATCH, if the location changed since or does not exist).
+        """
 
     def __init__(
         self,
@@ -1090,18 +1092,24 @@ class DeleteThresholdRuleRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RULE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Required idempotency key (1..128 characters)."""
     rule_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the rule's etag as read. When set, the rule is deleted only if it is unchanged since
+    (state flips included), else ABORTED (reason ETAG_MISMATCH); empty means unconditional.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         rule_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "rule_id", b"rule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id", "rule_id", b"rule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,17 +23,18 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from retail.inventory.v1 import stock_pb2 as retail_dot_inventory_dot_v1_dot_stock__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"retail/inventory/v1/location.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x02\n\x08Location\x12\x13\n\x0blocation_id\x18\x01 \x01(\t\x12/\n\x04kind\x18\x02 \x01(\x0e\x32!.retail.inventory.v1.LocationKind\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x11\n\tregion_id\x18\x04 \x01(\t\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x13\n\x0b\x63hannel_ids\x18\x06 \x03(\t\x12\x1b\n\x13\x61llocation_priority\x18\x07 \x01(\x05\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x90\x01\n\x0cLocationKind\x12\x1d\n\x19LOCATION_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13LOCATION_KIND_STORE\x10\x01\x12%\n!LOCATION_KIND_DISTRIBUTION_CENTER\x10\x02\x12!\n\x1dLOCATION_KIND_FULFILMENT_NODE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"retail/inventory/v1/location.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fretail/inventory/v1/stock.proto\"\xd9\x02\n\x08Location\x12\x13\n\x0blocation_id\x18\x01 \x01(\t\x12/\n\x04kind\x18\x02 \x01(\x0e\x32!.retail.inventory.v1.LocationKind\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x11\n\tregion_id\x18\x04 \x01(\t\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x13\n\x0b\x63hannel_ids\x18\x06 \x03(\t\x12\x1b\n\x13\x61llocation_priority\x18\x07 \x01(\x05\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x39\n\x0e\x64\x65\x66\x61ult_fences\x18\x0c \x03(\x0b\x32!.retail.inventory.v1.ChannelFence*\x90\x01\n\x0cLocationKind\x12\x1d\n\x19LOCATION_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13LOCATION_KIND_STORE\x10\x01\x12%\n!LOCATION_KIND_DISTRIBUTION_CENTER\x10\x02\x12!\n\x1dLOCATION_KIND_FULFILMENT_NODE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.inventory.v1.location_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOCATIONKIND']._serialized_start=368
-  _globals['_LOCATIONKIND']._serialized_end=512
-  _globals['_LOCATION']._serialized_start=93
-  _globals['_LOCATION']._serialized_end=365
+  _globals['_LOCATIONKIND']._serialized_start=474
+  _globals['_LOCATIONKIND']._serialized_end=618
+  _globals['_LOCATION']._serialized_start=126
+  _globals['_LOCATION']._serialized_end=471
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from retail.inventory.v1 import stock_pb2 as _stock_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -64,6 +65,8 @@ class Location(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    DEFAULT_FENCES_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     """Required. Opaque id, 1..128 characters, no whitespace or control characters."""
     kind: Global___LocationKind.ValueType
@@ -84,6 +87,11 @@ class Location(_message.Message):
     """Inactive locations keep their stock but cannot be reserved from and report zero availability."""
     version: _builtins.int
     """Output only. Incremented by every change (1, 2, ...); events carry it."""
+    etag: _builtins.str
+    """Output only in responses; optional in UpsertLocationRequest. Opaque; changes with every change of
+    the location. An upsert that carries it replaces the location only if it is still the current etag
+    (else ABORTED, reason ETAG_MISMATCH: re-read and retry); empty means unconditional create-or-replace.
+    """
     @_builtins.property
     def channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Channels that may sell from this location (channel ids, at most 64, no duplicates). A channel that
@@ -93,6 +101,14 @@ class Location(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the location last changed (database clock)."""
+
+    @_builtins.property
+    def default_fences(self) -> _containers.RepeatedCompositeFieldContainer[_stock_pb2.ChannelFence]:
+        """Location-wide default fences (at most 32, one per channel): they apply to every SKU at this
+        location for each channel its own stock policy has no fence for (a SKU's fence for a channel
+        replaces the location's default for that channel; the others still apply). Changing them changes
+        every SKU's available-to-sell here and announces each (AvailabilityChanged).
+        """
 
     def __init__(
         self,
@@ -107,10 +123,12 @@ class Location(_message.Message):
         active: _builtins.bool = ...,
         version: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+        default_fences: _abc.Iterable[_stock_pb2.ChannelFence] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allocation_priority", b"allocation_priority", "channel_ids", b"channel_ids", "display_name", b"display_name", "kind", b"kind", "location_id", b"location_id", "region_id", b"region_id", "time_zone", b"time_zone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allocation_priority", b"allocation_priority", "channel_ids", b"channel_ids", "default_fences", b"default_fences", "display_name", b"display_name", "etag", b"etag", "kind", b"kind", "location_id", b"location_id", "region_id", b"region_id", "time_zone", b"time_zone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

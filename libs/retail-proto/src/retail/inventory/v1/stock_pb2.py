@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretail/inventory/v1/stock.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x08Movement\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.retail.inventory.v1.MovementKind\x12.\n\noccur_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x12StockSnapshotEntry\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x0c\x43hannelFence\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x18\n\x0e\x66ixed_quantity\x18\x02 \x01(\x03H\x00\x12\x1c\n\x12share_basis_points\x18\x03 \x01(\x05H\x00\x42\x08\n\x06\x61mount\"x\n\x0bStockPolicy\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x14\n\x0csafety_stock\x18\x03 \x01(\x03\x12\x31\n\x06\x66\x65nces\x18\x04 \x03(\x0b\x32!.retail.inventory.v1.ChannelFence\"\xed\x01\n\rStockPosition\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x16\n\x0ereserved_total\x18\x04 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x05 \x01(\x03\x12\x31\n\x06\x66\x65nces\x18\x06 \x03(\x0b\x32!.retail.inventory.v1.ChannelFence\x12\x37\n\x13snapshot_as_of_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x08 \x01(\x03*\xb4\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x16\n\x12MOVEMENT_KIND_SALE\x10\x02\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x03\x12\x1a\n\x16MOVEMENT_KIND_SHIPMENT\x10\x04\x12\x18\n\x14MOVEMENT_KIND_RETURN\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretail/inventory/v1/stock.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x08Movement\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.retail.inventory.v1.MovementKind\x12.\n\noccur_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x12StockSnapshotEntry\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12.\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x0c\x43hannelFence\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x18\n\x0e\x66ixed_quantity\x18\x02 \x01(\x03H\x00\x12\x1c\n\x12share_basis_points\x18\x03 \x01(\x05H\x00\x42\x08\n\x06\x61mount\"\x86\x01\n\x0bStockPolicy\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x14\n\x0csafety_stock\x18\x03 \x01(\x03\x12\x31\n\x06\x66\x65nces\x18\x04 \x03(\x0b\x32!.retail.inventory.v1.ChannelFence\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"\x82\x02\n\rStockPosition\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x16\n\x0ereserved_total\x18\x04 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x05 \x01(\x03\x12\x31\n\x06\x66\x65nces\x18\x06 \x03(\x0b\x32!.retail.inventory.v1.ChannelFence\x12\x37\n\x13snapshot_as_of_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x08 \x01(\x03\x12\x13\n\x0bpolicy_etag\x18\t \x01(\t*\xb4\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x16\n\x12MOVEMENT_KIND_SALE\x10\x02\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x03\x12\x1a\n\x16MOVEMENT_KIND_SHIPMENT\x10\x04\x12\x18\n\x14MOVEMENT_KIND_RETURN\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.inventory.v1.stock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOVEMENTKIND']._serialized_start=855
-  _globals['_MOVEMENTKIND']._serialized_end=1035
+  _globals['_MOVEMENTKIND']._serialized_start=891
+  _globals['_MOVEMENTKIND']._serialized_end=1071
   _globals['_MOVEMENT']._serialized_start=90
   _globals['_MOVEMENT']._serialized_end=267
   _globals['_STOCKSNAPSHOTENTRY']._serialized_start=269
   _globals['_STOCKSNAPSHOTENTRY']._serialized_end=388
   _globals['_CHANNELFENCE']._serialized_start=390
   _globals['_CHANNELFENCE']._serialized_end=490
-  _globals['_STOCKPOLICY']._serialized_start=492
-  _globals['_STOCKPOLICY']._serialized_end=612
-  _globals['_STOCKPOSITION']._serialized_start=615
-  _globals['_STOCKPOSITION']._serialized_end=852
+  _globals['_STOCKPOLICY']._serialized_start=493
+  _globals['_STOCKPOLICY']._serialized_end=627
+  _globals['_STOCKPOSITION']._serialized_start=630
+  _globals['_STOCKPOSITION']._serialized_end=888
 # @@protoc_insertion_point(module_scope)

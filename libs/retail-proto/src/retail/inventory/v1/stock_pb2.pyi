@@ -186,15 +186,23 @@ class StockPolicy(_message.Message):
     LOCATION_ID_FIELD_NUMBER: _builtins.int
     SAFETY_STOCK_FIELD_NUMBER: _builtins.int
     FENCES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     """Required."""
     location_id: _builtins.str
     """Required. An existing location."""
     safety_stock: _builtins.int
     """Units never offered to any channel, 0..1,000,000,000."""
+    etag: _builtins.str
+    """Optional: the policy_etag of the position as read (StockPosition.policy_etag). When set, the policy
+    is replaced only if it is still current, else the whole request is ABORTED (reason ETAG_MISMATCH)
+    and changes nothing; empty means unconditional.
+    """
     @_builtins.property
     def fences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelFence]:
-        """Replaces every fence of this SKU/location; at most 32, one per channel."""
+        """Replaces every fence of this SKU/location; at most 32, one per channel. For channels without a fence
+        here, the location's default_fences apply.
+        """
 
     def __init__(
         self,
@@ -203,10 +211,11 @@ class StockPolicy(_message.Message):
         location_id: _builtins.str = ...,
         safety_stock: _builtins.int = ...,
         fences: _abc.Iterable[Global___ChannelFence] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fences", b"fences", "location_id", b"location_id", "safety_stock", b"safety_stock", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "fences", b"fences", "location_id", b"location_id", "safety_stock", b"safety_stock", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -226,6 +235,7 @@ class StockPosition(_message.Message):
     FENCES_FIELD_NUMBER: _builtins.int
     SNAPSHOT_AS_OF_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_ETAG_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     location_id: _builtins.str
     on_hand: _builtins.int
@@ -237,6 +247,10 @@ class StockPosition(_message.Message):
     safety_stock: _builtins.int
     version: _builtins.int
     """Incremented by every change of this position; AvailabilityChanged carries it."""
+    policy_etag: _builtins.str
+    """Opaque etag of the policy (safety stock and fences) only: it changes with every SetStockPolicies of
+    this SKU/location, not with stock or reservations. StockPolicy.etag carries it back.
+    """
     @_builtins.property
     def fences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelFence]: ...
     @_builtins.property
@@ -254,10 +268,11 @@ class StockPosition(_message.Message):
         fences: _abc.Iterable[Global___ChannelFence] | None = ...,
         snapshot_as_of_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
+        policy_etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_as_of_time", b"snapshot_as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fences", b"fences", "location_id", b"location_id", "on_hand", b"on_hand", "reserved_total", b"reserved_total", "safety_stock", b"safety_stock", "sku", b"sku", "snapshot_as_of_time", b"snapshot_as_of_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fences", b"fences", "location_id", b"location_id", "on_hand", b"on_hand", "policy_etag", b"policy_etag", "reserved_total", b"reserved_total", "safety_stock", b"safety_stock", "sku", b"sku", "snapshot_as_of_time", b"snapshot_as_of_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#retail/inventory/v1/threshold.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0eThresholdOwner\x12\x15\n\x0boperator_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\tH\x00\x42\x07\n\x05owner\"E\n\x11\x41\x62soluteThreshold\x12\x16\n\x0e\x62\x65low_quantity\x18\x01 \x01(\x03\x12\x18\n\x10restore_quantity\x18\x02 \x01(\x03\"i\n\x14\x44\x61ysOfCoverThreshold\x12\x12\n\nunits_sold\x18\x01 \x01(\x03\x12\x13\n\x0bperiod_days\x18\x02 \x01(\x05\x12\x12\n\nbelow_days\x18\x03 \x01(\x05\x12\x14\n\x0crestore_days\x18\x04 \x01(\x05\"\xbe\x03\n\rThresholdRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x32\n\x05owner\x18\x05 \x01(\x0b\x32#.retail.inventory.v1.ThresholdOwner\x12:\n\x08\x61\x62solute\x18\x06 \x01(\x0b\x32&.retail.inventory.v1.AbsoluteThresholdH\x00\x12\x42\n\rdays_of_cover\x18\x07 \x01(\x0b\x32).retail.inventory.v1.DaysOfCoverThresholdH\x00\x12\x32\n\x05state\x18\x08 \x01(\x0e\x32#.retail.inventory.v1.ThresholdState\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\tthreshold*g\n\x0eThresholdState\x12\x1f\n\x1bTHRESHOLD_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15THRESHOLD_STATE_ABOVE\x10\x01\x12\x19\n\x15THRESHOLD_STATE_BELOW\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#retail/inventory/v1/threshold.proto\x12\x13retail.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0eThresholdOwner\x12\x15\n\x0boperator_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\tH\x00\x42\x07\n\x05owner\"E\n\x11\x41\x62soluteThreshold\x12\x16\n\x0e\x62\x65low_quantity\x18\x01 \x01(\x03\x12\x18\n\x10restore_quantity\x18\x02 \x01(\x03\"i\n\x14\x44\x61ysOfCoverThreshold\x12\x12\n\nunits_sold\x18\x01 \x01(\x03\x12\x13\n\x0bperiod_days\x18\x02 \x01(\x05\x12\x12\n\nbelow_days\x18\x03 \x01(\x05\x12\x14\n\x0crestore_days\x18\x04 \x01(\x05\"\xcc\x03\n\rThresholdRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x32\n\x05owner\x18\x05 \x01(\x0b\x32#.retail.inventory.v1.ThresholdOwner\x12:\n\x08\x61\x62solute\x18\x06 \x01(\x0b\x32&.retail.inventory.v1.AbsoluteThresholdH\x00\x12\x42\n\rdays_of_cover\x18\x07 \x01(\x0b\x32).retail.inventory.v1.DaysOfCoverThresholdH\x00\x12\x32\n\x05state\x18\x08 \x01(\x0e\x32#.retail.inventory.v1.ThresholdState\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\tB\x0b\n\tthreshold*g\n\x0eThresholdState\x12\x1f\n\x1bTHRESHOLD_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15THRESHOLD_STATE_ABOVE\x10\x01\x12\x19\n\x15THRESHOLD_STATE_BELOW\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.inventory.v1.threshold_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THRESHOLDSTATE']._serialized_start=793
-  _globals['_THRESHOLDSTATE']._serialized_end=896
+  _globals['_THRESHOLDSTATE']._serialized_start=807
+  _globals['_THRESHOLDSTATE']._serialized_end=910
   _globals['_THRESHOLDOWNER']._serialized_start=93
   _globals['_THRESHOLDOWNER']._serialized_end=164
   _globals['_ABSOLUTETHRESHOLD']._serialized_start=166
@@ -41,5 +41,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DAYSOFCOVERTHRESHOLD']._serialized_start=237
   _globals['_DAYSOFCOVERTHRESHOLD']._serialized_end=342
   _globals['_THRESHOLDRULE']._serialized_start=345
-  _globals['_THRESHOLDRULE']._serialized_end=791
+  _globals['_THRESHOLDRULE']._serialized_end=805
 # @@protoc_insertion_point(module_scope)

@@ -149,6 +149,7 @@ class ThresholdRule(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
     """Output only. Assigned by the service (UUIDv7)."""
     sku: _builtins.str
@@ -161,6 +162,10 @@ class ThresholdRule(_message.Message):
     """Output only. Current state; evaluated at creation and after every change of the position."""
     version: _builtins.int
     """Output only. Incremented by every state change (1 at creation)."""
+    etag: _builtins.str
+    """Output only. Opaque; changes whenever the rule changes (every state flip included).
+    DeleteThresholdRuleRequest.etag carries it back.
+    """
     @_builtins.property
     def owner(self) -> Global___ThresholdOwner:
         """Required."""
@@ -187,10 +192,11 @@ class ThresholdRule(_message.Message):
         version: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["absolute", b"absolute", "create_time", b"create_time", "days_of_cover", b"days_of_cover", "owner", b"owner", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute", b"absolute", "channel_id", b"channel_id", "create_time", b"create_time", "days_of_cover", b"days_of_cover", "location_id", b"location_id", "owner", b"owner", "rule_id", b"rule_id", "sku", b"sku", "state", b"state", "threshold", b"threshold", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute", b"absolute", "channel_id", b"channel_id", "create_time", b"create_time", "days_of_cover", b"days_of_cover", "etag", b"etag", "location_id", b"location_id", "owner", b"owner", "rule_id", b"rule_id", "sku", b"sku", "state", b"state", "threshold", b"threshold", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_threshold: _TypeAlias = _typing.Literal["absolute", "days_of_cover"]  # noqa: Y015
     _WhichOneofArgType_threshold: _TypeAlias = _typing.Literal["threshold", b"threshold"]  # noqa: Y015
