@@ -54,7 +54,7 @@ async def resolve_channel(conn: Connection, requested: str) -> ChannelRecord:
         channel_id = requested
     else:
         raise PermissionDenied("only channels and operators use the channel façade")
-    record = await ChannelRepository().get(conn, channel_id)
+    record = await ChannelRepository().get(conn, channel_id, count_assortment=False)
     if record is None:
         if principal.kind is PrincipalKind.CHANNEL:
             raise PermissionDenied("the calling channel is not registered")

@@ -47,7 +47,7 @@ class PromotionSource(Protocol):
         channel_id: str,
         location_id: str,
         currency: str,
-        list_prices: dict[str, Decimal],
+        skus: Sequence[str],
         deadline_seconds: float,
     ) -> dict[str, SalePrice]: ...
 
@@ -73,7 +73,7 @@ class NoPromotions:
         channel_id: str,
         location_id: str,
         currency: str,
-        list_prices: dict[str, Decimal],
+        skus: Sequence[str],
         deadline_seconds: float,
     ) -> dict[str, SalePrice]:
         return {}
@@ -142,15 +142,11 @@ class Facade:
     async def offers(
         self, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
     ) -> list[offers_pb2.Offer]:
-        prices, ats = await asyncio.gather(
+        # The three are independent (promotion takes its unit prices from pricing itself): one round trip.
+        prices, ats, sales = await asyncio.gather(
             self._prices(channel_id, location_id, currency, [(sku, 1) for sku in skus]),
             self._availability(channel_id, location_id, skus),
-        )
-        list_prices = {
-            sku: from_money(p.price.gross) for sku, p in zip(skus, prices, strict=True) if p is not None
-        }
-        sales = await self._promotions.sale_prices(
-            channel_id, location_id, currency, list_prices, self.timeout
+            self._promotions.sale_prices(channel_id, location_id, currency, skus, self.timeout),
         )
         out = []
         for sku, price, available in zip(skus, prices, ats, strict=True):

@@ -4,7 +4,6 @@ from GetActivePromotions, cart quotes from EvaluateCart (which takes its prices 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 import grpc
 
@@ -28,13 +27,13 @@ class PromotionClient:
         channel_id: str,
         location_id: str,
         currency: str,
-        list_prices: dict[str, Decimal],
+        skus: Sequence[str],
         deadline_seconds: float,
     ) -> dict[str, SalePrice]:
-        if not list_prices:
+        if not skus:
             return {}
         request = promotion_service_pb2.GetActivePromotionsRequest(
-            skus=sorted(list_prices),
+            skus=sorted(set(skus)),
             scope=evaluation_pb2.CartScope(channel_id=channel_id, location_id=location_id),
             currency_code=currency,
         )

@@ -186,7 +186,7 @@ class ChannelWorker:
 
     async def _load_settings(self) -> DeliverySettings | None:
         async with self._pool.acquire() as conn:
-            record = await self._channels.get(conn, self.channel_id)
+            record = await self._channels.get(conn, self.channel_id, count_assortment=False)
         if record is None or not record.active:
             return None
         return record.settings

@@ -15,9 +15,13 @@ from retail_common.db import Connection
 
 __all__ = ["ChannelRecord", "ChannelRepository"]
 
-_COLUMNS = """c.channel_id, c.display_name, c.kind, c.location_ids, c.delivery::text as delivery, c.mode,
-c.signing_key_id, c.active, c.version, c.created_at, c.updated_at,
-(select count(*) from assortments a where a.channel_id = c.channel_id) as assortment_size"""
+_BASE = """c.channel_id, c.display_name, c.kind, c.location_ids, c.delivery::text as delivery, c.mode,
+c.signing_key_id, c.active, c.version, c.created_at, c.updated_at"""
+_COLUMNS = (
+    _BASE + ", (select count(*) from assortments a where a.channel_id = c.channel_id) as assortment_size"
+)
+# Hot paths (façade calls, delivery loop, projection registry): no count, which scans the assortment.
+_LIGHT = _BASE + ", -1::bigint as assortment_size"
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,13 @@ class ChannelRepository:
         return await self.get(conn, channel_id) if updated else None
 
     async def get(
-        self, conn: Connection, channel_id: str, *, for_update: bool = False
+        self, conn: Connection, channel_id: str, *, for_update: bool = False, count_assortment: bool = True
     ) -> ChannelRecord | None:
+        """`count_assortment=False` leaves assortment_size at -1 (hot paths do not need it)."""
         lock = " for update of c" if for_update else ""
+        columns = _COLUMNS if count_assortment else _LIGHT
         row = await conn.fetchrow(
-            f"select {_COLUMNS} from channels c where c.channel_id = $1{lock}", channel_id
+            f"select {columns} from channels c where c.channel_id = $1{lock}", channel_id
         )
         return None if row is None else _record(row)
 
@@ -146,7 +152,9 @@ class ChannelRepository:
         return [_record(row) for row in rows]
 
     async def all(self, conn: Connection) -> list[ChannelRecord]:
-        return await self.list_page(conn, after="", limit=100_000)
+        """Every channel, without assortment sizes (-1)."""
+        rows = await conn.fetch(f"select {_LIGHT} from channels c order by c.channel_id")
+        return [_record(row) for row in rows]
 
     async def webhook_secret(self, conn: Connection, channel_id: str) -> bytes | None:
         value = await conn.fetchval("select webhook_secret from channels where channel_id = $1", channel_id)
