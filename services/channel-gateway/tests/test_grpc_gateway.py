@@ -238,3 +238,43 @@ async def test_domain_events_reach_the_marketplace_signed_in_order_exactly_once(
         assert secret not in gateway.log_text()
     finally:
         await marketplace.close()
+
+
+async def test_rotated_key_overlaps_then_expires_and_a_channel_sees_only_its_own_stream(
+    gateway, clients
+) -> None:
+    operator = await clients.operator()
+    old_key, _ = await register(operator, stream_channel("pos"), ["A"])
+    await register(operator, stream_channel("kiosk"), ["A"])
+    [old] = (
+        await operator.ListChannelCredentials(ops.ListChannelCredentialsRequest(channel_id="pos"))
+    ).credentials
+    long_overlap = ops.RotateChannelCredentialRequest(
+        request_id="rot1", key_id=old.key_id, overlap=Duration(seconds=3600)
+    )
+    rotated = await operator.RotateChannelCredential(long_overlap)
+    new_key = rotated.issued.api_key
+    assert rotated.issued.credential.channel_id == "pos"
+    assert new_key != old_key
+    ack = gw.AckChangesRequest(cursor="")
+    for key in (old_key, new_key):  # both work during the overlap (reaching validation: cursor required)
+        error = await refused(clients.gateway(key).AckChanges(ack))
+        assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["cursor"])
+    # rotating the new key with no overlap retires it at once; the replacement works
+    listed = await operator.ListChannelCredentials(ops.ListChannelCredentialsRequest(channel_id="pos"))
+    assert len(listed.credentials) == 2
+    current = next(c for c in listed.credentials if c.key_id == new_key.split("_")[1])
+    assert next(c for c in listed.credentials if c.key_id == old.key_id).replaced_by == current.key_id
+    instant = ops.RotateChannelCredentialRequest(request_id="rot2", key_id=current.key_id, overlap=Duration())
+    newest = (await operator.RotateChannelCredential(instant)).issued.api_key
+    gone = await refused(clients.gateway(new_key).AckChanges(ack))
+    assert gone.code is grpc.StatusCode.UNAUTHENTICATED
+    pos = clients.gateway(newest)
+    error = await refused(pos.AckChanges(ack))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    # another channel's stream, even with a well-formed cursor of its own
+    other = await refused(pos.StreamChanges(gw.StreamChangesRequest(channel_id="kiosk")).read())
+    assert other.code is grpc.StatusCode.PERMISSION_DENIED
+    log = gateway.log_text()
+    for key in (old_key, new_key, newest):
+        assert key.rsplit("_", 1)[-1] not in log
