@@ -90,11 +90,13 @@ async def test_health_follows_the_database(probe, postgres_server, database):
     try:
         # Really unreachable: no new connections, and the service's existing ones are cut.
         await admin.execute(f'ALTER DATABASE "{database.name}" WITH ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database.name
-        )
 
         async def not_serving() -> bool:
+            # Cut again on every poll: a connection still in its start-up when the first cut ran
+            # would otherwise survive and keep the database reachable.
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database.name
+            )
             return await health_status(probe) == NOT_SERVING
 
         await eventually(not_serving, "overall health NOT_SERVING while the DB is unreachable")
