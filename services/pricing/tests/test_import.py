@@ -130,3 +130,25 @@ async def test_product_import_is_all_or_nothing_and_names_the_bad_product_by_str
         "select count(*) from outbox where event_type = 'retail.pricing.v1.ProductUpserted'"
     )
     assert events == 6
+
+
+async def test_items_of_a_large_change_set_are_read_page_by_page(deps, acting) -> None:
+    from retail_pricing.handlers import change_sets as cs
+
+    await seed(deps)
+    rows = "".join(f"base,A,{i}.00,EUR,203{i}-01-01T00:00:00Z,203{i}-06-01T00:00:00Z,\n" for i in range(5))
+    imported = await imports.import_price_entries(deps, stream((HEADER + rows).encode()))
+    amounts, token = [], ""
+    while True:
+        page = await cs.list_change_set_items(
+            deps,
+            pb.ListChangeSetItemsRequest(
+                change_set_id=imported.change_set.change_set_id, page_size=2, page_token=token
+            ),
+        )
+        amounts += [item.add_entry.amount.units for item in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+    assert amounts == [0, 1, 2, 3, 4]
+    assert imported.change_set.item_count == 5

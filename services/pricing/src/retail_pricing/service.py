@@ -135,6 +135,7 @@ POLICIES = {
     "UpdateChangeSet": OPERATOR,
     "GetChangeSet": OPERATOR_OR_SERVICE,
     "ListChangeSets": OPERATOR_OR_SERVICE,
+    "ListChangeSetItems": OPERATOR_OR_SERVICE,
     "PreviewChangeSet": OPERATOR,
     "SubmitChangeSet": OPERATOR,
     "ApproveChangeSet": APPROVER,

@@ -107,6 +107,11 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
     ) -> pb.ListChangeSetsResponse:
         return await _call(change_sets.list_change_sets(self._deps, request))
 
+    async def ListChangeSetItems(
+        self, request: pb.ListChangeSetItemsRequest, context: Context
+    ) -> pb.ListChangeSetItemsResponse:
+        return await _call(change_sets.list_change_set_items(self._deps, request))
+
     async def PreviewChangeSet(
         self, request: pb.PreviewChangeSetRequest, context: Context
     ) -> pb.PreviewChangeSetResponse:

@@ -21,6 +21,7 @@ from retail_pricing.convert import (
     entry_to_proto,
     finding_to_proto,
     item_from_proto,
+    items_to_proto,
     timestamp_to_proto,
 )
 from retail_pricing.domain import change_sets as rules
@@ -52,6 +53,7 @@ __all__ = [
     "approve_change_set",
     "create_change_set",
     "get_change_set",
+    "list_change_set_items",
     "list_change_sets",
     "preview_change_set",
     "reject_change_set",
@@ -213,6 +215,26 @@ async def list_change_sets(deps: Deps, request: pb.ListChangeSetsRequest) -> pb.
         last = rows[size - 1]
         token = encode_page_token(f"{last.created_at.isoformat()}|{last.change_set_id}")
     return pb.ListChangeSetsResponse(change_sets=out, next_page_token=token)
+
+
+async def list_change_set_items(
+    deps: Deps, request: pb.ListChangeSetItemsRequest
+) -> pb.ListChangeSetItemsResponse:
+    change_set_id = _parse_id(request.change_set_id)
+    size = page_size(request.page_size)
+    raw = decode_page_token(request.page_token)
+    if raw and not raw.isdigit():
+        raise_if([Violation("page_token", "malformed")])
+    after = int(raw) if raw else -1
+    async with deps.pool.acquire() as conn:
+        await _load(conn, change_set_id, lock=False)
+        items = await repo.load_items(conn, change_set_id, limit=size + 1, after_position=after)
+        currencies = await _currencies(conn)
+    # Positions are 0..n-1 without gaps (replace_items and imports both number items that way).
+    token = encode_page_token(str(after + size)) if len(items) > size else ""
+    return pb.ListChangeSetItemsResponse(
+        items=items_to_proto(items[:size], currencies), next_page_token=token
+    )
 
 
 # --- preview and guardrails ---------------------------------------------------------------------------

@@ -227,11 +227,15 @@ def _item(row: Any) -> Item:
     return AddEntry(row["price_list_id"], row["sku"], row["amount"], window, row["min_quantity"])
 
 
-async def load_items(conn: Connection, change_set_id: uuid.UUID, limit: int | None = None) -> list[Item]:
+async def load_items(
+    conn: Connection, change_set_id: uuid.UUID, limit: int | None = None, after_position: int = -1
+) -> list[Item]:
     rows = await conn.fetch(
-        "select * from change_set_items where change_set_id = $1 order by position limit $2",
+        "select * from change_set_items where change_set_id = $1 and position > $3"
+        " order by position limit $2",
         change_set_id,
         limit,
+        after_position,
     )
     return [_item(r) for r in rows]
 

@@ -136,6 +136,11 @@ class PricingServiceStub:
                 request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsRequest.SerializeToString,
                 response_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsResponse.FromString,
                 _registered_method=True)
+        self.ListChangeSetItems = channel.unary_unary(
+                '/retail.pricing.v1.PricingService/ListChangeSetItems',
+                request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsRequest.SerializeToString,
+                response_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsResponse.FromString,
+                _registered_method=True)
         self.PreviewChangeSet = channel.unary_unary(
                 '/retail.pricing.v1.PricingService/PreviewChangeSet',
                 request_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.PreviewChangeSetRequest.SerializeToString,
@@ -323,6 +328,13 @@ class PricingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChangeSetItems(self, request, context):
+        """The items of a change set in order, paginated (responses carrying a ChangeSet hold the first 1000).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewChangeSet(self, request, context):
         """The effective-price diff the change set would cause if approved now, per SKU and scope.
         """
@@ -477,6 +489,11 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     servicer.ListChangeSets,
                     request_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsRequest.FromString,
                     response_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsResponse.SerializeToString,
+            ),
+            'ListChangeSetItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChangeSetItems,
+                    request_deserializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsRequest.FromString,
+                    response_serializer=retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsResponse.SerializeToString,
             ),
             'PreviewChangeSet': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewChangeSet,
@@ -966,6 +983,33 @@ class PricingService:
             '/retail.pricing.v1.PricingService/ListChangeSets',
             retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsRequest.SerializeToString,
             retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChangeSetItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retail.pricing.v1.PricingService/ListChangeSetItems',
+            retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsRequest.SerializeToString,
+            retail_dot_pricing_dot_v1_dot_pricing__service__pb2.ListChangeSetItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

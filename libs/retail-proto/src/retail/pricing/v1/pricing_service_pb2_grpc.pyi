@@ -87,6 +87,8 @@ class PricingServiceStub:
     """Replace the items or description of a DRAFT change set (etag required)."""
     GetChangeSet: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetChangeSetRequest, _pricing_service_pb2.GetChangeSetResponse]
     ListChangeSets: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListChangeSetsRequest, _pricing_service_pb2.ListChangeSetsResponse]
+    ListChangeSetItems: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListChangeSetItemsRequest, _pricing_service_pb2.ListChangeSetItemsResponse]
+    """The items of a change set in order, paginated (responses carrying a ChangeSet hold the first 1000)."""
     PreviewChangeSet: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.PreviewChangeSetRequest, _pricing_service_pb2.PreviewChangeSetResponse]
     """The effective-price diff the change set would cause if approved now, per SKU and scope."""
     SubmitChangeSet: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.SubmitChangeSetRequest, _pricing_service_pb2.SubmitChangeSetResponse]
@@ -169,6 +171,8 @@ class PricingServiceAsyncStub(PricingServiceStub):
     """Replace the items or description of a DRAFT change set (etag required)."""
     GetChangeSet: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetChangeSetRequest, _pricing_service_pb2.GetChangeSetResponse]  # type: ignore[assignment]
     ListChangeSets: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListChangeSetsRequest, _pricing_service_pb2.ListChangeSetsResponse]  # type: ignore[assignment]
+    ListChangeSetItems: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListChangeSetItemsRequest, _pricing_service_pb2.ListChangeSetItemsResponse]  # type: ignore[assignment]
+    """The items of a change set in order, paginated (responses carrying a ChangeSet hold the first 1000)."""
     PreviewChangeSet: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.PreviewChangeSetRequest, _pricing_service_pb2.PreviewChangeSetResponse]  # type: ignore[assignment]
     """The effective-price diff the change set would cause if approved now, per SKU and scope."""
     SubmitChangeSet: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.SubmitChangeSetRequest, _pricing_service_pb2.SubmitChangeSetResponse]  # type: ignore[assignment]
@@ -338,6 +342,14 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pricing_service_pb2.ListChangeSetsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.ListChangeSetsResponse, _abc.Awaitable[_pricing_service_pb2.ListChangeSetsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListChangeSetItems(
+        self,
+        request: _pricing_service_pb2.ListChangeSetItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ListChangeSetItemsResponse, _abc.Awaitable[_pricing_service_pb2.ListChangeSetItemsResponse]]:
+        """The items of a change set in order, paginated (responses carrying a ChangeSet hold the first 1000)."""
 
     @_abc_1.abstractmethod
     def PreviewChangeSet(
