@@ -384,3 +384,45 @@ async def test_location_default_fences_apply_unless_the_position_has_its_own(poo
     # the position's policy keeps only its own fences
     assert (await position(pool, "A", "s1"))["fences"] == {}
     await check_invariants(pool)
+
+
+async def test_location_change_waits_for_open_holds_so_its_events_are_current(pool, repo):
+    await seed(pool, repo, {("A", "s1"): 100})
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await repo.reserve(
+            conn,
+            reservation_id="w1",
+            channel="web",
+            lines=[RequestLine("A", 5, "s1")],
+            ttl=TTL,
+            request_print="w1",
+        )
+
+        async def change() -> None:
+            async with transaction(pool) as other:
+                await repo.upsert_location(
+                    other, replace(location("s1"), default_fences={"mkt": {"fixed": 20}})
+                )
+
+        task = asyncio.create_task(change())
+        for _ in range(600):  # a generous bound, not a timing assertion
+            if await pool.fetchval(
+                "select count(*) from pg_stat_activity"
+                " where datname = current_database() and wait_event_type = 'Lock'"
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the location change never waited for the open hold")
+        await tx.commit()
+    await task
+    payload = await pool.fetchval(
+        "select payload from outbox where aggregate_key = 'A/s1' order by aggregate_version desc limit 1"
+    )
+    event = events_pb2.AvailabilityChanged.FromString(payload)
+    # the newest event has both the hold and the location's new fence
+    assert event.reserved_total == 5
+    assert {c.channel_id: c.available_to_sell for c in event.channels} == {"mkt": 95, "web": 75}
+    await check_invariants(pool)

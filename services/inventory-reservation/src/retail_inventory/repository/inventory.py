@@ -225,9 +225,11 @@ class InventoryRepository:
 
     async def upsert_location(self, conn: Connection, loc: LocationIn, etag: str = "") -> Row:
         """Create or replace; with `etag`, only if the location exists with that etag (else ABORTED)."""
+        # NO KEY UPDATE: does not conflict with the KEY SHARE locks that foreign-key checks of stock and
+        # threshold-rule inserts take on the location, so it adds no lock-order conflict with them.
         before = await conn.fetchrow(
             "select channel_ids, active, default_fences, version from locations where location_id = $1"
-            " for update",
+            " for no key update",
             loc.location_id,
         )
         if etag and (before is None or etag != str(before["version"])):
@@ -275,9 +277,12 @@ class InventoryRepository:
             or before["default_fences"] != row["default_fences"]
         ):
             # Selling channels, activity or default fences changed: every position there has a new ATS
-            # per channel.
+            # per channel. The positions are locked (global order) so that no hold commits between the
+            # read and the events, which would make them carry a stale figure under a newer version.
             keys = await conn.fetch(
-                "select sku, location_id from stock where location_id = $1", loc.location_id
+                "select sku, location_id from stock where location_id = $1"
+                " order by sku, location_id for update",
+                loc.location_id,
             )
             await self._after_stock_change(conn, [(k["sku"], k["location_id"]) for k in keys])
         return row
