@@ -28,7 +28,14 @@ from retail_common._nats_link import NatsLink
 from retail_common.auth import AUTH_MIGRATIONS, CredentialStore, MethodPolicy, full_method_name
 from retail_common.clock import Clock, SystemClock
 from retail_common.config import ConfigError, ServiceSettings, load_settings
-from retail_common.db import AUDIT_MIGRATIONS, MigrationSource, create_pool, migrate, pending_migrations
+from retail_common.db import (
+    AUDIT_MIGRATIONS,
+    IDEMPOTENCY_MIGRATIONS,
+    MigrationSource,
+    create_pool,
+    migrate,
+    pending_migrations,
+)
 from retail_common.grpcx import (
     HealthReporter,
     build_server,
@@ -46,7 +53,12 @@ logger = logging.getLogger("retail_common.service")
 S = TypeVar("S", bound=ServiceSettings)
 
 # Tables the shared runtime itself owns in every service's database, applied before the service's own.
-RUNTIME_MIGRATIONS: tuple[MigrationSource, ...] = (AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS)
+RUNTIME_MIGRATIONS: tuple[MigrationSource, ...] = (
+    AUDIT_MIGRATIONS,
+    AUTH_MIGRATIONS,
+    IDEMPOTENCY_MIGRATIONS,
+    MESSAGING_MIGRATIONS,
+)
 
 
 class StartupError(Exception):

@@ -1,4 +1,4 @@
-"""Postgres access: pools, transactions, versioned migrations and the append-only audit trail."""
+"""Postgres access: pools, transactions, migrations, the append-only audit trail, idempotency keys."""
 
 from retail_common.db.audit import (
     AUDIT_MIGRATIONS,
@@ -8,6 +8,13 @@ from retail_common.db.audit import (
     InvalidPageTokenError,
     append_audit,
     list_audit,
+)
+from retail_common.db.idempotency import (
+    IDEMPOTENCY_MIGRATIONS,
+    claim_request,
+    prune_requests,
+    request_fingerprint,
+    store_response,
 )
 from retail_common.db.migrations import (
     AppliedMigration,
@@ -24,6 +31,7 @@ from retail_common.db.pool import Connection, Isolation, create_pool, transactio
 __all__ = [
     "AUDIT_MIGRATIONS",
     "DEFAULT_PAGE_SIZE",
+    "IDEMPOTENCY_MIGRATIONS",
     "MAX_PAGE_SIZE",
     "AppliedMigration",
     "AuditRecord",
@@ -36,9 +44,13 @@ __all__ = [
     "MigrationLayoutError",
     "MigrationSource",
     "append_audit",
+    "claim_request",
     "create_pool",
     "list_audit",
     "migrate",
     "pending_migrations",
+    "prune_requests",
+    "request_fingerprint",
+    "store_response",
     "transaction",
 ]
