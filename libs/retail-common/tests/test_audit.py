@@ -149,3 +149,30 @@ async def test_actor_request_and_trace_default_from_the_call_context(
         "ab" * 16,
     )
     assert (by_key["2"].actor_id, by_key["2"].request_id) == ("op", "explicit")
+
+
+async def test_audit_page_speaks_the_common_contract_and_names_bad_fields(pool: Pool) -> None:
+    from retail.common.v1 import principal_pb2
+    from retail_common.errors import InvalidArgument
+    from retail_common.grpcx import audit_page
+
+    operator = Principal("op-1", PrincipalKind.OPERATOR, frozenset())
+    async with transaction(pool) as conn:
+        await append_audit(
+            conn, action="/x.v1.S/Update", entity_type="sku", entity_key="A", before={"p": "1.00"},
+            after={"p": "2.00"}, actor=operator, request_id="r-1",
+        )  # fmt: skip
+    async with pool.acquire() as conn:
+        records, token = await audit_page(conn, entity_type="sku", entity_key="A")
+        assert token == ""
+        [record] = records
+        assert (record.principal_id, record.principal_kind) == ("op-1", principal_pb2.PRINCIPAL_KIND_OPERATOR)
+        assert (record.request_id, record.after["p"], record.before["p"]) == ("r-1", "2.00", "1.00")
+        for kwargs, field in (
+            ({"page_size": -1}, "page_size"),
+            ({"entity_key": "A"}, "entity_key"),
+            ({"page_token": "garbage"}, "page_token"),
+        ):
+            with pytest.raises(InvalidArgument) as caught:
+                await audit_page(conn, **kwargs)  # type: ignore[arg-type]
+            assert [v.field for v in caught.value.violations] == [field]

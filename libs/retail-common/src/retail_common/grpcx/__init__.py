@@ -1,5 +1,6 @@
 """gRPC server and client pieces every service uses (assembled by retail_common.service.run_service)."""
 
+from retail_common.grpcx.audit import audit_page, audit_record_proto
 from retail_common.grpcx.client import connect
 from retail_common.grpcx.health import EVENTING, OVERALL, HealthReporter
 from retail_common.grpcx.interceptors import (
@@ -21,6 +22,8 @@ __all__ = [
     "ErrorInterceptor",
     "HealthReporter",
     "Resolver",
+    "audit_page",
+    "audit_record_proto",
     "build_server",
     "connect",
     "current_trace_id",
