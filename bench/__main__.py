@@ -91,7 +91,9 @@ async def main(names: list[str]) -> int:
     print(f"before: {_load()} ({os.cpu_count()} cpus)", file=sys.stderr)
     rows: list[Row] = []
     for bench in chosen:
-        rows.extend(await run_one(bench))
+        done = await run_one(bench)
+        print(format_table(done), file=sys.stderr, flush=True)  # in case a later bench never finishes
+        rows.extend(done)
     print()
     print(format_table(rows))
     print(f"after: {_load()}")
