@@ -133,6 +133,7 @@ async def test_bad_input_names_the_field_and_changes_nothing(gateway, clients) -
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert set(error.fields) == {"currency_code", "lines"}
     audit = await operator.ListAuditRecords(ops.ListAuditRecordsRequest())
+    assert {r.request_id for r in audit.records} == {"c-web", "a-web", "k-web"}
     assert sorted(r.action.rsplit("/", 1)[-1] for r in audit.records) == [
         "CreateChannel", "CreateChannelCredential", "UpdateAssortment"]  # fmt: skip
 
@@ -199,6 +200,11 @@ async def test_stream_changes_resumes_without_gap_or_duplicate_then_too_old_curs
     assert resync.entities == 10
     again = await pos.RequestResync(gw.RequestResyncRequest(request_id="rs1"))  # idempotent
     assert again == resync
+    audit = await operator.ListAuditRecords(
+        ops.ListAuditRecordsRequest(entity_type="retail.channel.v1.Channel")
+    )
+    resyncs = [r for r in audit.records if r.action.endswith("/RequestResync")]
+    assert [(r.principal_id, r.entity_key, r.request_id) for r in resyncs] == [("pos", "pos", "rs1")]
     full = pos.StreamChanges(gw.StreamChangesRequest(cursor=resync.cursor))
     state = await read(full, 10)
     full.cancel()

@@ -150,8 +150,12 @@ class Facade:
         )
         out = []
         for sku, price, available in zip(skus, prices, ats, strict=True):
-            offer = offers_pb2.Offer(sku=sku, location_id=location_id, available_to_sell=available,
-                                     promotions_applied=self._promotions.applied)  # fmt: skip
+            offer = offers_pb2.Offer(
+                sku=sku,
+                location_id=location_id,
+                available_to_sell=available,
+                promotions_applied=self._promotions.applied,
+            )
             if price is not None:
                 offer.list_price.CopyFrom(price.price.gross)
                 sale = sales.get(sku)

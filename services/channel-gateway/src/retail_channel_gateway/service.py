@@ -87,7 +87,10 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
         timeout=timeout,
     )
     channel_gateway_service_pb2_grpc.add_ChannelGatewayServiceServicer_to_server(
-        GatewayServicer(ctx, facade, stream_poll=settings.stream_poll_seconds), server
+        GatewayServicer(
+            ctx, facade, EventWriter(OutboxWriter(ctx.clock)), stream_poll=settings.stream_poll_seconds
+        ),
+        server,
     )
     channel_operations_service_pb2_grpc.add_ChannelOperationsServiceServicer_to_server(
         OperationsServicer(

@@ -13,18 +13,19 @@ from typing import Any
 
 import grpc
 
-from retail.channel.v1 import changes_pb2
+from retail.channel.v1 import changes_pb2, events_pb2
 from retail.channel.v1 import channel_gateway_service_pb2 as pb
 from retail.channel.v1 import channel_gateway_service_pb2_grpc as pb_grpc
 from retail.inventory.v1 import inventory_service_pb2
 from retail_channel_gateway.access import caller, require_assortment, require_location, resolve_channel
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.errors import OutOfRange
+from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.facade import Facade
 from retail_channel_gateway.paging import decode_cursor, encode_cursor
 from retail_channel_gateway.repository import ChannelRecord, LedgerRepository, claim_request, store_response
 from retail_common.clock import Clock
-from retail_common.db import transaction
+from retail_common.db import append_audit, transaction
 from retail_common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -48,8 +49,11 @@ def _skus(skus: list[str], field: str, limit: int) -> list[FieldViolation]:
     bad = []
     if not 1 <= len(skus) <= limit:
         bad.append(FieldViolation(field, f"1..{limit} SKUs required"))
-    bad += [FieldViolation(f"{field}[{i}]", "must be 1..128 characters") for i, s in enumerate(skus)
-            if not 1 <= len(s) <= 128]  # fmt: skip
+    bad += [
+        FieldViolation(f"{field}[{i}]", "must be 1..128 characters")
+        for i, s in enumerate(skus)
+        if not 1 <= len(s) <= 128
+    ]
     return bad
 
 
@@ -74,10 +78,13 @@ def _stream_channel(channel: ChannelRecord) -> None:
 
 
 class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
-    def __init__(self, ctx: ServiceContext[Any], facade: Facade, *, stream_poll: float = 0.1) -> None:
+    def __init__(
+        self, ctx: ServiceContext[Any], facade: Facade, events: EventWriter, *, stream_poll: float = 0.1
+    ) -> None:
         self._ctx = ctx
         self._clock: Clock = ctx.clock
         self._facade = facade
+        self._events = events
         self._ledger = LedgerRepository()
         self._poll = stream_poll
 
@@ -148,9 +155,13 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         downstream = inventory_service_pb2.ReserveStockRequest(
             reservation_id=request.reservation_id,
             channel_id=channel.channel_id,
-            lines=[inventory_service_pb2.ReserveLine(sku=line.sku, location_id=line.location_id,
-                                                     quantity=line.quantity) for line in request.lines],
-        )  # fmt: skip
+            lines=[
+                inventory_service_pb2.ReserveLine(
+                    sku=line.sku, location_id=line.location_id, quantity=line.quantity
+                )
+                for line in request.lines
+            ],
+        )
         if request.HasField("ttl"):
             downstream.ttl.CopyFrom(request.ttl)
         return pb.ReserveStockResponse(reservation=await self._facade.reserve(downstream))
@@ -230,8 +241,21 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             assert state is not None
             if through > state.last_seq:
                 raise InvalidArgument.field("cursor", "is ahead of the channel's change log")
-            count = await self._ledger.acknowledge(conn, channel.channel_id, through)
-        return pb.AckChangesResponse(acknowledged_entities=count)
+            advanced = await self._ledger.acknowledge(conn, channel.channel_id, through)
+            now = self._clock.now()
+            for entity_key, kind, version in advanced:
+                if kind in TRACKED_KINDS:
+                    await self._events.delivery_state(
+                        conn,
+                        channel_id=channel.channel_id,
+                        entity_key=entity_key,
+                        kind=kind,
+                        version=version,
+                        state=events_pb2.DELIVERY_STATE_ACKNOWLEDGED,
+                        detail="",
+                        at=now,
+                    )
+        return pb.AckChangesResponse(acknowledged_entities=len(advanced))
 
     async def RequestResync(
         self, request: pb.RequestResyncRequest, context: Context
@@ -254,6 +278,15 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             else:
                 entities = await self._ledger.mark_resend(conn, channel.channel_id, None, self._clock.now())
                 response = pb.RequestResyncResponse(entities=entities)
+            await append_audit(
+                conn,
+                action="/retail.channel.v1.ChannelGatewayService/RequestResync",
+                entity_type="retail.channel.v1.Channel",
+                entity_key=channel.channel_id,
+                before=None,
+                after={"entities": response.entities},
+                request_id=request.request_id,
+            )
             await store_response(
                 conn, scope, request.request_id, response.SerializeToString(deterministic=True)
             )

@@ -151,10 +151,11 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         return record
 
     async def _audit(
-        self, conn: Connection, action: str, entity: str, key: str, before: Any, after: Any
+        self, request_id: str, conn: Connection, action: str, entity: str, key: str, before: Any, after: Any
     ) -> None:
         await append_audit(
             conn,
+            request_id=request_id or None,
             action=f"/retail.channel.v1.{_SERVICE}/{action}",
             entity_type=entity,
             entity_key=key,
@@ -189,12 +190,20 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             )
             if record is None:
                 raise AlreadyExists("retail.channel.v1.Channel", channel.channel_id)
-            await self._audit(conn, "CreateChannel", "retail.channel.v1.Channel", record.channel_id, None,
-                              _channel_audit(record))  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "CreateChannel",
+                "retail.channel.v1.Channel",
+                record.channel_id,
+                None,
+                _channel_audit(record),
+            )
             return pb.CreateChannelResponse(channel=channel_proto(record), webhook_signing_secret=secret)
 
-        response = await self._idempotent("CreateChannel", request, request.request_id,
-                                           pb.CreateChannelResponse, work)  # fmt: skip
+        response = await self._idempotent(
+            "CreateChannel", request, request.request_id, pb.CreateChannelResponse, work
+        )
         self._projector.invalidate()
         return response
 
@@ -225,12 +234,20 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
                 from retail_common.errors import Aborted
 
                 raise Aborted(f"etag {channel.etag} is stale; re-read the channel")
-            await self._audit(conn, "UpdateChannel", "retail.channel.v1.Channel", record.channel_id,
-                              _channel_audit(before), _channel_audit(record))  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "UpdateChannel",
+                "retail.channel.v1.Channel",
+                record.channel_id,
+                _channel_audit(before),
+                _channel_audit(record),
+            )
             return pb.UpdateChannelResponse(channel=channel_proto(record))
 
-        response = await self._idempotent("UpdateChannel", request, request.request_id,
-                                           pb.UpdateChannelResponse, work)  # fmt: skip
+        response = await self._idempotent(
+            "UpdateChannel", request, request.request_id, pb.UpdateChannelResponse, work
+        )
         self._projector.invalidate()
         return response
 
@@ -275,14 +292,22 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             )
             record = await self._channels.get(conn, request.channel_id)
             assert record is not None
-            await self._audit(conn, "UpdateAssortment", "retail.channel.v1.Assortment", request.channel_id,
-                              None, {"added": added, "removed": removed})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "UpdateAssortment",
+                "retail.channel.v1.Assortment",
+                request.channel_id,
+                None,
+                {"added": added, "removed": removed},
+            )
             return pb.UpdateAssortmentResponse(
                 added=added, removed=removed, assortment_size=record.assortment_size
             )
 
-        return await self._idempotent("UpdateAssortment", request, request.request_id,
-                                      pb.UpdateAssortmentResponse, work)  # fmt: skip
+        return await self._idempotent(
+            "UpdateAssortment", request, request.request_id, pb.UpdateAssortmentResponse, work
+        )
 
     async def RotateWebhookSecret(
         self, request: pb.RotateWebhookSecretRequest, context: Context
@@ -299,12 +324,20 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
                 )
             secret, key_id = secrets.token_urlsafe(32), f"whk_{secrets.token_hex(6)}"
             await self._channels.set_webhook_secret(conn, request.channel_id, secret.encode(), key_id)
-            await self._audit(conn, "RotateWebhookSecret", "retail.channel.v1.WebhookSecret",
-                              request.channel_id, None, {"signing_key_id": key_id})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "RotateWebhookSecret",
+                "retail.channel.v1.WebhookSecret",
+                request.channel_id,
+                None,
+                {"signing_key_id": key_id},
+            )
             return pb.RotateWebhookSecretResponse(signing_key_id=key_id, webhook_signing_secret=secret)
 
-        return await self._idempotent("RotateWebhookSecret", request, request.request_id,
-                                      pb.RotateWebhookSecretResponse, work)  # fmt: skip
+        return await self._idempotent(
+            "RotateWebhookSecret", request, request.request_id, pb.RotateWebhookSecretResponse, work
+        )
 
     # --------------------------------------------------------------------------------- credentials
 
@@ -320,8 +353,15 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             issued = await self._ctx.credentials.create(
                 request.channel_id, PrincipalKind.CHANNEL, description=request.description
             )
-            await self._audit(conn, "CreateChannelCredential", "retail.channel.v1.ChannelCredential",
-                              issued.key_id, None, {"channel_id": request.channel_id})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "CreateChannelCredential",
+                "retail.channel.v1.ChannelCredential",
+                issued.key_id,
+                None,
+                {"channel_id": request.channel_id},
+            )
             return pb.CreateChannelCredentialResponse(issued=_issued(issued, request.description))
 
         # Not stored for replay: the response holds the plaintext key, which is shown once only.
@@ -349,8 +389,15 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         except LookupError:
             raise NotFound("retail.channel.v1.ChannelCredential", request.key_id) from None
         async with transaction(self._ctx.pool) as conn:
-            await self._audit(conn, "RotateChannelCredential", "retail.channel.v1.ChannelCredential",
-                              request.key_id, None, {"replaced_by": issued.key_id})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "RotateChannelCredential",
+                "retail.channel.v1.ChannelCredential",
+                request.key_id,
+                None,
+                {"replaced_by": issued.key_id},
+            )
         return pb.RotateChannelCredentialResponse(issued=_issued(issued, info.description))
 
     async def RevokeChannelCredential(
@@ -361,8 +408,15 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         await self._channel_key(request.key_id)
         await self._ctx.credentials.revoke(request.key_id)
         async with transaction(self._ctx.pool) as conn:
-            await self._audit(conn, "RevokeChannelCredential", "retail.channel.v1.ChannelCredential",
-                              request.key_id, None, {"revoked": True})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "RevokeChannelCredential",
+                "retail.channel.v1.ChannelCredential",
+                request.key_id,
+                None,
+                {"revoked": True},
+            )
         return pb.RevokeChannelCredentialResponse(
             credential=_credential(await self._channel_key(request.key_id))
         )
@@ -401,9 +455,12 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         async with self._ctx.pool.acquire() as conn:
             await self._existing(conn, request.channel_id)
             rows = await self._ledger.list_dead_letters(
-                conn, request.channel_id, before_id=int(after) if after else None, limit=size + 1,
+                conn,
+                request.channel_id,
+                before_id=int(after) if after else None,
+                limit=size + 1,
                 include_replayed=request.include_replayed,
-            )  # fmt: skip
+            )
         token = encode_token("dead_letters", binding, str(rows[size - 1].id)) if len(rows) > size else ""
         return pb.ListDeadLettersResponse(
             dead_letters=[dead_letter_proto(r) for r in rows[:size]], next_page_token=token
@@ -420,12 +477,20 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             await self._existing(conn, request.channel_id)
             ids = list(request.dead_letter_ids) or None
             count = await self._ledger.replay_dead_letters(conn, request.channel_id, ids, self._clock.now())
-            await self._audit(conn, "ReplayDeadLetters", "retail.channel.v1.DeliveryDeadLetter",
-                              request.channel_id, None, {"replayed": count, "ids": ids})  # fmt: skip
+            await self._audit(
+                request.request_id,
+                conn,
+                "ReplayDeadLetters",
+                "retail.channel.v1.DeliveryDeadLetter",
+                request.channel_id,
+                None,
+                {"replayed": count, "ids": ids},
+            )
             return pb.ReplayDeadLettersResponse(replayed=count)
 
-        return await self._idempotent("ReplayDeadLetters", request, request.request_id,
-                                      pb.ReplayDeadLettersResponse, work)  # fmt: skip
+        return await self._idempotent(
+            "ReplayDeadLetters", request, request.request_id, pb.ReplayDeadLettersResponse, work
+        )
 
     async def ListDeliveryLedger(
         self, request: pb.ListDeliveryLedgerRequest, context: Context
@@ -466,12 +531,19 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             counts = await self._reconciler.reconcile(conn, record)
             after = {"checked": counts.checked, "drifted": counts.drifted, "repushed": counts.repushed}
             await self._audit(
-                conn, "ReconcileChannel", "retail.channel.v1.Channel", request.channel_id, None, after
+                request.request_id,
+                conn,
+                "ReconcileChannel",
+                "retail.channel.v1.Channel",
+                request.channel_id,
+                None,
+                after,
             )
             return pb.ReconcileChannelResponse(**after)
 
-        return await self._idempotent("ReconcileChannel", request, request.request_id,
-                                      pb.ReconcileChannelResponse, work)  # fmt: skip
+        return await self._idempotent(
+            "ReconcileChannel", request, request.request_id, pb.ReconcileChannelResponse, work
+        )
 
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context
@@ -484,9 +556,12 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         async with self._ctx.pool.acquire() as conn:
             try:
                 records, token = await list_audit(
-                    conn, entity_type=request.entity_type or None, entity_key=request.entity_key or None,
-                    page_size=request.page_size, page_token=request.page_token,
-                )  # fmt: skip
+                    conn,
+                    entity_type=request.entity_type or None,
+                    entity_key=request.entity_key or None,
+                    page_size=request.page_size,
+                    page_token=request.page_token,
+                )
             except InvalidPageTokenError as exc:
                 raise InvalidArgument.field("page_token", str(exc)) from None
         out = []
@@ -495,10 +570,16 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
                 f"PRINCIPAL_KIND_{(r.actor_kind or 'unspecified').upper()}"
             )
             record = audit_pb2.AuditRecord(
-                audit_id=str(r.id), principal_id=r.actor_id or "", principal_kind=kind, action=r.action,
-                entity_type=r.entity_type, entity_key=r.entity_key, request_id=r.request_id or "",
-                trace_id=r.trace_id or "", occurred_at=ts(r.occurred_at),
-            )  # fmt: skip
+                audit_id=str(r.id),
+                principal_id=r.actor_id or "",
+                principal_kind=kind,
+                action=r.action,
+                entity_type=r.entity_type,
+                entity_key=r.entity_key,
+                request_id=r.request_id or "",
+                trace_id=r.trace_id or "",
+                occurred_at=ts(r.occurred_at),
+            )
             for name, value in (("before", r.before), ("after", r.after)):
                 if isinstance(value, dict):
                     struct = Struct()

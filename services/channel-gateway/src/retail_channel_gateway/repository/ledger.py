@@ -334,14 +334,17 @@ class LedgerRepository:
             for r in rows
         ]
 
-    async def acknowledge(self, conn: Connection, channel_id: str, through: int) -> int:
-        """AckChanges: every change up to `through` applied; returns entities whose ack advanced."""
+    async def acknowledge(
+        self, conn: Connection, channel_id: str, through: int
+    ) -> list[tuple[str, str, int]]:
+        """AckChanges: every change up to `through` applied; returns (entity, kind, version) of the
+        entities whose acknowledged version advanced."""
         acked = await conn.fetchval(
             "select acked_seq from channel_sequences where channel_id = $1 for update", channel_id
         )
         if acked is None or through <= acked:
-            return 0
-        status = await conn.execute(
+            return []
+        rows = await conn.fetch(
             """
             update delivery_ledger l
             set acknowledged_version = c.v, delivered_version = greatest(l.delivered_version, c.v),
@@ -349,6 +352,7 @@ class LedgerRepository:
             from (select entity_key, max(version) as v from change_log
                   where channel_id = $1 and seq > $2 and seq <= $3 group by entity_key) c
             where l.channel_id = $1 and l.entity_key = c.entity_key and l.acknowledged_version < c.v
+            returning l.entity_key, l.kind, c.v
             """,
             channel_id,
             acked,
@@ -357,7 +361,7 @@ class LedgerRepository:
         await conn.execute(
             "update channel_sequences set acked_seq = $2 where channel_id = $1", channel_id, through
         )
-        return int(status.split()[-1])
+        return [(r["entity_key"], r["kind"], int(r["v"])) for r in rows]
 
     async def prune_change_log(self, conn: Connection, channel_id: str, older_than: datetime) -> int:
         through = await conn.fetchval(
