@@ -5,7 +5,7 @@ redemption with re-evaluation when a limit ran out in between."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -187,7 +187,12 @@ class Evaluator:
         return out
 
     async def redeem(
-        self, order_id: str, fingerprint: str, inp: CartInput, response: Callable[[Evaluation], bytes]
+        self,
+        order_id: str,
+        fingerprint: str,
+        inp: CartInput,
+        response: Callable[[Evaluation], bytes],
+        audit: Callable[[Connection, StoredRedemption], Awaitable[None]],
     ) -> Redeemed:
         """Evaluate and consume atomically; a limit that ran out meanwhile is excluded and the cart
         re-evaluated. A retry of the order returns the first redemption."""
@@ -198,7 +203,7 @@ class Evaluator:
             applied = _applied(prepared, ev)
             try:
                 async with transaction(self._pool) as conn:
-                    if not await self._redemptions.claim(conn, order_id, fingerprint):
+                    if not await self._redemptions.claim(conn, order_id, fingerprint, inp.channel_id):
                         stored = await self._redemptions.get(conn, order_id)
                         assert stored is not None
                         if stored.fingerprint != fingerprint:
@@ -210,6 +215,7 @@ class Evaluator:
                     await self._redemptions.store_response(conn, order_id, response(ev))
                     stored = await self._redemptions.get(conn, order_id)
                     assert stored is not None
+                    await audit(conn, stored)
                     return Redeemed(stored, ev, first_call=True)
             except LimitReachedError as limit:
                 if limit.kind == "code":

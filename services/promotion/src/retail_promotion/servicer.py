@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import Any, TypeVar
 
 import asyncpg
@@ -28,6 +29,7 @@ from retail_common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     PreconditionViolation,
     Unauthenticated,
@@ -46,6 +48,7 @@ from retail_promotion.evaluating import CartInput, Evaluator
 from retail_promotion.repository import CampaignRepository, RedemptionRepository
 from retail_promotion.repository.idempotency import claim_request, store_response
 from retail_promotion.repository.ledger import ensure_targets, targets
+from retail_promotion.repository.redemptions import StoredRedemption
 from retail_promotion.validation import Checks, campaign_violations, cart_violations
 
 __all__ = ["APPROVER_ROLE", "OPERATOR_ROLE", "PromotionServicer"]
@@ -53,6 +56,7 @@ __all__ = ["APPROVER_ROLE", "OPERATOR_ROLE", "PromotionServicer"]
 OPERATOR_ROLE = "promotion.operator"
 APPROVER_ROLE = "promotion.approver"
 CAMPAIGN = "retail.promotion.v1.Campaign"
+REDEMPTION = "retail.promotion.v1.Redemption"
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -166,11 +170,19 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
 
         return await self._tx(run)
 
-    async def _audit(self, conn: Connection, key: str, before: Message | None, after: Message | None) -> None:
+    async def _audit(
+        self,
+        conn: Connection,
+        key: str,
+        before: Message | None,
+        after: Message | None,
+        *,
+        entity_type: str = CAMPAIGN,
+    ) -> None:
         await append_audit(
             conn,
             action=self._method(),
-            entity_type=CAMPAIGN,
+            entity_type=entity_type,
             entity_key=key,
             before=views.as_dict(before),
             after=views.as_dict(after),
@@ -493,11 +505,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         )
         checks.raise_if_any()
         _acting_channel(request.scope.channel_id)
-        at = (
-            request.at_time.ToDatetime().replace(tzinfo=self._clock.now().tzinfo)
-            if request.HasField("at_time")
-            else self._clock.now()
-        )
+        at = request.at_time.ToDatetime(tzinfo=UTC) if request.HasField("at_time") else self._clock.now()
         return CartInput(
             channel_id=request.scope.channel_id,
             currency=request.currency_code,
@@ -529,11 +537,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         checks.violations = [v for v in checks.violations if v.field != "lines"]
         checks.raise_if_any()
         _acting_channel(request.scope.channel_id)
-        at = (
-            request.at_time.ToDatetime().replace(tzinfo=self._clock.now().tzinfo)
-            if request.HasField("at_time")
-            else self._clock.now()
-        )
+        at = request.at_time.ToDatetime(tzinfo=UTC) if request.HasField("at_time") else self._clock.now()
         inp = CartInput(
             channel_id=request.scope.channel_id,
             currency=request.currency_code,
@@ -576,7 +580,12 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             evaluation.at_time.FromDatetime(inp.at)
             return evaluation.SerializeToString()
 
-        redeemed = await self._evaluator.redeem(request.order_id, fingerprint, inp, response)
+        async def audit(conn: Connection, stored: StoredRedemption) -> None:
+            await self._audit(
+                conn, stored.order_id, None, views.redemption(stored, currency), entity_type=REDEMPTION
+            )
+
+        redeemed = await self._evaluator.redeem(request.order_id, fingerprint, inp, response, audit)
         return pb.RedeemPromotionsResponse(
             redemption=views.redemption(redeemed.stored, currency),
             evaluation=pb.EvaluateCartResponse.FromString(redeemed.stored.response),
@@ -589,12 +598,25 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         checks.id("order_id", request.order_id)
         checks.raise_if_any()
 
+        principal = _principal()
+
         async def work(conn: Connection) -> pb.CancelRedemptionResponse:
+            before = await self._redemptions.get(conn, request.order_id)
+            if before is None or (
+                principal.kind is PrincipalKind.CHANNEL and before.channel_id != principal.id
+            ):  # another channel's order is not even visible
+                raise NotFound("retail.promotion.v1.Redemption", request.order_id)
             stored = await self._redemptions.cancel(conn, request.order_id)
-            if stored is None:
-                raise InvalidArgument.field("order_id", "no redemption for this order")
-            evaluation = pb.EvaluateCartResponse.FromString(stored.response)
-            currency = evaluation.totals.total.currency_code
+            assert stored is not None
+            currency = pb.EvaluateCartResponse.FromString(stored.response).totals.total.currency_code
+            if before.state != stored.state:
+                await self._audit(
+                    conn,
+                    stored.order_id,
+                    views.redemption(before, currency),
+                    views.redemption(stored, currency),
+                    entity_type=REDEMPTION,
+                )
             return pb.CancelRedemptionResponse(redemption=views.redemption(stored, currency))
 
         return await self._tx(work)

@@ -47,6 +47,7 @@ class StoredRedemption:
     created_at: datetime
     cancelled_at: datetime | None
     items: tuple[AppliedItem, ...]
+    channel_id: str = ""
 
 
 class RedemptionRepository:
@@ -69,18 +70,20 @@ class RedemptionRepository:
                 AppliedItem(i["promotion_id"], i["campaign_id"], i["discount"], tuple(i["codes"]))
                 for i in items
             ),
+            row["channel_id"],
         )
 
-    async def claim(self, conn: Connection, order_id: str, fingerprint: str) -> bool:
+    async def claim(self, conn: Connection, order_id: str, fingerprint: str, channel_id: str = "") -> bool:
         """Insert the redemption row (locks the order id); False when the order already has one (a
         concurrent duplicate waits here until the first commits)."""
         return bool(
             await conn.fetchval(
-                "insert into redemptions (order_id, state, fingerprint, response)"
-                " values ($1, 'REDEEMED', $2, '')"
+                "insert into redemptions (order_id, state, fingerprint, response, channel_id)"
+                " values ($1, 'REDEEMED', $2, '', $3)"
                 " on conflict do nothing returning true",
                 order_id,
                 fingerprint,
+                channel_id,
             )
         )
 
