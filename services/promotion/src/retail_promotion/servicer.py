@@ -293,6 +293,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         validate: bool,
         build: Callable[[campaign_pb2.Campaign, list[pb.ValidationFinding]], M],
         after: Callable[[Connection, campaign_pb2.Campaign], Awaitable[None]] | None = None,
+        prepare: Callable[[campaign_pb2.Campaign], Awaitable[object]] | None = None,
     ) -> M:
         checks = Checks()
         checks.id("request_id", request.request_id)
@@ -315,6 +316,8 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         found = await self._facts.validate(seen, self._clock.now()) if validate else []
         if found:
             raise FailedPrecondition(views.finding_violations(found), "validation found problems")
+        if prepare is not None:  # calls to other services: after validation, outside the transaction
+            await prepare(seen)
 
         async def work(conn: Connection) -> M:
             current = await self._campaigns.get(conn, request.campaign_id, for_update=True)
@@ -377,11 +380,6 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
     async def LaunchCampaign(
         self, request: pb.LaunchCampaignRequest, context: Context
     ) -> pb.LaunchCampaignResponse:
-        async with self._pool.acquire() as conn:
-            campaign = await self._campaigns.get(conn, request.campaign_id) if request.campaign_id else None
-        if campaign is not None and campaign.state == campaign_pb2.CAMPAIGN_STATE_APPROVED:
-            await self._facts.register_guardrails(campaign)  # idempotent per target at inventory
-
         async def after(conn: Connection, launched: campaign_pb2.Campaign) -> None:
             await ensure_targets(conn, launched.campaign_id, list(launched.channel_ids))
 
@@ -392,6 +390,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             validate=True,
             build=lambda c, f: pb.LaunchCampaignResponse(campaign=c, findings=f),
             after=after,
+            prepare=self._facts.register_guardrails,  # idempotent per target at inventory
         )
 
     async def RollbackCampaign(
