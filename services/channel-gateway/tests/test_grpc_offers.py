@@ -14,9 +14,10 @@ from retail.channel.v1 import channel_gateway_service_pb2 as gw
 from retail.channel.v1 import offers_pb2
 from retail.inventory.v1 import inventory_service_pb2 as inv
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
-from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc, resolution_pb2
+from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_pb2_grpc, resolution_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail_channel_gateway.domain.money import from_money
+from retail_channel_gateway.testing import FakeMarketplace
 from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
 from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
 from retail_common.auth.keys import generate_key
@@ -51,12 +52,13 @@ async def _register(dsn: str, entries) -> None:
 
 
 async def seed_campaign(dsn: str) -> None:
-    """One ACTIVE campaign for web: 10% off A (straight into promotion's tables, as its bench does)."""
+    """One ACTIVE campaign for web and mkt: 10% off A (written straight into promotion's tables)."""
     await migrate(dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS, PROMOTION_MIGRATIONS])
     pool = await create_pool(dsn, min_size=1, max_size=1)
     now = datetime.now(UTC)
-    campaign = campaign_pb("C1", promotions=[percent_promotion_pb("p-a", "10", ["A"])], channels=("web",),
-                           start=now - timedelta(days=1), end=now + timedelta(days=30))  # fmt: skip
+    promotions = [percent_promotion_pb("p-a", "10", ["A"])]
+    window = {"start": now - timedelta(days=1), "end": now + timedelta(days=30)}
+    campaign = campaign_pb("C1", promotions=promotions, channels=("web", "mkt"), **window)
     try:
         async with transaction(pool) as conn:
             repo = CampaignRepository(OutboxWriter())
@@ -200,6 +202,50 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
         assert [list(line.promotion_ids) for line in quote.lines] == [["p-a"], []]
         assert from_money(quote.discount_total) == from_money(quote.lines[0].discount) > 0
         assert from_money(quote.total) == subtotal - from_money(quote.discount_total)
+
+        # a price change pushed to a webhook channel carries amounts composed at delivery
+        market = FakeMarketplace(b"")
+        url = await market.start()
+        try:
+            mkt = webhook_channel("mkt", url)
+            mkt.currency_code = "EUR"
+            _, secret = await register(operator, mkt, SKUS)
+            market.secret = secret.encode()
+            markdown = price_list("md", price_lists_pb2.PRICE_LIST_KIND_MARKDOWN)
+            await ops.CreatePriceList(pricing_pb.CreatePriceListRequest(request_id="md", price_list=markdown))
+            now = datetime.now(UTC)
+            md_items = [add("md", "A", "15.00", now - timedelta(seconds=1))]
+            md = await ops.CreateChangeSet(
+                pricing_pb.CreateChangeSetRequest(
+                    request_id="c2", change_set=change_sets_pb2.ChangeSet(items=md_items)
+                )
+            )
+            draft = md.change_set
+            submitted = await ops.SubmitChangeSet(
+                pricing_pb.SubmitChangeSetRequest(
+                    request_id="s2", change_set_id=draft.change_set_id, etag=draft.etag
+                )
+            )
+            ready = submitted.change_set
+            await approver.ApproveChangeSet(
+                pricing_pb.ApproveChangeSetRequest(
+                    request_id="a2", change_set_id=ready.change_set_id, etag=ready.etag
+                )
+            )
+            await market.wait_until(lambda: any(r.entity_key == "price/A" for r in market.received))
+            pushed = [r.change["price"] for r in market.received if r.entity_key == "price/A"][-1]
+            query = resolution_pb2.PriceQuery(sku="A", currency_code="EUR", channel_id="mkt")
+            resolved = (await ops.ResolvePrice(pricing_pb.ResolvePriceRequest(query=query))).price
+            assert from_money(resolved.price.gross) == Decimal("15.00")
+            assert pushed["list_price"] == {"currency_code": "EUR", "units": "15"}
+            assert pushed["sale_price"] == {
+                "currency_code": "EUR",
+                "units": "13",
+                "nanos": 500000000,
+            }  # 10% off
+            assert market.violations == []
+        finally:
+            await market.close()
     finally:
         for channel in channels:
             await channel.close(None)

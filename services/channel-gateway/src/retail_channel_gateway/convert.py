@@ -107,6 +107,8 @@ def validate_channel(channel: channel_pb2.Channel, *, allow_http: bool, prefix: 
     for i, location in enumerate(channel.location_ids):
         if not 1 <= len(location) <= 128:
             bad.append(FieldViolation(f"{prefix}.location_ids[{i}]", "must be 1..128 characters"))
+    if channel.currency_code and not re.match(r"^[A-Z]{3}$", channel.currency_code):
+        bad.append(FieldViolation(f"{prefix}.currency_code", "an ISO 4217 code such as EUR, or empty"))
     if not channel.HasField("delivery"):
         bad.append(FieldViolation(f"{prefix}.delivery", "required"))
     else:
@@ -115,7 +117,7 @@ def validate_channel(channel: channel_pb2.Channel, *, allow_http: bool, prefix: 
         raise InvalidArgument(bad)
 
 
-def settings_from_proto(p: channel_pb2.DeliveryPolicy) -> DeliverySettings:
+def settings_from_proto(p: channel_pb2.DeliveryPolicy, currency: str = "") -> DeliverySettings:
     """Defaults per the contract; call validate_channel first."""
     mode = {
         "webhook": DeliveryMode.WEBHOOK,
@@ -150,6 +152,7 @@ def settings_from_proto(p: channel_pb2.DeliveryPolicy) -> DeliverySettings:
         include_stock_detail=p.payload_profile.include_stock_detail,
         stock_lane=Lane.FAST if p.stock_lane == channel_pb2.LANE_FAST else Lane.BULK,
         retention=timedelta(seconds=retention or 7 * 86400),
+        currency=currency,
     )
 
 
@@ -207,6 +210,7 @@ def channel_proto(r: ChannelRecord) -> channel_pb2.Channel:
         etag=str(r.version),
         create_time=ts(r.created_at),
         update_time=ts(r.updated_at),
+        currency_code=r.settings.currency,
     )
 
 

@@ -19,6 +19,7 @@ from retail.channel.v1 import (
 from retail_channel_gateway.access import ADMIN_ROLE
 from retail_channel_gateway.consumers import domain_consumers
 from retail_channel_gateway.delivery import DeliveryEngine, NatsTransport, WebhookTransport
+from retail_channel_gateway.delivery.composer import PriceComposer
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.events import EventWriter
@@ -138,6 +139,11 @@ async def deliver(ctx: ServiceContext[GatewaySettings]) -> None:
         clock=ctx.clock,
         lease_ttl=ctx.settings.delivery_lease_seconds,
         poll=ctx.settings.delivery_poll_seconds,
+        composer=PriceComposer(
+            ctx.channel(ctx.settings.pricing_target, default_timeout=ctx.settings.facade_timeout_seconds),
+            _promotions(ctx),
+            ctx.settings.facade_timeout_seconds,
+        ),
     )
     try:
         await engine.run()

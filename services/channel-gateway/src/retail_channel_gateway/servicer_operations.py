@@ -172,7 +172,7 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         validate_channel(request.channel, allow_http=self._allow_http)
         _request_id(request.request_id)
         channel = request.channel
-        settings = settings_from_proto(channel.delivery)
+        settings = settings_from_proto(channel.delivery, channel.currency_code)
         webhook = channel.delivery.WhichOneof("mode") == "webhook"
 
         async def work(conn: Connection) -> pb.CreateChannelResponse:
@@ -219,7 +219,7 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
 
         async def work(conn: Connection) -> pb.UpdateChannelResponse:
             before = await self._existing(conn, channel.channel_id)
-            settings = settings_from_proto(channel.delivery)
+            settings = settings_from_proto(channel.delivery, channel.currency_code)
             record = await self._channels.update(
                 conn,
                 channel_id=channel.channel_id,

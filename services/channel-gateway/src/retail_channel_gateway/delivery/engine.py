@@ -17,6 +17,7 @@ import uuid
 
 import asyncpg
 
+from retail_channel_gateway.delivery.composer import PriceComposer
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.delivery.transports import Transport
 from retail_channel_gateway.delivery.worker import ChannelWorker
@@ -50,6 +51,7 @@ class DeliveryEngine:
         lease_ttl: float = 30.0,
         poll: float = 0.05,
         owner: str | None = None,
+        composer: PriceComposer | None = None,
     ) -> None:
         self._pool = pool
         self._transports = transports
@@ -59,6 +61,7 @@ class DeliveryEngine:
         self._lease_ttl = lease_ttl
         self._poll = poll
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._composer = composer
         self._leases: dict[str, Lease] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
@@ -116,6 +119,7 @@ class DeliveryEngine:
             clock=self._clock,
             owner=self.owner,
             poll=self._poll,
+            composer=self._composer,
         )
 
     async def _stop(self, channel_id: str) -> None:

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import asyncpg
+import grpc
 
 from retail.channel.v1 import changes_pb2, events_pb2
+from retail_channel_gateway.delivery.composer import PriceComposer
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.delivery.transports import DeliveryOutcome, Transport
 from retail_channel_gateway.domain.backoff import backoff_delay
@@ -28,6 +30,7 @@ from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.repository import ChannelRepository, LedgerRepository, PendingRow
 from retail_common.clock import Clock
 from retail_common.db import transaction
+from retail_common.errors import DomainError
 from retail_common.messaging._lease import Lease
 
 __all__ = ["ChannelWorker"]
@@ -51,6 +54,7 @@ class ChannelWorker:
         gauge_interval: float = 2.0,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        composer: PriceComposer | None = None,
     ) -> None:
         self._pool = pool
         self.channel_id = channel_id
@@ -64,6 +68,7 @@ class ChannelWorker:
         self._gauge_interval = gauge_interval
         self._monotonic = monotonic
         self._rng = rng or random.Random()
+        self._composer = composer
         self._channels = ChannelRepository()
         self._ledger = LedgerRepository()
         self._settings: DeliverySettings | None = None
@@ -104,10 +109,14 @@ class ChannelWorker:
         wait = bucket.wait_time()
         if wait > 0:
             return wait
+        if breaker.state is BreakerState.OPEN:
+            return min(max(breaker.retry_in(), 0.01), 1.0)
+        changes = [self._change(row) for row in rows]
+        if not await self._compose(settings, changes):
+            return 1.0  # pricing/promotion unavailable: retry later, not the channel's failure
         if not breaker.allow():
             return min(max(breaker.retry_in(), 0.01), 1.0)
         bucket.try_take()
-        changes = [self._change(row) for row in rows]
         outcome = await transport.deliver(self.channel_id, settings, changes)
         return await self._record(settings, breaker, rows, outcome)
 
@@ -171,6 +180,17 @@ class ChannelWorker:
         )
         await self._sync_breaker(breaker.state)
         return 0.0
+
+    async def _compose(self, settings: DeliverySettings, changes: list[changes_pb2.ChannelChange]) -> bool:
+        """Amounts for price changes (channels with a currency); False if a dependency failed."""
+        if self._composer is None or not settings.currency:
+            return True
+        try:
+            await self._composer.compose(self.channel_id, settings.currency, changes)
+        except (DomainError, grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
+            _log.warning("channel %s: cannot compose prices now: %s", self.channel_id, exc)
+            return False
+        return True
 
     def _backoff(self, settings: DeliverySettings, attempt: int) -> float:
         return backoff_delay(attempt, settings.initial_backoff, settings.max_backoff, self._rng.uniform)

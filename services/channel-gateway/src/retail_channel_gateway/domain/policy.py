@@ -37,6 +37,7 @@ class DeliverySettings:
     include_stock_detail: bool = False
     stock_lane: Lane = Lane.BULK
     retention: timedelta = timedelta(days=7)
+    currency: str = ""  # pushed price changes carry composed amounts in it; empty = no amounts
 
     @property
     def profile(self) -> Profile:
@@ -62,6 +63,7 @@ def settings_to_json(settings: DeliverySettings) -> dict[str, object]:
         "include_stock_detail": settings.include_stock_detail,
         "stock_lane": settings.stock_lane.name,
         "retention_s": settings.retention.total_seconds(),
+        "currency": settings.currency,
     }
 
 
@@ -84,4 +86,5 @@ def settings_from_json(data: dict[str, Any]) -> DeliverySettings:
         include_stock_detail=bool(data.get("include_stock_detail", False)),
         stock_lane=Lane[str(data.get("stock_lane", "BULK"))],
         retention=timedelta(seconds=float(data.get("retention_s", 7 * 86400))),
+        currency=str(data.get("currency", "")),
     )

@@ -26,37 +26,37 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretail/channel/v1/channel.proto\x12\x11retail.channel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.retail.channel.v1.ChannelKind\x12\x14\n\x0clocation_ids\x18\x04 \x03(\t\x12\x33\n\x08\x64\x65livery\x18\x05 \x01(\x0b\x32!.retail.channel.v1.DeliveryPolicy\x12\x17\n\x0f\x61ssortment_size\x18\x06 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x04\n\x0e\x44\x65liveryPolicy\x12\x33\n\x07webhook\x18\x01 \x01(\x0b\x32 .retail.channel.v1.WebhookTargetH\x00\x12<\n\x0cnats_subject\x18\x02 \x01(\x0b\x32$.retail.channel.v1.NatsSubjectTargetH\x00\x12>\n\rchange_stream\x18\x03 \x01(\x0b\x32%.retail.channel.v1.ChangeStreamTargetH\x00\x12,\n\tlead_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nrate_limit\x18\x05 \x01(\x0b\x32\x1c.retail.channel.v1.RateLimit\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x05retry\x18\x08 \x01(\x0b\x32\x1e.retail.channel.v1.RetryPolicy\x12@\n\x0f\x63ircuit_breaker\x18\t \x01(\x0b\x32\'.retail.channel.v1.CircuitBreakerPolicy\x12:\n\x0fpayload_profile\x18\n \x01(\x0b\x32!.retail.channel.v1.PayloadProfile\x12+\n\nstock_lane\x18\x0b \x01(\x0e\x32\x17.retail.channel.v1.LaneB\x06\n\x04mode\"4\n\rWebhookTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x16\n\x0esigning_key_id\x18\x02 \x01(\t\"+\n\x11NatsSubjectTarget\x12\x16\n\x0esubject_prefix\x18\x01 \x01(\t\"B\n\x12\x43hangeStreamTarget\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\tRateLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\x87\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"c\n\x14\x43ircuitBreakerPolicy\x12\x19\n\x11\x66\x61ilure_threshold\x18\x01 \x01(\x05\x12\x30\n\ropen_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x95\x01\n\x0ePayloadProfile\x12\x30\n\x06\x66ormat\x18\x01 \x01(\x0e\x32 .retail.channel.v1.PayloadFormat\x12\x33\n\x0c\x63hange_kinds\x18\x02 \x03(\x0e\x32\x1d.retail.channel.v1.ChangeKind\x12\x1c\n\x14include_stock_detail\x18\x03 \x01(\x08*\xa0\x01\n\x0b\x43hannelKind\x12\x1c\n\x18\x43HANNEL_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HANNEL_KIND_ECOMMERCE\x10\x01\x12\x17\n\x13\x43HANNEL_KIND_MOBILE\x10\x02\x12 \n\x1c\x43HANNEL_KIND_POS_STORE_GROUP\x10\x03\x12\x1c\n\x18\x43HANNEL_KIND_MARKETPLACE\x10\x04*e\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYLOAD_FORMAT_JSON\x10\x01\x12\x1b\n\x17PAYLOAD_FORMAT_PROTOBUF\x10\x02*:\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\r\n\tLANE_FAST\x10\x01\x12\r\n\tLANE_BULK\x10\x02*\xe3\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_PRICE\x10\x01\x12\x1c\n\x18\x43HANGE_KIND_AVAILABILITY\x10\x02\x12\x19\n\x15\x43HANGE_KIND_PROMOTION\x10\x03\x12\x18\n\x14\x43HANGE_KIND_CAMPAIGN\x10\x04\x12\x17\n\x13\x43HANGE_KIND_PRODUCT\x10\x05\x12\x18\n\x14\x43HANGE_KIND_LOCATION\x10\x06\x12\x1b\n\x17\x43HANGE_KIND_RESERVATION\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretail/channel/v1/channel.proto\x12\x11retail.channel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.retail.channel.v1.ChannelKind\x12\x14\n\x0clocation_ids\x18\x04 \x03(\t\x12\x33\n\x08\x64\x65livery\x18\x05 \x01(\x0b\x32!.retail.channel.v1.DeliveryPolicy\x12\x17\n\x0f\x61ssortment_size\x18\x06 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcurrency_code\x18\x0b \x01(\t\"\xc5\x04\n\x0e\x44\x65liveryPolicy\x12\x33\n\x07webhook\x18\x01 \x01(\x0b\x32 .retail.channel.v1.WebhookTargetH\x00\x12<\n\x0cnats_subject\x18\x02 \x01(\x0b\x32$.retail.channel.v1.NatsSubjectTargetH\x00\x12>\n\rchange_stream\x18\x03 \x01(\x0b\x32%.retail.channel.v1.ChangeStreamTargetH\x00\x12,\n\tlead_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nrate_limit\x18\x05 \x01(\x0b\x32\x1c.retail.channel.v1.RateLimit\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x05retry\x18\x08 \x01(\x0b\x32\x1e.retail.channel.v1.RetryPolicy\x12@\n\x0f\x63ircuit_breaker\x18\t \x01(\x0b\x32\'.retail.channel.v1.CircuitBreakerPolicy\x12:\n\x0fpayload_profile\x18\n \x01(\x0b\x32!.retail.channel.v1.PayloadProfile\x12+\n\nstock_lane\x18\x0b \x01(\x0e\x32\x17.retail.channel.v1.LaneB\x06\n\x04mode\"4\n\rWebhookTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x16\n\x0esigning_key_id\x18\x02 \x01(\t\"+\n\x11NatsSubjectTarget\x12\x16\n\x0esubject_prefix\x18\x01 \x01(\t\"B\n\x12\x43hangeStreamTarget\x12,\n\tretention\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\tRateLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\x87\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"c\n\x14\x43ircuitBreakerPolicy\x12\x19\n\x11\x66\x61ilure_threshold\x18\x01 \x01(\x05\x12\x30\n\ropen_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x95\x01\n\x0ePayloadProfile\x12\x30\n\x06\x66ormat\x18\x01 \x01(\x0e\x32 .retail.channel.v1.PayloadFormat\x12\x33\n\x0c\x63hange_kinds\x18\x02 \x03(\x0e\x32\x1d.retail.channel.v1.ChangeKind\x12\x1c\n\x14include_stock_detail\x18\x03 \x01(\x08*\xa0\x01\n\x0b\x43hannelKind\x12\x1c\n\x18\x43HANNEL_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HANNEL_KIND_ECOMMERCE\x10\x01\x12\x17\n\x13\x43HANNEL_KIND_MOBILE\x10\x02\x12 \n\x1c\x43HANNEL_KIND_POS_STORE_GROUP\x10\x03\x12\x1c\n\x18\x43HANNEL_KIND_MARKETPLACE\x10\x04*e\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYLOAD_FORMAT_JSON\x10\x01\x12\x1b\n\x17PAYLOAD_FORMAT_PROTOBUF\x10\x02*:\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\r\n\tLANE_FAST\x10\x01\x12\r\n\tLANE_BULK\x10\x02*\xe3\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_PRICE\x10\x01\x12\x1c\n\x18\x43HANGE_KIND_AVAILABILITY\x10\x02\x12\x19\n\x15\x43HANGE_KIND_PROMOTION\x10\x03\x12\x18\n\x14\x43HANGE_KIND_CAMPAIGN\x10\x04\x12\x17\n\x13\x43HANGE_KIND_PRODUCT\x10\x05\x12\x18\n\x14\x43HANGE_KIND_LOCATION\x10\x06\x12\x1b\n\x17\x43HANGE_KIND_RESERVATION\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.channel.v1.channel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNELKIND']._serialized_start=1647
-  _globals['_CHANNELKIND']._serialized_end=1807
-  _globals['_PAYLOADFORMAT']._serialized_start=1809
-  _globals['_PAYLOADFORMAT']._serialized_end=1910
-  _globals['_LANE']._serialized_start=1912
-  _globals['_LANE']._serialized_end=1970
-  _globals['_CHANGEKIND']._serialized_start=1973
-  _globals['_CHANGEKIND']._serialized_end=2200
+  _globals['_CHANNELKIND']._serialized_start=1670
+  _globals['_CHANNELKIND']._serialized_end=1830
+  _globals['_PAYLOADFORMAT']._serialized_start=1832
+  _globals['_PAYLOADFORMAT']._serialized_end=1933
+  _globals['_LANE']._serialized_start=1935
+  _globals['_LANE']._serialized_end=1993
+  _globals['_CHANGEKIND']._serialized_start=1996
+  _globals['_CHANGEKIND']._serialized_end=2223
   _globals['_CHANNEL']._serialized_start=120
-  _globals['_CHANNEL']._serialized_end=445
-  _globals['_DELIVERYPOLICY']._serialized_start=448
-  _globals['_DELIVERYPOLICY']._serialized_end=1029
-  _globals['_WEBHOOKTARGET']._serialized_start=1031
-  _globals['_WEBHOOKTARGET']._serialized_end=1083
-  _globals['_NATSSUBJECTTARGET']._serialized_start=1085
-  _globals['_NATSSUBJECTTARGET']._serialized_end=1128
-  _globals['_CHANGESTREAMTARGET']._serialized_start=1130
-  _globals['_CHANGESTREAMTARGET']._serialized_end=1196
-  _globals['_RATELIMIT']._serialized_start=1198
-  _globals['_RATELIMIT']._serialized_end=1253
-  _globals['_RETRYPOLICY']._serialized_start=1256
-  _globals['_RETRYPOLICY']._serialized_end=1391
-  _globals['_CIRCUITBREAKERPOLICY']._serialized_start=1393
-  _globals['_CIRCUITBREAKERPOLICY']._serialized_end=1492
-  _globals['_PAYLOADPROFILE']._serialized_start=1495
-  _globals['_PAYLOADPROFILE']._serialized_end=1644
+  _globals['_CHANNEL']._serialized_end=468
+  _globals['_DELIVERYPOLICY']._serialized_start=471
+  _globals['_DELIVERYPOLICY']._serialized_end=1052
+  _globals['_WEBHOOKTARGET']._serialized_start=1054
+  _globals['_WEBHOOKTARGET']._serialized_end=1106
+  _globals['_NATSSUBJECTTARGET']._serialized_start=1108
+  _globals['_NATSSUBJECTTARGET']._serialized_end=1151
+  _globals['_CHANGESTREAMTARGET']._serialized_start=1153
+  _globals['_CHANGESTREAMTARGET']._serialized_end=1219
+  _globals['_RATELIMIT']._serialized_start=1221
+  _globals['_RATELIMIT']._serialized_end=1276
+  _globals['_RETRYPOLICY']._serialized_start=1279
+  _globals['_RETRYPOLICY']._serialized_end=1414
+  _globals['_CIRCUITBREAKERPOLICY']._serialized_start=1416
+  _globals['_CIRCUITBREAKERPOLICY']._serialized_end=1515
+  _globals['_PAYLOADPROFILE']._serialized_start=1518
+  _globals['_PAYLOADPROFILE']._serialized_end=1667
 # @@protoc_insertion_point(module_scope)

@@ -137,6 +137,7 @@ class Channel(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Immutable id, chosen by the operator."""
     display_name: _builtins.str
@@ -147,6 +148,10 @@ class Channel(_message.Message):
     """False suspends delivery and the façade for this channel (its backlog is kept)."""
     etag: _builtins.str
     """Optimistic concurrency token; UpdateChannel carries the value it read."""
+    currency_code: _builtins.str
+    """ISO 4217 currency of the amounts in pushed price changes (list, sale and reference price composed
+    from pricing and active promotions at delivery). Empty: price changes are pushed without amounts.
+    """
     @_builtins.property
     def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Locations (inventory location ids) this channel sells from. Availability and price changes at
@@ -174,10 +179,11 @@ class Channel(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        currency_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery", b"delivery", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "assortment_size", b"assortment_size", "channel_id", b"channel_id", "create_time", b"create_time", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "kind", b"kind", "location_ids", b"location_ids", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "assortment_size", b"assortment_size", "channel_id", b"channel_id", "create_time", b"create_time", "currency_code", b"currency_code", "delivery", b"delivery", "display_name", b"display_name", "etag", b"etag", "kind", b"kind", "location_ids", b"location_ids", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
