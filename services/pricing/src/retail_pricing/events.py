@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import Message
 
 from retail.common.v1 import refs_pb2
 from retail.pricing.v1 import events_pb2, price_lists_pb2, products_pb2
 from retail_common.db import Connection
-from retail_common.messaging import OutboxWriter, event_subject
+from retail_common.messaging import OutboxEvent, OutboxWriter, event_subject
 from retail_pricing.convert import timestamp_to_proto
 from retail_pricing.domain.preview import Probe
 
@@ -20,9 +22,12 @@ __all__ = [
     "PRICE_LIST_UPSERTED",
     "PRODUCT_UPSERTED",
     "TAX_RATE_CHANGED",
+    "PriceChange",
     "price_changed",
+    "price_changed_many",
     "price_list_upserted",
     "product_upserted",
+    "product_upserted_many",
     "scope_to_proto",
     "subject",
     "tax_rate_changed",
@@ -57,6 +62,25 @@ async def _append(
         payload=payload,
     )
     return version
+
+
+async def product_upserted_many(
+    writer: OutboxWriter, conn: Connection, products: Sequence[products_pb2.Product]
+) -> None:
+    """ProductUpserted for each product, two statements in all."""
+    await writer.append_many(
+        conn,
+        [
+            OutboxEvent(
+                subject=subject(PRODUCT_UPSERTED, p.sku),
+                event_type=f"retail.pricing.v1.{PRODUCT_UPSERTED}",
+                aggregate_type="product",
+                aggregate_key=p.sku,
+                payload=events_pb2.ProductUpserted(product=p),
+            )
+            for p in products
+        ],
+    )
 
 
 async def product_upserted(writer: OutboxWriter, conn: Connection, product: products_pb2.Product) -> None:
@@ -103,6 +127,49 @@ def scope_to_proto(probe: Probe) -> refs_pb2.Scope:
     )
 
 
+@dataclass(frozen=True)
+class PriceChange:
+    """One PriceChanged to announce (its version is assigned by the outbox: the SKU's next one)."""
+
+    sku: str
+    scopes: frozenset[Probe]
+    effective_time: datetime
+    cause: events_pb2.PriceChangeCause.ValueType
+    change_set_id: str = ""
+
+
+def _price_changed_event(change: PriceChange) -> OutboxEvent:
+    ordered = sorted(
+        change.scopes, key=lambda p: (p.channel_id, p.region_id, p.location_id, p.customer_segment)
+    )
+
+    def payload(version: int) -> Message:
+        return events_pb2.PriceChanged(
+            sku=change.sku,
+            version=version,
+            affected_scopes=[scope_to_proto(p) for p in ordered],
+            effective_time=timestamp_to_proto(change.effective_time),
+            cause=change.cause,
+            change_set_id=change.change_set_id,
+        )
+
+    return OutboxEvent(
+        subject=subject(PRICE_CHANGED, change.sku),
+        event_type=f"retail.pricing.v1.{PRICE_CHANGED}",
+        aggregate_type="sku_price",
+        aggregate_key=change.sku,
+        payload=payload,
+    )
+
+
+async def price_changed_many(
+    writer: OutboxWriter, conn: Connection, changes: Sequence[PriceChange], chunk: int = 5000
+) -> None:
+    """Many PriceChanged events, two statements per chunk (per-SKU versions 1, 2, ... without gaps)."""
+    for first in range(0, len(changes), chunk):
+        await writer.append_many(conn, [_price_changed_event(c) for c in changes[first : first + chunk]])
+
+
 async def price_changed(
     writer: OutboxWriter,
     conn: Connection,
@@ -113,27 +180,17 @@ async def price_changed(
     cause: events_pb2.PriceChangeCause.ValueType,
     change_set_id: str,
 ) -> int:
-    """One PriceChanged for a SKU; its version is the SKU's next price version (1, 2, ... no gaps)."""
-    ordered = sorted(
-        set(scopes), key=lambda p: (p.channel_id, p.region_id, p.location_id, p.customer_segment)
-    )
-
-    def payload(version: int) -> Message:
-        return events_pb2.PriceChanged(
-            sku=sku,
-            version=version,
-            affected_scopes=[scope_to_proto(p) for p in ordered],
-            effective_time=timestamp_to_proto(effective_time),
-            cause=cause,
-            change_set_id=change_set_id,
-        )
-
-    _, version = await writer.append(
-        conn,
-        subject=subject(PRICE_CHANGED, sku),
-        event_type=f"retail.pricing.v1.{PRICE_CHANGED}",
-        aggregate_type="sku_price",
-        aggregate_key=sku,
-        payload=payload,
-    )
+    """One PriceChanged for a SKU; returns its version."""
+    change = PriceChange(sku, frozenset(scopes), effective_time, cause, change_set_id)
+    _, version = await writer.append(conn, **_event_kwargs(_price_changed_event(change)))
     return version
+
+
+def _event_kwargs(event: OutboxEvent) -> dict[str, Any]:
+    return {
+        "subject": event.subject,
+        "event_type": event.event_type,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_key": event.aggregate_key,
+        "payload": event.payload,
+    }

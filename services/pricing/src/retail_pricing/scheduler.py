@@ -76,6 +76,7 @@ class ActivationScheduler:
         skus = sorted({d.sku for d in due})
         entries = await entries_for_skus(conn, skus)
         products = await get_products(conn, skus)
+        announcements: list[events.PriceChange] = []
         by_sku: dict[str, list[activations.Due]] = {}
         for d in due:
             by_sku.setdefault(d.sku, []).append(d)
@@ -124,16 +125,13 @@ class ActivationScheduler:
                     if (before and before.amounts) != (after and after.amounts):
                         changed.setdefault(d.due_at, set()).add(probe)
             for instant in sorted(changed):
-                await events.price_changed(
-                    self._writer,
-                    conn,
-                    sku=sku,
-                    scopes=changed[instant],
-                    effective_time=instant,
-                    cause=events_pb2.PRICE_CHANGE_CAUSE_ACTIVATION,
-                    change_set_id="",
+                announcements.append(
+                    events.PriceChange(
+                        sku, frozenset(changed[instant]), instant, events_pb2.PRICE_CHANGE_CAUSE_ACTIVATION
+                    )
                 )
-                self.announced += 1
+        await events.price_changed_many(self._writer, conn, announcements)
+        self.announced += len(announcements)
 
     async def _sleep(self) -> None:
         async with self._pool.acquire() as conn:

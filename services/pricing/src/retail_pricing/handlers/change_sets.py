@@ -385,17 +385,20 @@ async def apply_plan(
         )
         await activations.schedule_new_entries(conn, chunk, zones, now)
         created.extend(chunk)
-    for sku in sorted(per_sku):
-        probes, effective = per_sku[sku]
-        await events.price_changed(
-            deps.writer,
-            conn,
-            sku=sku,
-            scopes=probes,
-            effective_time=effective,
-            cause=events_pb2.PRICE_CHANGE_CAUSE_APPROVAL,
-            change_set_id=str(change_set_id),
-        )
+    await events.price_changed_many(
+        deps.writer,
+        conn,
+        [
+            events.PriceChange(
+                sku,
+                frozenset(per_sku[sku][0]),
+                per_sku[sku][1],
+                events_pb2.PRICE_CHANGE_CAUSE_APPROVAL,
+                str(change_set_id),
+            )
+            for sku in sorted(per_sku)
+        ],
+    )
     return created
 
 

@@ -88,17 +88,16 @@ async def update_price_list(deps: Deps, request: pb.UpdatePriceListRequest) -> p
         await events.price_list_upserted(deps.writer, conn, out)
         if _affects_prices(before.price_list, price_list):
             # Every SKU of the list may resolve differently now, in the old and in the new scope.
-            scopes = set(probes_for(before.price_list)) | set(probes_for(price_list))
-            for sku in await entries_repo.skus_of_list(conn, price_list.price_list_id):
-                await events.price_changed(
-                    deps.writer,
-                    conn,
-                    sku=sku,
-                    scopes=scopes,
-                    effective_time=now,
-                    cause=events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION,
-                    change_set_id="",
-                )
+            scopes = frozenset(probes_for(before.price_list)) | frozenset(probes_for(price_list))
+            skus = await entries_repo.skus_of_list(conn, price_list.price_list_id)
+            await events.price_changed_many(
+                deps.writer,
+                conn,
+                [
+                    events.PriceChange(sku, scopes, now, events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
+                    for sku in skus
+                ],
+            )
         return pb.UpdatePriceListResponse(price_list=out)
 
     response = await run_idempotent(
@@ -182,16 +181,16 @@ async def set_tax_rate(deps: Deps, request: pb.SetTaxRateRequest) -> pb.SetTaxRa
             )
         )
         if before != rate:  # net/gross of every priced SKU of the class change in that region
-            for sku in await entries_repo.priced_skus_of_tax_class(conn, rate_in.tax_class):
-                await events.price_changed(
-                    deps.writer,
-                    conn,
-                    sku=sku,
-                    scopes=[Probe(region_id=rate_in.region_id)],
-                    effective_time=now,
-                    cause=events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION,
-                    change_set_id="",
-                )
+            region = frozenset({Probe(region_id=rate_in.region_id)})
+            skus = await entries_repo.priced_skus_of_tax_class(conn, rate_in.tax_class)
+            await events.price_changed_many(
+                deps.writer,
+                conn,
+                [
+                    events.PriceChange(sku, region, now, events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
+                    for sku in skus
+                ],
+            )
         key = f"{rate_in.region_id}/{rate_in.tax_class}"
         await audit(conn, "SetTaxRate", "retail.pricing.v1.TaxRate", key, previous, out)
         await events.tax_rate_changed(deps.writer, conn, out)

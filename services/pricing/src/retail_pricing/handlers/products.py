@@ -51,6 +51,7 @@ async def batch_upsert_products(
 
     async def body(conn: Connection) -> pb.BatchUpsertProductsResponse:
         changed = await repo.upsert_products(conn, products, deps.clock.now())
+        announced = []
         for stored, before in changed:
             after_proto = product_to_proto(stored)
             await audit(
@@ -61,7 +62,8 @@ async def batch_upsert_products(
                 None if before is None else product_to_proto(before),
                 after_proto,
             )
-            await events.product_upserted(deps.writer, conn, after_proto)
+            announced.append(after_proto)
+        await events.product_upserted_many(deps.writer, conn, announced)
         current = await repo.get_products(conn, [p.sku for p in products])
         return pb.BatchUpsertProductsResponse(products=[product_to_proto(current[p.sku]) for p in products])
 
@@ -106,15 +108,17 @@ async def import_products(
                     batch.append(item)
                     received += 1
                 raise_if(problems)
+                announced = []
                 for stored, before in await repo.upsert_products(conn, batch, deps.clock.now()):
                     after = product_to_proto(stored)
                     before_proto = None if before is None else product_to_proto(before)
                     await audit(
                         conn, "ImportProducts", "retail.pricing.v1.Product", stored.sku, before_proto, after
                     )
-                    await events.product_upserted(deps.writer, conn, after)
+                    announced.append(after)
                     touched.append(stored.sku)
                     changed += 1
+                await events.product_upserted_many(deps.writer, conn, announced)
             replay = await claim(conn, first.request_id, "ImportProducts", digest.hexdigest())
             if replay is not None:
                 raise _ReplayError(pb.ImportProductsResponse.FromString(replay))
