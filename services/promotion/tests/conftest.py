@@ -15,7 +15,7 @@ from retail_promotion.repository import MIGRATIONS, CampaignRepository, Redempti
 @pytest_asyncio.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await migrate(database_url, [AUDIT_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS])
-    p = await create_pool(database_url, min_size=1, max_size=20)
+    p = await create_pool(database_url, min_size=1, max_size=8)  # the test Postgres is shared
     try:
         yield p
     finally:

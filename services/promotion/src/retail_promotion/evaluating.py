@@ -27,9 +27,11 @@ from retail_promotion.price_cache import CachingPricing
 from retail_promotion.repository import CampaignRepository, RedemptionRepository
 from retail_promotion.repository.catalog import (
     LiveCatalog,
+    Versions,
     catalog_version,
     exhausted,
     load_live_catalog,
+    load_suspensions,
     lookups,
 )
 from retail_promotion.repository.redemptions import AppliedItem, LimitReachedError, StoredRedemption
@@ -90,18 +92,29 @@ class Evaluator:
         assert self._catalog is not None
         return self._catalog
 
-    async def _live(self, conn: Connection, version: int | None = None) -> LiveCatalog:
-        """The promotion index of this replica, rebuilt when the catalog version moved."""
+    async def _live(self, conn: Connection, version: Versions | None = None) -> LiveCatalog:
+        """The promotion index of this replica: rebuilt when the campaigns' version moved; only its
+        suspensions reloaded when just theirs did."""
         if version is None:
             version = await catalog_version(conn)
         if self._catalog is not None and self._catalog.version == version:
             return self._catalog
         async with self._lock:
-            if self._catalog is None or self._catalog.version != version:
+            current = self._catalog
+            if current is None or current.version[0] != version[0]:
                 self._catalog = await load_live_catalog(conn)
                 # The index is tens of thousands of long-lived objects: keep them out of the cyclic
                 # collector, whose full passes over them stalled every request for ~200 ms.
                 gc.freeze()
+            elif current.version != version:
+                latest = await catalog_version(conn)
+                if latest[0] != current.version[0]:
+                    self._catalog = await load_live_catalog(conn)
+                    gc.freeze()
+                else:
+                    suspensions = await load_suspensions(conn, current.campaigns)
+                    self._catalog = replace(current, version=latest, suspensions=suspensions)
+            assert self._catalog is not None
             return self._catalog
 
     async def _prices(self, inp: CartInput) -> list[Line]:

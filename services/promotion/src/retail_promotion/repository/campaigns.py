@@ -139,6 +139,9 @@ class CampaignRepository:
                     [FieldViolation(f"campaign.promotions[{i}].promotion_id", "used by another campaign")]
                 )
 
+    async def _bump_suspensions(self, conn: Connection) -> None:
+        await conn.execute("update catalog_version set suspensions = suspensions + 1")
+
     async def _bump_catalog(self, conn: Connection) -> None:
         await conn.execute("update catalog_version set version = version + 1")
 
@@ -220,7 +223,7 @@ class CampaignRepository:
         )
         if row is None:
             return None
-        await self._bump_catalog(conn)
+        await self._bump_suspensions(conn)
         await events.promotion_state_changed(
             conn,
             self.events,
@@ -258,7 +261,7 @@ class CampaignRepository:
         )
         if not deleted:
             return False
-        await self._bump_catalog(conn)
+        await self._bump_suspensions(conn)
         await events.promotion_state_changed(
             conn,
             self.events,

@@ -13,12 +13,24 @@ from retail_promotion.convert import promotions_of
 from retail_promotion.domain.index import PromotionIndex
 from retail_promotion.domain.model import Product, Suspensions
 
-__all__ = ["LiveCatalog", "LocationInfo", "catalog_version", "exhausted", "load_live_catalog", "lookups"]
+__all__ = [
+    "LiveCatalog",
+    "LocationInfo",
+    "Versions",
+    "catalog_version",
+    "exhausted",
+    "load_live_catalog",
+    "load_suspensions",
+    "lookups",
+]
+
+
+Versions = tuple[int, int]  # (campaigns, suspensions) of catalog_version
 
 
 @dataclass(frozen=True)
 class LiveCatalog:
-    version: int
+    version: Versions
     index: PromotionIndex
     suspensions: Suspensions
     campaigns: Mapping[str, campaign_pb2.Campaign]
@@ -31,8 +43,21 @@ class LocationInfo:
     time_zone: str
 
 
-async def catalog_version(conn: Connection) -> int:
-    return int(await conn.fetchval("select version from catalog_version"))
+async def catalog_version(conn: Connection) -> Versions:
+    row = await conn.fetchrow("select version, suspensions from catalog_version")
+    assert row is not None
+    return int(row["version"]), int(row["suspensions"])
+
+
+async def load_suspensions(conn: Connection, campaign_ids: Iterable[str]) -> Suspensions:
+    scopes: dict[str, set[tuple[str | None, str | None, str | None]]] = defaultdict(set)
+    for r in await conn.fetch(
+        "select campaign_id, channel_id, location_id, sku from suspensions"
+        " where campaign_id = any($1::text[])",
+        list(campaign_ids),
+    ):
+        scopes[r["campaign_id"]].add((r["channel_id"] or None, r["location_id"] or None, r["sku"] or None))
+    return Suspensions({k: frozenset(v) for k, v in scopes.items()})
 
 
 async def load_live_catalog(conn: Connection) -> LiveCatalog:
@@ -44,23 +69,13 @@ async def load_live_catalog(conn: Connection) -> LiveCatalog:
         c = campaign_pb2.Campaign.FromString(bytes(row["definition"]))
         campaigns[c.campaign_id] = c
         promotions.extend(promotions_of(c, active=row["state"] == "ACTIVE"))
-    scopes: dict[str, set[tuple[str | None, str | None, str | None]]] = defaultdict(set)
-    for r in await conn.fetch(
-        "select campaign_id, channel_id, location_id, sku from suspensions"
-        " where campaign_id = any($1::text[])",
-        list(campaigns),
-    ):
-        scopes[r["campaign_id"]].add((r["channel_id"] or None, r["location_id"] or None, r["sku"] or None))
     return LiveCatalog(
-        version,
-        PromotionIndex(promotions),
-        Suspensions({k: frozenset(v) for k, v in scopes.items()}),
-        campaigns,
+        version, PromotionIndex(promotions), await load_suspensions(conn, campaigns), campaigns
     )
 
 
 _LOOKUPS = """
-select (select version from catalog_version) as version,
+select (select jsonb_build_array(version, suspensions) from catalog_version) as version,
        (select coalesce(jsonb_agg(jsonb_build_array(sku, active, categories, attributes)), '[]'::jsonb)
           from products where sku = any($1::text[])) as products,
        (select jsonb_build_array(region_id, time_zone) from locations where location_id = $2) as location
@@ -69,7 +84,7 @@ select (select version from catalog_version) as version,
 
 async def lookups(
     conn: Connection, skus: Iterable[str], location_id: str | None
-) -> tuple[int, dict[str, Product], LocationInfo | None]:
+) -> tuple[Versions, dict[str, Product], LocationInfo | None]:
     """In one round trip: the catalog version, the products of `skus` and the location (replicas)."""
     row = await conn.fetchrow(_LOOKUPS, sorted(set(skus)), location_id)
     assert row is not None
@@ -83,7 +98,8 @@ async def lookups(
     if row["location"] is not None:
         region_id, time_zone = row["location"]
         location = LocationInfo(str(location_id), region_id, time_zone)
-    return int(row["version"]), products, location
+    campaigns_version, suspensions_version = row["version"]
+    return (int(campaigns_version), int(suspensions_version)), products, location
 
 
 async def exhausted(
