@@ -101,3 +101,30 @@ def test_invalid_headers_are_undecodable(header: str, value: str | None, message
         decode_envelope("s", headers, b"")
     with pytest.raises(UndecodableMessageError, match="no headers"):
         decode_envelope("s", None, b"")
+
+
+_hex = st.text(alphabet="0123456789abcdefABCDEF-x", min_size=0, max_size=40)
+
+
+@given(
+    st.one_of(
+        st.builds(
+            lambda t, s, f: f"00-{t:032x}-{s:016x}-{f:02x}",
+            st.integers(0, 2**128 - 1),
+            st.integers(0, 2**64 - 1),
+            st.integers(0, 255),
+        ),
+        st.builds(lambda a, b, c, d: f"{a}-{b}-{c}-{d}", _hex, _hex, _hex, _hex),
+    ),
+    st.sampled_from([None, "", "k=v"]),
+)
+def test_inbox_parent_context_matches_the_w3c_propagator(traceparent: str, tracestate: str | None) -> None:
+    from opentelemetry import trace
+
+    from retail_common.messaging import extract_context
+    from retail_common.messaging._inbox_spans import parent_context
+
+    fast = parent_context(traceparent, tracestate)
+    assert fast is not None
+    expected = trace.get_current_span(extract_context(traceparent, tracestate)).get_span_context()
+    assert trace.get_current_span(fast).get_span_context() == expected

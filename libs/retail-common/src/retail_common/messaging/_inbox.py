@@ -64,7 +64,7 @@ from retail_common.messaging._inbox_prune import (
     prune_inbox_chunked,
     retention_for_stream,
 )
-from retail_common.messaging._propagation import extract_context
+from retail_common.messaging._inbox_spans import parent_context
 from retail_common.messaging._streams import ConsumerSpec, ensure_consumer
 from retail_common.messaging._telemetry import message_attributes
 from retail_common.messaging._telemetry import meter as default_meter
@@ -315,7 +315,7 @@ class InboxConsumer:
 
     def _start_span(self, item: _Item, outcome: Outcome) -> trace.Span:
         env = item.env
-        parent = extract_context(env.traceparent, env.tracestate) if env.traceparent else None
+        parent = parent_context(env.traceparent, env.tracestate)
         span = self._tracer.start_span(f"process {env.subject}", context=parent, kind=SpanKind.CONSUMER)
         if span.is_recording():  # attributes cost a dict per message; skip them when nothing records
             attributes: dict[str, Any] = message_attributes(
