@@ -48,6 +48,7 @@ async def gateway(start_service, database_url, nats_server):
         "REGISTRY_CACHE_SECONDS": "0",
         "CHANGE_LOG_SWEEP_SECONDS": "0.2",
         "STREAM_POLL_SECONDS": "0.02",
+        "DB_POOL_MAX": "4",
     }
     return await start_service(MODULE, env)
 

@@ -73,7 +73,8 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
 ) -> None:
     pricing_db, inventory_db, promotion_db = databases
     service_key, ops_key, approver_key, wms_key = (generate_key()[1] for _ in range(4))
-    common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true"}
+    # small pools: the test's four services share one Postgres with everything else running
+    common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true", "DB_POOL_MAX": "4"}
     inventory = await start_service("retail_inventory", {**common, "DATABASE_URL": inventory_db})
     pricing = await start_service("retail_pricing", {**common, "DATABASE_URL": pricing_db})
     await _register(pricing_db, [

@@ -45,7 +45,7 @@ async def test_facade_reserves_through_inventory_and_reconcile_repairs_drift_exa
     start_service, database_url, inventory_db, nats_server
 ) -> None:
     inventory = await start_service(
-        "retail_inventory", {"DATABASE_URL": inventory_db, "NATS_URL": nats_server.url}
+        "retail_inventory", {"DATABASE_URL": inventory_db, "NATS_URL": nats_server.url, "DB_POOL_MAX": "4"}
     )
     inv_pool = await create_pool(inventory_db, min_size=1, max_size=2)
     store = CredentialStore(inv_pool)
@@ -58,6 +58,7 @@ async def test_facade_reserves_through_inventory_and_reconcile_repairs_drift_exa
         "SERVICE_CREDENTIAL": gateway_key.get_secret_value(),
         "REGISTRY_CACHE_SECONDS": "0",
         "STREAM_POLL_SECONDS": "0.02",
+        "DB_POOL_MAX": "4",
     }
     gateway = await start_service("retail_channel_gateway", env)
     pool = await create_pool(database_url, min_size=1, max_size=2)

@@ -31,6 +31,7 @@ def env(database_url: str, nats_url: str) -> dict[str, str]:
         "DELIVERY_LEASE_SECONDS": "2",
         "DELIVERY_POLL_SECONDS": "0.02",
         "REGISTRY_CACHE_SECONDS": "0",
+        "DB_POOL_MAX": "4",
     }
 
 

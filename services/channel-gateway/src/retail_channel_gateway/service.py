@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import grpc
 from nats.js import JetStreamContext
@@ -152,7 +153,8 @@ async def deliver(ctx: ServiceContext[GatewaySettings]) -> None:
 
 
 async def prune_change_logs(ctx: ServiceContext[GatewaySettings]) -> None:
-    """Retention of change-stream logs (safe on every replica: idempotent deletes)."""
+    """Retention of change-stream logs, delivery stats and idempotency records (safe on every replica:
+    idempotent deletes)."""
     channels, ledger = ChannelRepository(), LedgerRepository()
     while True:
         try:
@@ -163,6 +165,8 @@ async def prune_change_logs(ctx: ServiceContext[GatewaySettings]) -> None:
                     await ledger.prune_change_log(
                         conn, record.channel_id, ctx.clock.now() - record.settings.retention
                     )
+            async with transaction(ctx.pool) as conn:
+                await ledger.prune_housekeeping(conn, ctx.clock.now() - timedelta(days=2))
         except Exception:  # the DB may be down for a while; keep trying
             logger.exception("change-log retention sweep failed")
         await asyncio.sleep(ctx.settings.change_log_sweep_seconds)

@@ -220,6 +220,11 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             if not rows:
                 await asyncio.sleep(self._poll)
                 continue
+            if rows[0].seq > after + 1:  # seqs have gaps (stale projections); make sure none was pruned
+                async with self._ctx.pool.acquire() as conn:
+                    state = await self._ledger.cursor_state(conn, channel.channel_id)
+                if state is not None and state.pruned_through > after:
+                    raise OutOfRange("the stream fell behind the channel's retention; call RequestResync")
             out = pb.StreamChangesResponse()
             for row in rows:
                 change = changes_pb2.ChannelChange.FromString(row.payload)

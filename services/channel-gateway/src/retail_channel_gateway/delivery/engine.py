@@ -87,10 +87,14 @@ class DeliveryEngine:
             channel_id = row["channel_id"]
             present.add(channel_id)
             lease = self._leases.get(channel_id)
-            if lease is None:
-                # The lease must outlive any send started under it (the worker checks remaining > timeout).
-                ttl = max(self._lease_ttl, 3 * float(row["timeout"] or 10.0))
+            # The lease must outlive any send started under it (the worker checks remaining > timeout);
+            # a channel whose timeout grew gets a longer lease (same name and holder: a renewal).
+            ttl = max(self._lease_ttl, 3 * float(row["timeout"] or 10.0))
+            if lease is None or lease.ttl < ttl:
                 lease = self._leases[channel_id] = Lease(self._pool, lease_name(channel_id), self.owner, ttl)
+                running = channel_id in self._workers and not self._workers[channel_id].done()
+                if running:  # the worker holds the old Lease object: restart it on the new one
+                    await self._stop(channel_id)
             if lease.due():
                 await lease.acquire_or_renew()
             running = channel_id in self._workers and not self._workers[channel_id].done()

@@ -363,6 +363,11 @@ class LedgerRepository:
         )
         return [(r["entity_key"], r["kind"], int(r["v"])) for r in rows]
 
+    async def prune_housekeeping(self, conn: Connection, older_than: datetime) -> None:
+        """Delivery stats and idempotency records past their use (kept at least 2 days)."""
+        await conn.execute("delete from delivery_stats where minute < $1", older_than)
+        await conn.execute("delete from idempotency where created_at < $1", older_than)
+
     async def prune_change_log(self, conn: Connection, channel_id: str, older_than: datetime) -> int:
         through = await conn.fetchval(
             "with d as (delete from change_log where channel_id = $1 and created_at < $2 returning seq)"
