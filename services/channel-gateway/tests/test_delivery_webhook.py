@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from retail.channel.v1 import changes_pb2
+from retail.channel.v1 import changes_pb2, health_pb2
 from retail.inventory.v1 import events_pb2 as inventory_events
 from retail.pricing.v1 import events_pb2 as pricing_events
+from retail_channel_gateway.convert import health_proto
 from retail_channel_gateway.delivery import DeliveryEngine, WebhookTransport
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.domain.changes import Lane
@@ -242,11 +243,25 @@ async def test_dead_letters_after_the_retry_policy_then_replay_delivers_them(
     ]
     dead_events = await outbox_events(pool, "retail.channel.v1.DeliveryStateChanged")
     assert len(dead_events) == 3
+    async with pool.acquire() as conn:
+        row = await ledger.health(conn, "mkt", CLOCK.now())
+    assert row is not None
+    health = health_proto("mkt", row, CLOCK.now())
+    assert (health.dead_letters, health.backlog, health.error_rate) == (3, 0, 1.0)
+    assert health.condition == health_pb2.CHANNEL_CONDITION_DEGRADED
+    assert health.last_failure_time.seconds > 0
     marketplace.set_mode(Mode.OK)
     async with transaction(pool) as conn:
         assert await ledger.replay_dead_letters(conn, "mkt", None, CLOCK.now()) == 3
     await marketplace.wait_until(lambda: marketplace.applied == {f"price/{s}": 1 for s in skus})
     assert marketplace.violations == []
+
+    async def recovered() -> bool:
+        async with pool.acquire() as conn:
+            row = await ledger.health(conn, "mkt", CLOCK.now())
+        return row is not None and row.dead_letters == 0 and row.backlog_fast == 0
+
+    await until(recovered)
 
 
 @pytest.mark.parametrize("trouble", [Mode.RATE_LIMIT, Mode.TIMEOUT])
