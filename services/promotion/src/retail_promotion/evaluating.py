@@ -189,11 +189,12 @@ class Evaluator:
         promotions that applied to it."""
         prepared = await self.prepare(replace(inp, codes=()))
         out = []
+        index = prepared.catalog.index
         for line in prepared.cart.lines:
             single = replace(prepared.cart, lines=(replace(line, quantity=1),))
             ev = evaluate(
                 single,
-                prepared.candidates,
+                index.for_skus(single.channel, [line.sku], prepared.products),  # this SKU's only
                 products=prepared.products,
                 suspensions=prepared.catalog.suspensions,
                 exhausted=prepared.exhausted,
