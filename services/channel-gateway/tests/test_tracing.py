@@ -1,5 +1,6 @@
 """One trace across processes: channel call -> gateway (SERVER) -> inventory (SERVER) -> its outbox relay
-(PRODUCER) -> the gateway's inbox consumer (CONSUMER) projecting the reservation's event."""
+(PRODUCER) -> the gateway's inbox consumer (CONSUMER) projecting the reservation's events -> the
+delivery to a webhook channel (CLIENT span continuing the projection's trace)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from retail.channel.v1 import channel_gateway_service_pb2 as gw
 from retail.channel.v1 import offers_pb2
 from retail.inventory.v1 import inventory_service_pb2 as inv
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
-from retail_channel_gateway.testing.harness import Clients, register, stream_channel
+from retail_channel_gateway.testing import FakeMarketplace
+from retail_channel_gateway.testing.harness import Clients, register, stream_channel, webhook_channel
 from retail_common.auth import CredentialStore
 from retail_common.context import PrincipalKind
 from retail_common.db import create_pool
@@ -45,21 +47,27 @@ async def test_reservation_through_the_gateway_is_one_trace_down_to_the_projecti
             "INVENTORY_RESERVATION_TARGET": inventory.address,
             "SERVICE_CREDENTIAL": service_key.get_secret_value(),
             "REGISTRY_CACHE_SECONDS": "0",
+            "ALLOW_HTTP_WEBHOOKS": "true",
+            "DELIVERY_POLL_SECONDS": "0.02",
         },
     )
     pool = await create_pool(database_url, min_size=1, max_size=2)
     clients = Clients(pool, gateway.address)
     wms_channel = connect(inventory.address, credential=wms_key, default_timeout=30, tracing=False)
+    market = FakeMarketplace(b"")
+    market_url = await market.start()
     try:
         operator = await clients.operator()
         key, _ = await register(operator, stream_channel("pos"), ["S1"])
+        _, secret = await register(operator, webhook_channel("web", market_url), ["S1"])
+        market.secret = secret.encode()
         wms = inventory_service_pb2_grpc.InventoryServiceStub(wms_channel)
         store_s1 = location_pb2.Location(
             location_id="s1",
             kind=location_pb2.LOCATION_KIND_STORE,
             region_id="r1",
             time_zone="Europe/Berlin",
-            channel_ids=["pos"],
+            channel_ids=["pos", "web"],
             active=True,
         )
         await wms.UpsertLocation(inv.UpsertLocationRequest(request_id="l", location=store_s1))
@@ -90,8 +98,10 @@ async def test_reservation_through_the_gateway_is_one_trace_down_to_the_projecti
             if not servers:
                 return False
             trace = [s for s in spans if s.trace_id == servers[0].trace_id]
-            return any(s.service_name == "inventory" and s.kind == "SERVER" for s in trace) and any(
-                s.service_name == "channel-gateway" and s.kind == "CONSUMER" for s in trace
+            return (
+                any(s.service_name == "inventory" and s.kind == "SERVER" for s in trace)
+                and any(s.service_name == "channel-gateway" and s.kind == "CONSUMER" for s in trace)
+                and any(s.name == "deliver web" and s.attributes.get("retail.delivery.ok") for s in spans)
             )
 
         spans = await asyncio.to_thread(otlp_receiver.wait_for, complete, 60.0)
@@ -110,8 +120,18 @@ async def test_reservation_through_the_gateway_is_one_trace_down_to_the_projecti
             if s.service_name == "channel-gateway" and s.kind == "CONSUMER"
         }
         assert "retail.inventory.v1.ReservationChanged" in consumed  # the reservation's own event, projected
+        # the webhook delivery of the reservation's availability change continues that change's trace
+        deliveries = [s for s in spans if s.name == "deliver web" and s.attributes.get("retail.delivery.ok")]
+        continued = [
+            d
+            for d in deliveries
+            if d.trace_id == server.trace_id or any(t == server.trace_id for t, _ in d.links)
+        ]
+        assert continued, [(d.trace_id, d.links) for d in deliveries]
+        assert all(d.kind == "CLIENT" for d in continued)
         assert not any(key.rsplit("_", 1)[-1] in str(s.attributes) for s in spans)  # no secret in traces
     finally:
+        await market.close()
         await wms_channel.close(None)
         await clients.close()
         await pool.close()

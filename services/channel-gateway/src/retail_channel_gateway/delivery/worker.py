@@ -13,10 +13,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 import asyncpg
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from retail.channel.v1 import changes_pb2, events_pb2
 from retail_channel_gateway.delivery.composer import PriceComposer
@@ -31,11 +34,13 @@ from retail_channel_gateway.repository import ChannelRepository, LedgerRepositor
 from retail_common.clock import Clock
 from retail_common.db import transaction
 from retail_common.errors import DomainError
+from retail_common.messaging import extract_context
 from retail_common.messaging._lease import Lease
 
 __all__ = ["ChannelWorker"]
 
 _log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("retail_channel_gateway.delivery")
 
 
 class ChannelWorker:
@@ -117,7 +122,11 @@ class ChannelWorker:
         if not breaker.allow():
             return min(max(breaker.retry_in(), 0.01), 1.0)
         bucket.try_take()
-        outcome = await transport.deliver(self.channel_id, settings, changes)
+        with self._delivery_span(settings, rows) as span:
+            outcome = await transport.deliver(self.channel_id, settings, changes)
+            span.set_attribute("retail.delivery.ok", outcome.ok)
+            if not outcome.ok:
+                span.set_status(Status(StatusCode.ERROR, outcome.error))
         return await self._record(settings, breaker, rows, outcome)
 
     # ------------------------------------------------------------------------------------- outcomes
@@ -180,6 +189,29 @@ class ChannelWorker:
         )
         await self._sync_breaker(breaker.state)
         return 0.0
+
+    def _delivery_span(
+        self, settings: DeliverySettings, rows: list[PendingRow]
+    ) -> AbstractContextManager[Span]:
+        """A CLIENT span per delivery continuing the changes' traces: child of the one projection that
+        queued a single change, linked to each projection for a batch (DESIGN §7)."""
+        contexts = [
+            extract_context(row.traceparent, row.tracestate) for row in rows if row.traceparent is not None
+        ]
+        remote = [trace.get_current_span(c).get_span_context() for c in contexts]
+        attributes: dict[str, str | int] = {
+            "retail.channel.id": self.channel_id,
+            "retail.delivery.mode": settings.mode,
+            "retail.delivery.changes": len(rows),
+        }
+        name = f"deliver {self.channel_id}"
+        if len(rows) == 1 and contexts:
+            return _TRACER.start_as_current_span(
+                name, context=contexts[0], kind=SpanKind.CLIENT, attributes=attributes
+            )
+        return _TRACER.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes, links=[Link(c) for c in remote if c.is_valid]
+        )
 
     async def _compose(self, settings: DeliverySettings, changes: list[changes_pb2.ChannelChange]) -> bool:
         """Amounts for price changes (channels with a currency); False if a dependency failed."""

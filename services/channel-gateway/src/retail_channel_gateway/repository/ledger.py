@@ -12,6 +12,7 @@ import asyncpg
 from retail.channel.v1 import changes_pb2
 from retail_channel_gateway.domain.changes import Lane
 from retail_common.db import Connection
+from retail_common.messaging._propagation import current_trace_headers
 
 __all__ = ["ChangeLogRow", "CursorState", "DeadLetterRow", "HealthRow", "LedgerRepository", "PendingRow"]
 
@@ -26,6 +27,8 @@ class PendingRow:
     seq: int
     attempts: int
     resend: bool
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,19 +76,21 @@ class HealthRow:
 _PROJECT = """
 with s as (update channel_sequences set last_seq = last_seq + 1 where channel_id = $1 returning last_seq)
 insert into delivery_ledger as l (channel_id, entity_key, kind, lane, projected_version, payload, seq,
-                                  projected_at, due_at, next_attempt_at)
-select $1, $2, $3, $4, $5, $6, s.last_seq, $7, $8, $8 from s
+                                  projected_at, due_at, next_attempt_at, traceparent, tracestate)
+select $1, $2, $3, $4, $5, $6, s.last_seq, $7, $8, $8, $9, $10 from s
 on conflict (channel_id, entity_key) do update
 set kind = excluded.kind, lane = excluded.lane, projected_version = excluded.projected_version,
     payload = excluded.payload, seq = excluded.seq, projected_at = excluded.projected_at,
     due_at = excluded.due_at, next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = null,
-    dead = false, resend = false, updated_at = now()
+    dead = false, resend = false, updated_at = now(), traceparent = excluded.traceparent,
+    tracestate = excluded.tracestate
 where l.projected_version < excluded.projected_version
 returning l.seq
 """
 
 _PENDING = """
-select entity_key, kind, lane, projected_version, payload, seq, attempts, resend from delivery_ledger
+select entity_key, kind, lane, projected_version, payload, seq, attempts, resend, traceparent, tracestate
+from delivery_ledger
 where channel_id = $1 and (projected_version > delivered_version or resend) and not dead
   and next_attempt_at <= $2
 order by lane, seq limit $3
@@ -141,6 +146,7 @@ class LedgerRepository:
             payload,
             projected_at,
             due_at,
+            *current_trace_headers(),
         )
         if seq is None:
             return None
@@ -170,6 +176,8 @@ class LedgerRepository:
                 seq=r["seq"],
                 attempts=r["attempts"],
                 resend=r["resend"],
+                traceparent=r["traceparent"],
+                tracestate=r["tracestate"],
             )
             for r in rows
         ]
