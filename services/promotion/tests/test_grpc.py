@@ -531,6 +531,30 @@ async def test_guardrail_suspends_that_sku_at_that_location_and_resumes_on_resto
         return await outcome("L1") == evaluation_pb2.CANDIDATE_OUTCOME_APPLIED
 
     await eventually(resumed, "the restore resumes A at L1")
+    # the rules registered at launch are retired at inventory once the campaign is rolled back
+    conn = await asyncpg.connect(suite.promotion_dsn)
+    try:
+        rules = [
+            r["rule_id"] for r in await conn.fetch("select rule_id from guardrail_rules order by rule_id")
+        ]
+        assert len(rules) == 2  # A at L1 and L2, channel web
+        alice = suite.promotion_as("alice")
+        current = (await alice.GetCampaign(pb.GetCampaignRequest(campaign_id="C1"))).campaign
+        await alice.RollbackCampaign(
+            pb.RollbackCampaignRequest(request_id="rb", campaign_id="C1", etag=current.etag, reason="done")
+        )
+
+        async def retired() -> bool:
+            return bool(await conn.fetchval("select bool_and(retired) from guardrail_rules"))
+
+        await eventually(retired, "the campaign's threshold rules are deleted at inventory")
+    finally:
+        await conn.close()
+    ops = suite.inventory_as("ops")
+    for rule_id in rules:
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await ops.GetThresholdRule(inv_pb.GetThresholdRuleRequest(rule_id=rule_id))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def publish_channel_event(

@@ -3,13 +3,14 @@ inventory and the database, and registers the stock guardrails with inventory.""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import asyncpg
 
 from retail.promotion.v1 import campaign_pb2
 from retail_promotion.convert import promotions_of, window_from_proto
-from retail_promotion.dependencies import Inventory, PriceQuery, Pricing
+from retail_promotion.dependencies import Inventory, PriceQuery, Pricing, RegisteredRule
 from retail_promotion.domain.findings import Facts, Finding, findings
 from retail_promotion.domain.model import Promotion
 
@@ -116,11 +117,31 @@ class CampaignFacts:
             facts=facts,
         )
 
-    async def register_guardrails(self, campaign: campaign_pb2.Campaign) -> int:
-        """Create the campaign-owned threshold rules (idempotent per target); returns how many."""
+    async def register_guardrails(self, campaign: campaign_pb2.Campaign) -> list[RegisteredRule]:
+        """Create the campaign-owned threshold rules (idempotent per target at inventory)."""
         targets = guardrail_targets(campaign, await _locations(self._pool, campaign))
         below = campaign.stock_guardrail.min_available_to_sell
+        rules = []
         for sku, loc, ch in targets:
-            key = f"{campaign.campaign_id}/{sku}/{loc}/{ch}"[:128]
-            await self._inventory.create_campaign_rule(key, campaign.campaign_id, sku, loc, ch, below)
-        return len(targets)
+            key = (
+                "guardrail-"
+                + hashlib.sha256(f"{campaign.campaign_id}\0{sku}\0{loc}\0{ch}".encode()).hexdigest()
+            )
+            rules.append(
+                await self._inventory.create_campaign_rule(key, campaign.campaign_id, sku, loc, ch, below)
+            )
+        return rules
+
+    async def retire_guardrails(self, limit: int = 100) -> int:
+        """Delete at inventory the rules of campaigns that ended or were rolled back; returns how many."""
+        rows = await self._pool.fetch(
+            "select g.rule_id from guardrail_rules g join campaigns c using (campaign_id)"
+            " where not g.retired and c.state in ('ENDED', 'ROLLED_BACK') order by g.rule_id limit $1",
+            limit,
+        )
+        for row in rows:
+            await self._inventory.delete_rule(f"retire-{row['rule_id']}"[:128], row["rule_id"])
+            await self._pool.execute(
+                "update guardrail_rules set retired = true where rule_id = $1", row["rule_id"]
+            )
+        return len(rows)

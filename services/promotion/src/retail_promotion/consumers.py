@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -92,41 +94,21 @@ class Handlers:
         campaign = await self._campaign(conn, rule.owner.campaign_id)
         if campaign is None:
             return
-        below = rule.state == threshold_pb2.THRESHOLD_STATE_BELOW
-        changed = await record_rule_state(
+        await apply_rule_state(
             conn,
-            rule_id=rule.rule_id,
-            campaign_id=campaign.campaign_id,
-            sku=rule.sku,
-            location_id=rule.location_id,
-            channel_id=rule.channel_id,
-            state="BELOW" if below else "ABOVE",
-            version=rule.version,
+            self._campaigns,
+            campaign,
+            RuleState(
+                rule.rule_id,
+                rule.sku,
+                rule.location_id,
+                rule.channel_id,
+                rule.state == threshold_pb2.THRESHOLD_STATE_BELOW,
+                rule.version,
+                f"available-to-sell {event.available_to_sell}",
+            ),
+            self._clock.now(),
         )
-        if not changed:
-            return
-        guardrail = campaign.stock_guardrail
-        sku, location = rule.sku, rule.location_id
-        if guardrail.scope == campaign_pb2.GUARDRAIL_SCOPE_SKU:
-            location = ""
-        elif guardrail.scope == campaign_pb2.GUARDRAIL_SCOPE_LOCATION:
-            sku = ""
-        at = self._clock.now()
-        if below:
-            detail = f"rule {rule.rule_id}: available-to-sell {event.available_to_sell} on {rule.channel_id}"
-            await self._campaigns.suspend(
-                conn, campaign, location_id=location, sku=sku, reason="LOW_STOCK", detail=detail, at=at
-            )
-        elif guardrail.resume_on_restore and not await any_below(conn, campaign.campaign_id, sku, location):
-            await self._campaigns.resume(
-                conn,
-                campaign,
-                location_id=location,
-                sku=sku,
-                reason="LOW_STOCK",
-                detail=f"rule {rule.rule_id}",
-                at=at,
-            )
 
     async def delivery(self, conn: Connection, envelope: Envelope) -> None:
         event = channel_events.DeliveryStateChanged.FromString(envelope.payload)
@@ -171,6 +153,61 @@ class Handlers:
             await self._campaigns.resume(
                 conn, campaign, channel_id=scope, reason="CHANNEL_FAILURE", detail=detail, at=at
             )
+
+
+@dataclass(frozen=True)
+class RuleState:
+    rule_id: str
+    sku: str
+    location_id: str
+    channel_id: str
+    below: bool
+    version: int
+    detail: str = ""
+
+
+async def apply_rule_state(
+    conn: Connection,
+    campaigns: CampaignRepository,
+    campaign: campaign_pb2.Campaign,
+    rule: RuleState,
+    at: datetime,
+) -> None:
+    """Record a guardrail rule's state if newer; BELOW suspends the configured scope, ABOVE resumes it
+    when the campaign says so and no other of its rules still holds that scope below."""
+    changed = await record_rule_state(
+        conn,
+        rule_id=rule.rule_id,
+        campaign_id=campaign.campaign_id,
+        sku=rule.sku,
+        location_id=rule.location_id,
+        channel_id=rule.channel_id,
+        state="BELOW" if rule.below else "ABOVE",
+        version=rule.version,
+    )
+    if not changed:
+        return
+    guardrail = campaign.stock_guardrail
+    sku, location = rule.sku, rule.location_id
+    if guardrail.scope == campaign_pb2.GUARDRAIL_SCOPE_SKU:
+        location = ""
+    elif guardrail.scope == campaign_pb2.GUARDRAIL_SCOPE_LOCATION:
+        sku = ""
+    if rule.below:
+        detail = f"rule {rule.rule_id}: {rule.detail} on {rule.channel_id}".strip()
+        await campaigns.suspend(
+            conn, campaign, location_id=location, sku=sku, reason="LOW_STOCK", detail=detail, at=at
+        )
+    elif guardrail.resume_on_restore and not await any_below(conn, campaign.campaign_id, sku, location):
+        await campaigns.resume(
+            conn,
+            campaign,
+            location_id=location,
+            sku=sku,
+            reason="LOW_STOCK",
+            detail=f"rule {rule.rule_id}",
+            at=at,
+        )
 
 
 def inbox_consumers(

@@ -30,6 +30,7 @@ __all__ = [
     "PriceQuery",
     "Pricing",
     "ProductAnswer",
+    "RegisteredRule",
 ]
 
 _TAX_EXCLUDED = 2  # retail.common.v1.TAX_TREATMENT_EXCLUDED
@@ -68,12 +69,26 @@ class Pricing(Protocol):
     async def product(self, sku: str) -> ProductAnswer: ...
 
 
+@dataclass(frozen=True)
+class RegisteredRule:
+    """A campaign-owned threshold rule as inventory created it."""
+
+    rule_id: str
+    sku: str
+    location_id: str
+    channel_id: str
+    below: bool  # already BELOW at creation (no crossing event will announce it)
+    version: int
+
+
 class Inventory(Protocol):
     async def available(self, channel_id: str, pairs: Sequence[tuple[str, str]]) -> list[int]: ...
 
     async def create_campaign_rule(
         self, request_id: str, campaign_id: str, sku: str, location_id: str, channel_id: str, below: int
-    ) -> str: ...
+    ) -> RegisteredRule: ...
+
+    async def delete_rule(self, request_id: str, rule_id: str) -> None: ...
 
 
 def _unavailable(what: str, error: grpc.aio.AioRpcError) -> Unavailable:
@@ -152,7 +167,7 @@ class GrpcInventory:
 
     async def create_campaign_rule(
         self, request_id: str, campaign_id: str, sku: str, location_id: str, channel_id: str, below: int
-    ) -> str:
+    ) -> RegisteredRule:
         rule = threshold_pb2.ThresholdRule(
             sku=sku,
             location_id=location_id,
@@ -166,4 +181,21 @@ class GrpcInventory:
             )
         except grpc.aio.AioRpcError as error:
             raise _unavailable("inventory", error) from error
-        return response.rule.rule_id
+        created = response.rule
+        return RegisteredRule(
+            created.rule_id,
+            sku,
+            location_id,
+            channel_id,
+            created.state == threshold_pb2.THRESHOLD_STATE_BELOW,
+            created.version,
+        )
+
+    async def delete_rule(self, request_id: str, rule_id: str) -> None:
+        try:
+            await self._stub.DeleteThresholdRule(
+                inventory_service_pb2.DeleteThresholdRuleRequest(request_id=request_id, rule_id=rule_id)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:  # already gone is what we want
+                raise _unavailable("inventory", error) from error

@@ -112,6 +112,19 @@ async def price_invalidation(ctx: ServiceContext[PromotionSettings]) -> None:
             await subscription.close()
 
 
+async def guardrail_retirement(ctx: ServiceContext[PromotionSettings]) -> None:
+    """Delete at inventory the threshold rules of campaigns that ended or were rolled back."""
+    inventory = GrpcInventory(ctx.channel(ctx.settings.inventory_reservation_target))
+    facts = CampaignFacts(ctx.pool, GrpcPricing(ctx.channel(ctx.settings.pricing_target)), inventory)
+    while True:
+        try:
+            while await facts.retire_guardrails() > 0:
+                pass
+        except Exception:  # inventory or the DB may be down for a while; keep trying
+            logger.exception("guardrail retirement failed")
+        await asyncio.sleep(ctx.settings.scheduler_max_wait_seconds)
+
+
 async def scheduler(ctx: ServiceContext[PromotionSettings]) -> None:
     campaigns = CampaignRepository(OutboxWriter(ctx.clock))
     await run_scheduler(ctx.pool, campaigns, ctx.clock, ctx.settings.scheduler_max_wait_seconds)
@@ -153,5 +166,5 @@ SPEC: ServiceSpec[PromotionSettings] = ServiceSpec(
     ),
     register=_register,
     migrations=[MIGRATIONS],
-    background=[outbox_relay, consumers, scheduler, price_invalidation],
+    background=[outbox_relay, consumers, scheduler, price_invalidation, guardrail_retirement],
 )

@@ -36,7 +36,9 @@ from retail_common.errors import (
 )
 from retail_promotion import events, views
 from retail_promotion.campaigning import CampaignFacts
+from retail_promotion.consumers import RuleState, apply_rule_state
 from retail_promotion.convert import evaluation_to_proto, money_to_proto
+from retail_promotion.dependencies import RegisteredRule
 from retail_promotion.domain.lifecycle import (
     Action,
     CampaignState,
@@ -46,6 +48,7 @@ from retail_promotion.domain.lifecycle import (
 )
 from retail_promotion.evaluating import CartInput, Evaluator
 from retail_promotion.repository import CampaignRepository, RedemptionRepository
+from retail_promotion.repository.guardrails import record_registered_rule
 from retail_promotion.repository.idempotency import claim_request, store_response
 from retail_promotion.repository.ledger import ensure_targets, targets
 from retail_promotion.repository.redemptions import StoredRedemption
@@ -380,8 +383,33 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
     async def LaunchCampaign(
         self, request: pb.LaunchCampaignRequest, context: Context
     ) -> pb.LaunchCampaignResponse:
+        registered: list[RegisteredRule] = []
+
+        async def register(campaign: campaign_pb2.Campaign) -> None:
+            registered[:] = await self._facts.register_guardrails(campaign)  # idempotent at inventory
+
         async def after(conn: Connection, launched: campaign_pb2.Campaign) -> None:
             await ensure_targets(conn, launched.campaign_id, list(launched.channel_ids))
+            for rule in registered:
+                await record_registered_rule(
+                    conn,
+                    rule_id=rule.rule_id,
+                    campaign_id=launched.campaign_id,
+                    sku=rule.sku,
+                    location_id=rule.location_id,
+                    channel_id=rule.channel_id,
+                )
+                if rule.below:  # low already at creation: no crossing will be announced
+                    state = RuleState(
+                        rule.rule_id,
+                        rule.sku,
+                        rule.location_id,
+                        rule.channel_id,
+                        True,
+                        rule.version,
+                        "low at launch",
+                    )
+                    await apply_rule_state(conn, self._campaigns, launched, state, self._clock.now())
 
         return await self._transition(
             request,
@@ -390,7 +418,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             validate=True,
             build=lambda c, f: pb.LaunchCampaignResponse(campaign=c, findings=f),
             after=after,
-            prepare=self._facts.register_guardrails,  # idempotent per target at inventory
+            prepare=register,
         )
 
     async def RollbackCampaign(

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from retail_common.db import Connection
 
-__all__ = ["any_below", "record_rule_state"]
+__all__ = ["any_below", "record_registered_rule", "record_rule_state"]
+
+
+async def record_registered_rule(
+    conn: Connection, *, rule_id: str, campaign_id: str, sku: str, location_id: str, channel_id: str
+) -> None:
+    """Remember a rule created at launch (its state arrives with ThresholdStateChanged)."""
+    await conn.execute(
+        "insert into guardrail_rules (rule_id, campaign_id, sku, location_id, channel_id)"
+        " values ($1, $2, $3, $4, $5) on conflict (rule_id) do nothing",
+        rule_id,
+        campaign_id,
+        sku,
+        location_id,
+        channel_id,
+    )
 
 
 async def record_rule_state(
