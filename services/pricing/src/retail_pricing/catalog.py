@@ -2,7 +2,8 @@
 
 Loaded lazily from the database and kept until invalidated. Each replica invalidates from its own
 commits immediately and from the service's events (per-replica subscription), so while nothing changes,
-resolution touches no database at all. A generation counter discards loads that raced an invalidation.
+resolution touches no database at all. Invalidation counters (per SKU, and for the configuration)
+discard loads that raced an invalidation of what they loaded.
 """
 
 from __future__ import annotations
@@ -36,24 +37,32 @@ class Catalog:
         self._pool = pool
         self._pricer: Pricer | None = None
         self._skus: dict[str, SkuData] = {}
-        self._generation = 0
+        # Invalidation counters: a load is stored only if nothing it covers was invalidated meanwhile.
+        # Per SKU, so a steady stream of other SKUs' events never keeps a SKU from being cached.
+        self._sku_epochs: dict[str, int] = {}
+        self._all_epoch = 0
+        self._config_epoch = 0
         self._lock = asyncio.Lock()
         self.loads = 0  # database round trips made by the cache (observability and tests)
 
     # --- invalidation -----------------------------------------------------------------------------
 
     def invalidate_skus(self, skus: Iterable[str]) -> None:
-        self._generation += 1
-        dropped = [sku for sku in skus if self._skus.pop(sku, None) is not None]
-        logger.debug("cache: invalidated SKUs %s", dropped)
+        dropped = []
+        for sku in skus:
+            self._sku_epochs[sku] = self._sku_epochs.get(sku, 0) + 1
+            if self._skus.pop(sku, None) is not None:
+                dropped.append(sku)
+        logger.debug("cache: invalidated SKUs %s", dropped[:10])
 
     def invalidate_config(self) -> None:
-        self._generation += 1
+        self._config_epoch += 1
         self._pricer = None
         logger.debug("cache: invalidated configuration")
 
     def invalidate_all(self) -> None:
-        self._generation += 1
+        self._all_epoch += 1
+        self._config_epoch += 1
         self._pricer = None
         self._skus.clear()
 
@@ -66,13 +75,13 @@ class Catalog:
         async with self._lock:
             if self._pricer is not None:
                 return self._pricer
-            generation = self._generation
+            epoch = self._config_epoch
             async with self._pool.acquire() as conn:
                 self.loads += 1
                 pricer = Pricer(
                     await load_price_lists(conn), await load_locations(conn), await load_tax_rates(conn)
                 )
-            if generation == self._generation:
+            if epoch == self._config_epoch:
                 self._pricer = pricer
             return pricer
 
@@ -87,7 +96,8 @@ class Catalog:
             missing = sorted({sku for sku in skus if sku not in result})
             if not missing:
                 return result
-            generation = self._generation
+            all_epoch = self._all_epoch
+            epochs = {sku: self._sku_epochs.get(sku, 0) for sku in missing}
             logger.debug("cache: loading SKUs %s", missing[:10])
             async with self._pool.acquire() as conn:
                 self.loads += 1
@@ -98,6 +108,6 @@ class Catalog:
                 info = None if product is None else ProductInfo(sku, product.active, product.tax_class)
                 data = SkuData(info, tuple(entries.get(sku, ())))
                 result[sku] = data
-                if generation == self._generation:
+                if all_epoch == self._all_epoch and epochs[sku] == self._sku_epochs.get(sku, 0):
                     self._skus[sku] = data
         return result
