@@ -36,12 +36,24 @@ def projection_handler(projector: Projector) -> Handler:
 
 
 def domain_consumers(
-    pool: asyncpg.Pool[asyncpg.Record], js: JetStreamContext, projector: Projector, *, batch: int = 200
+    pool: asyncpg.Pool[asyncpg.Record],
+    js: JetStreamContext,
+    projector: Projector,
+    *,
+    batch: int = 200,
+    fetch_timeout: float = 1.0,
 ) -> list[InboxConsumer]:
     handler = projection_handler(projector)
     return [
         InboxConsumer(
-            pool, js, stream=stream, durable=durable, filter_subject=subject, handler=handler, batch=batch
+            pool,
+            js,
+            stream=stream,
+            durable=durable,
+            filter_subject=subject,
+            handler=handler,
+            batch=batch,
+            fetch_timeout=fetch_timeout,
         )
         for stream, durable, subject in SOURCES
     ]

@@ -57,6 +57,9 @@ class GatewaySettings(ServiceSettings):
     change_log_sweep_seconds: float = Field(default=60.0, gt=0, le=3600)
     stream_poll_seconds: float = Field(default=0.1, gt=0, le=5)
     consumer_batch: int = Field(default=200, ge=1, le=1000)
+    # A pull fetch waits up to this long for a full batch while messages trickle in: it bounds the
+    # projection latency added at low event rates (price changes), at the cost of more pull requests.
+    consumer_fetch_seconds: float = Field(default=0.1, gt=0, le=5)
     stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
@@ -116,7 +119,13 @@ async def consume_domain_events(ctx: ServiceContext[GatewaySettings]) -> None:
     nc = await ctx.nats.connected()
     js = nc.jetstream()
     await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
-    consumers = domain_consumers(ctx.pool, js, _projector(ctx), batch=ctx.settings.consumer_batch)
+    consumers = domain_consumers(
+        ctx.pool,
+        js,
+        _projector(ctx),
+        batch=ctx.settings.consumer_batch,
+        fetch_timeout=ctx.settings.consumer_fetch_seconds,
+    )
     await asyncio.gather(*(consumer.run() for consumer in consumers))
 
 
