@@ -285,3 +285,32 @@ async def test_rotated_key_overlaps_then_expires_and_a_channel_sees_only_its_own
     log = gateway.log_text()
     for key in (old_key, new_key, newest):
         assert key.rsplit("_", 1)[-1] not in log
+
+
+async def test_update_channel_checks_etag_and_needs_a_secret_before_switching_to_webhooks(
+    gateway, clients
+) -> None:
+    operator = await clients.operator()
+    await register(operator, stream_channel("pos"), ["A"])
+    current = (await operator.GetChannel(ops.GetChannelRequest(channel_id="pos"))).channel
+    assert current.etag == "1"
+    switched = channel_pb2.Channel()
+    switched.CopyFrom(current)
+    switched.delivery.webhook.url = "http://127.0.0.1:1/hook"
+    refused_switch = await refused(
+        operator.UpdateChannel(ops.UpdateChannelRequest(request_id="u1", channel=switched))
+    )
+    assert refused_switch.code is grpc.StatusCode.FAILED_PRECONDITION
+    rotated = await operator.RotateWebhookSecret(
+        ops.RotateWebhookSecretRequest(request_id="w1", channel_id="pos")
+    )
+    assert rotated.webhook_signing_secret
+    updated = (
+        await operator.UpdateChannel(ops.UpdateChannelRequest(request_id="u2", channel=switched))
+    ).channel
+    assert updated.delivery.WhichOneof("mode") == "webhook"
+    assert (updated.etag, updated.delivery.webhook.signing_key_id) == ("2", rotated.signing_key_id)
+    stale = await refused(operator.UpdateChannel(ops.UpdateChannelRequest(request_id="u3", channel=switched)))
+    assert (stale.code, stale.reason) == (grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
+    retried = await operator.UpdateChannel(ops.UpdateChannelRequest(request_id="u2", channel=switched))
+    assert retried.channel == updated  # same request_id: the first result, nothing applied twice

@@ -30,6 +30,7 @@ from retail_channel_gateway.convert import (
     ts,
     validate_channel,
 )
+from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.paging import decode_token, encode_token, page_size
 from retail_channel_gateway.projector import Projector
 from retail_channel_gateway.reconcile import Reconciler
@@ -46,9 +47,11 @@ from retail_common.context import PrincipalKind
 from retail_common.db import Connection, InvalidPageTokenError, append_audit, list_audit, transaction
 from retail_common.errors import (
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PreconditionViolation,
 )
 from retail_common.service import ServiceContext
 
@@ -220,6 +223,18 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         async def work(conn: Connection) -> pb.UpdateChannelResponse:
             before = await self._existing(conn, channel.channel_id)
             settings = settings_from_proto(channel.delivery, channel.currency_code)
+            if settings.mode == DeliveryMode.WEBHOOK and not await self._channels.webhook_secret(
+                conn, channel.channel_id
+            ):
+                raise FailedPrecondition(
+                    [
+                        PreconditionViolation(
+                            "WEBHOOK_SECRET",
+                            channel.channel_id,
+                            "call RotateWebhookSecret before switching to webhooks",
+                        )
+                    ]
+                )
             record = await self._channels.update(
                 conn,
                 channel_id=channel.channel_id,
@@ -315,13 +330,8 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         require_operator_role(ADMIN_ROLE)
 
         async def work(conn: Connection) -> pb.RotateWebhookSecretResponse:
-            record = await self._existing(conn, request.channel_id)
-            if record.settings.mode != "webhook":
-                from retail_common.errors import FailedPrecondition, PreconditionViolation
-
-                raise FailedPrecondition(
-                    [PreconditionViolation("DELIVERY_MODE", request.channel_id, "not a webhook channel")]
-                )
+            # Any mode: a channel about to switch to webhooks gets its secret first (see UpdateChannel).
+            await self._existing(conn, request.channel_id)
             secret, key_id = secrets.token_urlsafe(32), f"whk_{secrets.token_hex(6)}"
             await self._channels.set_webhook_secret(conn, request.channel_id, secret.encode(), key_id)
             await self._audit(
