@@ -102,6 +102,12 @@ async def test_facade_reserves_through_inventory_and_reconcile_repairs_drift_exa
         release = gw.ReleaseReservationRequest(request_id="x", reservation_id="r-1")
         stolen = await refused(kiosk.ReleaseReservation(release))
         assert stolen.code is grpc.StatusCode.NOT_FOUND  # another channel's reservation
+        audit = await operator.ListAuditRecords(
+            ops.ListAuditRecordsRequest(entity_type="retail.inventory.v1.Reservation")
+        )
+        assert [
+            (r.principal_id, r.action.rsplit("/", 1)[-1], r.entity_key, r.request_id) for r in audit.records
+        ] == [("pos", "ReserveStock", "r-1", "r-1")]  # the channel's own trail; refused calls left none
         await eventually(lambda: _is(ats_in_ledger(), {"S1": 6, "S2": 10, "S3": 10}), "reservation projected")
 
         # drift behind the gateway's back: it is down while stock moves, and those events are lost

@@ -16,7 +16,7 @@ import grpc
 from retail.channel.v1 import changes_pb2, events_pb2
 from retail.channel.v1 import channel_gateway_service_pb2 as pb
 from retail.channel.v1 import channel_gateway_service_pb2_grpc as pb_grpc
-from retail.inventory.v1 import inventory_service_pb2
+from retail.inventory.v1 import inventory_service_pb2, reservation_pb2
 from retail_channel_gateway.access import caller, require_assortment, require_location, resolve_channel
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.errors import OutOfRange
@@ -87,6 +87,23 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         self._events = events
         self._ledger = LedgerRepository()
         self._poll = stream_poll
+
+    async def _audit_reservation(
+        self, method: str, request_id: str, reservation: reservation_pb2.Reservation
+    ) -> None:
+        """The channel's own audit trail of what it did through the façade (inventory, which owns the
+        reservation, records the gateway's service identity as the actor; this records the channel)."""
+        state = reservation_pb2.ReservationState.Name(reservation.state).removeprefix("RESERVATION_STATE_")
+        async with transaction(self._ctx.pool) as conn:
+            await append_audit(
+                conn,
+                action=f"/retail.channel.v1.ChannelGatewayService/{method}",
+                entity_type="retail.inventory.v1.Reservation",
+                entity_key=reservation.reservation_id,
+                before=None,
+                after={"state": state, "version": reservation.version, "lines": len(reservation.lines)},
+                request_id=request_id,
+            )
 
     async def _channel(self, requested: str) -> ChannelRecord:
         async with self._ctx.pool.acquire() as conn:
@@ -164,7 +181,9 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         )
         if request.HasField("ttl"):
             downstream.ttl.CopyFrom(request.ttl)
-        return pb.ReserveStockResponse(reservation=await self._facade.reserve(downstream))
+        reservation = await self._facade.reserve(downstream)
+        await self._audit_reservation("ReserveStock", request.reservation_id, reservation)
+        return pb.ReserveStockResponse(reservation=reservation)
 
     def _reservation_ref(self, request_id: str, reservation_id: str) -> None:
         bad = []
@@ -182,6 +201,7 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         reservation = await self._facade.confirm(
             channel.channel_id, request.request_id, request.reservation_id
         )
+        await self._audit_reservation("ConfirmReservation", request.request_id, reservation)
         return pb.ConfirmReservationResponse(reservation=reservation)
 
     async def ReleaseReservation(
@@ -192,6 +212,7 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         reservation = await self._facade.release(
             channel.channel_id, request.request_id, request.reservation_id
         )
+        await self._audit_reservation("ReleaseReservation", request.request_id, reservation)
         return pb.ReleaseReservationResponse(reservation=reservation)
 
     # --------------------------------------------------------------------------------------- stream
