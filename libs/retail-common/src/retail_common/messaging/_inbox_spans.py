@@ -19,10 +19,11 @@ __all__ = ["parent_context"]
 _HEX = frozenset("0123456789abcdef")
 
 
-def parent_context(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context | None:
-    """The remote parent described by the headers; None without a traceparent."""
+def parent_context(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context:
+    """The remote parent described by the headers; without one, an empty context (a new trace, never
+    the runner task's current span)."""
     if not traceparent:
-        return None
+        return otel_context.Context()
     if (
         tracestate
         or len(traceparent) != 55
