@@ -267,6 +267,18 @@ async def test_fence_availability_reserve_confirm_release_and_audit(pool, operat
         )
     )
     assert retry.reservation == confirmed.reservation  # one effect
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the key again, for a different request
+        await web.ConfirmReservation(
+            pb.ConfirmReservationRequest(
+                request_id="c1", reservation_id="w1", lines=[pb.LineQuantity(line_index=0, quantity=1)]
+            )
+        )
+    details = parse_error(caught.value)
+    assert (details.code, details.fields, details.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["request_id"],
+        "IDEMPOTENCY_KEY_REUSED",
+    )
     released = await web.ReleaseReservation(
         pb.ReleaseReservationRequest(request_id="x1", reservation_id="w1")
     )

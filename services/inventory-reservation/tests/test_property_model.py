@@ -12,7 +12,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate, transaction
+from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate, transaction
 from retail_common.errors import FailedPrecondition
 from retail_common.messaging import MESSAGING_MIGRATIONS, OutboxWriter
 from retail_inventory.domain.allocation import RequestLine
@@ -246,7 +246,9 @@ async def run_sequence(dsn: str, sequence: list[tuple]) -> None:
 
 
 def test_random_sequences_match_the_reference_model(database_url):
-    asyncio.run(migrate(database_url, [AUDIT_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS]))
+    asyncio.run(
+        migrate(database_url, [AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS])
+    )
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(ops)

@@ -9,7 +9,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retail_common.db import migrate
+from retail_common.db import IDEMPOTENCY_MIGRATIONS, migrate
 from retail_inventory.domain.ats import Fence, Position, ats
 from retail_inventory.repository import MIGRATIONS
 
@@ -32,7 +32,7 @@ positions = st.tuples(
 
 
 def test_inv_ats_matches_domain(database_url):
-    asyncio.run(migrate(database_url, [MIGRATIONS]))
+    asyncio.run(migrate(database_url, [IDEMPOTENCY_MIGRATIONS, MIGRATIONS]))
 
     async def sql_ats(case) -> int:
         on_hand, reserved, safety, fences, by_channel, channel = case

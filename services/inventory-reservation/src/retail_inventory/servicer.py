@@ -7,7 +7,6 @@ transaction (with an audit record for each mutation), convert to protos. No busi
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -34,7 +33,15 @@ from retail.inventory.v1 import (
     inventory_service_pb2 as pb,
 )
 from retail_common.context import Principal, PrincipalKind, current_call
-from retail_common.db import Connection, append_audit, list_audit, transaction
+from retail_common.db import (
+    Connection,
+    append_audit,
+    claim_request,
+    list_audit,
+    request_fingerprint,
+    store_response,
+    transaction,
+)
 from retail_common.db.audit import InvalidPageTokenError
 from retail_common.errors import (
     FieldViolation,
@@ -132,10 +139,6 @@ def _ttl(field: str, value: Any, present: bool, check: _Violations) -> timedelta
     return ttl
 
 
-def _request_print(request: Message) -> str:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-
-
 def _page(token: str, field: str = "page_token") -> dict[str, Any]:
     if not token:
         return {}
@@ -210,17 +213,23 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         response_type: type[M],
         work: Callable[[Connection], Awaitable[M]],
     ) -> M:
-        """Run a mutation once per request_id: a retry gets the first response back."""
+        """Run a mutation once per request_id: a retry gets the first response back.
+
+        Keys are scoped by RPC method only (not by caller), as they always were here. The fingerprint
+        covers the whole request, request_id included (`ignore=()`): for one key that compares exactly
+        like the default, and it is the digest the rows copied from this service's old `idempotency`
+        table (migration 0006) were stored with, so their retries still match.
+        """
         call = current_call()
-        method = call.method if call else "?"
-        print_ = _request_print(request)
+        scope = call.method if call else "?"
+        print_ = request_fingerprint(request, ignore=())
 
         async def run(conn: Connection) -> M:
-            stored = await self._repo.claim_request(conn, method, request_id, print_)
+            stored = await claim_request(conn, scope=scope, request_id=request_id, fingerprint=print_)
             if stored is not None:
                 return response_type.FromString(stored)
             response = await work(conn)
-            await self._repo.store_response(conn, method, request_id, response.SerializeToString())
+            await store_response(conn, scope=scope, request_id=request_id, response=response)
             return response
 
         return await self._tx(run)

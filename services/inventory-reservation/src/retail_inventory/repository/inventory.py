@@ -182,45 +182,6 @@ class InventoryRepository:
     def __init__(self, writer: events.EventWriter) -> None:
         self._events = writer
 
-    # ----------------------------------------------------------------------------------- idempotency
-
-    async def claim_request(
-        self, conn: Connection, method: str, request_id: str, print_: str, field_name: str = "request_id"
-    ) -> bytes | None:
-        """None if this request_id is new (now claimed); else the stored response of the first call.
-
-        A concurrent duplicate waits on the first one's insert (unique index) until it commits.
-        """
-        inserted = await conn.fetchval(
-            "insert into idempotency (method, request_id, fingerprint, response) values ($1, $2, $3, '')"
-            " on conflict do nothing returning true",
-            method,
-            request_id,
-            print_,
-        )
-        if inserted:
-            return None
-        row = await conn.fetchrow(
-            "select fingerprint, response from idempotency where method = $1 and request_id = $2",
-            method,
-            request_id,
-        )
-        assert row is not None
-        if row["fingerprint"] != print_:
-            raise InvalidArgument(
-                [FieldViolation(field_name, "already used for a different request")],
-                reason=Reason.IDEMPOTENCY_KEY_REUSED,
-            )
-        return bytes(row["response"])
-
-    async def store_response(self, conn: Connection, method: str, request_id: str, response: bytes) -> None:
-        await conn.execute(
-            "update idempotency set response = $3 where method = $1 and request_id = $2",
-            method,
-            request_id,
-            response,
-        )
-
     # ------------------------------------------------------------------------------------- locations
 
     async def upsert_location(self, conn: Connection, loc: LocationIn, etag: str = "") -> Row:
