@@ -12,6 +12,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from retail.common.v1 import principal_pb2
 from retail.inventory.v1 import (
     availability_pb2,
     inventory_service_pb2_grpc,
@@ -297,6 +298,35 @@ async def test_fence_availability_reserve_confirm_release_and_audit(pool, operat
     )
     assert [r.principal_id for r in audit.records] == ["web", "web", "web"]  # release, confirm, reserve
     assert audit.records[-1].action.endswith("/ReserveStock")
+    assert {r.principal_kind for r in audit.records} == {principal_pb2.PRINCIPAL_KIND_CHANNEL}
+    assert audit.records[0].HasField("before")
+    assert audit.records[0].HasField("after")
+    assert not audit.records[-1].HasField("before")
+    page = await operator.ListAuditRecords(
+        pb.ListAuditRecordsRequest(
+            entity_type="retail.inventory.v1.Reservation", entity_key="w1", page_size=2
+        )
+    )
+    rest = await operator.ListAuditRecords(
+        pb.ListAuditRecordsRequest(
+            entity_type="retail.inventory.v1.Reservation",
+            entity_key="w1",
+            page_size=2,
+            page_token=page.next_page_token,
+        )
+    )
+    assert [r.audit_id for r in [*page.records, *rest.records]] == [r.audit_id for r in audit.records]
+    for bad, field in (
+        (pb.ListAuditRecordsRequest(page_size=1001), "page_size"),  # the contract's cap, stricter
+        (pb.ListAuditRecordsRequest(page_size=-1), "page_size"),
+        (pb.ListAuditRecordsRequest(entity_key="w1"), "entity_key"),
+        (pb.ListAuditRecordsRequest(page_token="not-a-token"), "page_token"),
+        (pb.ListAuditRecordsRequest(entity_type="x", page_token=page.next_page_token), "page_token"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await operator.ListAuditRecords(bad)
+        details = parse_error(caught.value)
+        assert (details.code, details.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field]), bad
     await check_invariants(pool)
 
 

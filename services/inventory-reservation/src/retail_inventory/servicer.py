@@ -19,9 +19,7 @@ import asyncpg
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from google.protobuf.struct_pb2 import Struct
 
-from retail.common.v1 import audit_pb2, principal_pb2
 from retail.inventory.v1 import (
     availability_pb2,
     inventory_service_pb2_grpc,
@@ -37,12 +35,10 @@ from retail_common.db import (
     Connection,
     append_audit,
     claim_request,
-    list_audit,
     request_fingerprint,
     store_response,
     transaction,
 )
-from retail_common.db.audit import InvalidPageTokenError
 from retail_common.errors import (
     FieldViolation,
     InvalidArgument,
@@ -50,6 +46,7 @@ from retail_common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from retail_common.grpcx import audit_page
 from retail_common.service import ServiceContext
 from retail_inventory import events
 from retail_inventory.domain import limits
@@ -71,11 +68,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_KINDS = {
-    PrincipalKind.CHANNEL: principal_pb2.PRINCIPAL_KIND_CHANNEL,
-    PrincipalKind.OPERATOR: principal_pb2.PRINCIPAL_KIND_OPERATOR,
-    PrincipalKind.SERVICE: principal_pb2.PRINCIPAL_KIND_SERVICE,
-}
 _STRATEGIES = {
     reservation_pb2.ALLOCATION_STRATEGY_LOCATION_PRIORITY: AllocationStrategy.LOCATION_PRIORITY,
     reservation_pb2.ALLOCATION_STRATEGY_MOST_STOCK: AllocationStrategy.MOST_STOCK,
@@ -949,43 +941,16 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context
     ) -> pb.ListAuditRecordsResponse:
-        check = _Violations()
-        _page_size(request.page_size, check)
-        if request.entity_key and not request.entity_type:
-            check.add("entity_key", "requires entity_type")
-        check.raise_if_any()
+        # The contract caps page_size at 1,000 (refused above); audit_page checks the rest (negative
+        # page_size, entity_key without entity_type, page_token) and coerces to its own maximum.
+        if request.page_size > limits.MAX_PAGE_SIZE:
+            raise InvalidArgument.field("page_size", f"must be 0..{limits.MAX_PAGE_SIZE}")
         async with self._ctx.pool.acquire() as conn:
-            try:
-                records, token = await list_audit(
-                    conn,
-                    entity_type=request.entity_type or None,
-                    entity_key=request.entity_key or None,
-                    page_size=request.page_size,
-                    page_token=request.page_token,
-                )
-            except InvalidPageTokenError as exc:
-                raise InvalidArgument.field("page_token", str(exc)) from None
-        out = []
-        for r in records:
-            record = audit_pb2.AuditRecord(
-                audit_id=str(r.id),
-                principal_id=r.actor_id or "",
-                principal_kind=_KINDS.get(
-                    PrincipalKind(r.actor_kind), principal_pb2.PRINCIPAL_KIND_UNSPECIFIED
-                )
-                if r.actor_kind
-                else principal_pb2.PRINCIPAL_KIND_UNSPECIFIED,
-                action=r.action,
-                entity_type=r.entity_type,
-                entity_key=r.entity_key,
-                request_id=r.request_id or "",
-                trace_id=r.trace_id or "",
+            records, token = await audit_page(
+                conn,
+                entity_type=request.entity_type,
+                entity_key=request.entity_key,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
-            record.occurred_at.FromDatetime(r.occurred_at)
-            for name, value in (("before", r.before), ("after", r.after)):
-                if isinstance(value, dict):
-                    struct = Struct()
-                    struct.update(value)
-                    getattr(record, name).CopyFrom(struct)
-            out.append(record)
-        return pb.ListAuditRecordsResponse(records=out, next_page_token=token)
+        return pb.ListAuditRecordsResponse(records=records, next_page_token=token)
