@@ -34,7 +34,7 @@ from retail_channel_gateway.servicer_operations import OperationsServicer
 from retail_common.auth import MethodPolicy, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
-from retail_common.db import transaction
+from retail_common.db import prune_requests, transaction
 from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
 from retail_common.service import ServiceContext, ServiceSpec
 
@@ -176,6 +176,7 @@ async def prune_change_logs(ctx: ServiceContext[GatewaySettings]) -> None:
                     )
             async with transaction(ctx.pool) as conn:
                 await ledger.prune_housekeeping(conn, ctx.clock.now() - timedelta(days=2))
+                await prune_requests(conn, older_than_seconds=timedelta(days=2).total_seconds())
         except Exception:  # the DB may be down for a while; keep trying
             logger.exception("change-log retention sweep failed")
         await asyncio.sleep(ctx.settings.change_log_sweep_seconds)

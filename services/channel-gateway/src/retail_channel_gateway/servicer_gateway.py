@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,9 +22,9 @@ from retail_channel_gateway.errors import OutOfRange
 from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.facade import Facade
 from retail_channel_gateway.paging import decode_cursor, encode_cursor
-from retail_channel_gateway.repository import ChannelRecord, LedgerRepository, claim_request, store_response
+from retail_channel_gateway.repository import ChannelRecord, LedgerRepository
 from retail_common.clock import Clock
-from retail_common.db import append_audit, transaction
+from retail_common.db import append_audit, claim_request, request_fingerprint, store_response, transaction
 from retail_common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -291,9 +290,11 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         channel = await self._channel(request.channel_id)
         principal = caller()
         scope = f"{principal.id}:ChannelGatewayService.RequestResync"
-        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        fingerprint = request_fingerprint(request)
         async with transaction(self._ctx.pool) as conn:
-            stored = await claim_request(conn, scope, request.request_id, fingerprint)
+            stored = await claim_request(
+                conn, scope=scope, request_id=request.request_id, fingerprint=fingerprint
+            )
             if stored is not None:
                 return pb.RequestResyncResponse.FromString(stored)
             if channel.settings.mode == DeliveryMode.STREAM:
@@ -313,7 +314,5 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
                 after={"entities": response.entities},
                 request_id=request.request_id,
             )
-            await store_response(
-                conn, scope, request.request_id, response.SerializeToString(deterministic=True)
-            )
+            await store_response(conn, scope=scope, request_id=request.request_id, response=response)
         return response

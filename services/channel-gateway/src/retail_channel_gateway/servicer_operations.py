@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -38,13 +37,20 @@ from retail_channel_gateway.repository import (
     ChannelRecord,
     ChannelRepository,
     LedgerRepository,
-    claim_request,
-    store_response,
 )
 from retail_common.auth import CredentialInfo, IssuedCredential
 from retail_common.clock import Clock
 from retail_common.context import PrincipalKind
-from retail_common.db import Connection, InvalidPageTokenError, append_audit, list_audit, transaction
+from retail_common.db import (
+    Connection,
+    InvalidPageTokenError,
+    append_audit,
+    claim_request,
+    list_audit,
+    request_fingerprint,
+    store_response,
+    transaction,
+)
 from retail_common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -65,10 +71,6 @@ _SERVICE = "ChannelOperationsService"
 def _request_id(value: str) -> None:
     if not 1 <= len(value) <= 128:
         raise InvalidArgument.field("request_id", "required, 1..128 characters")
-
-
-def _fingerprint(request: Message) -> str:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _channel_audit(record: ChannelRecord | None) -> dict[str, object] | None:
@@ -137,11 +139,12 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         _request_id(request_id)
         scope = f"{caller().id}:{_SERVICE}.{method}"
         async with transaction(self._ctx.pool) as conn:
-            stored = await claim_request(conn, scope, request_id, _fingerprint(request))
+            fingerprint = request_fingerprint(request)
+            stored = await claim_request(conn, scope=scope, request_id=request_id, fingerprint=fingerprint)
             if stored is not None:
                 return response_type.FromString(stored)
             response = await work(conn)
-            await store_response(conn, scope, request_id, response.SerializeToString(deterministic=True))
+            await store_response(conn, scope=scope, request_id=request_id, response=response)
         return response
 
     async def _existing(self, conn: Connection, channel_id: str) -> ChannelRecord:

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from retail_channel_gateway.repository.channels import ChannelRecord, ChannelRepository
-from retail_channel_gateway.repository.idempotency import claim_request, store_response
 from retail_channel_gateway.repository.ledger import DeadLetterRow, LedgerRepository, PendingRow
 from retail_common.db import MigrationSource
 
@@ -16,6 +15,4 @@ __all__ = [
     "DeadLetterRow",
     "LedgerRepository",
     "PendingRow",
-    "claim_request",
-    "store_response",
 ]
