@@ -14,6 +14,7 @@ from retail_common.db import (
     migrate,
     request_fingerprint,
     store_response,
+    stored_response,
     transaction,
 )
 from retail_common.errors import InvalidArgument
@@ -93,3 +94,20 @@ async def test_a_rolled_back_first_call_frees_the_key(pool):
     with pytest.raises(RuntimeError):
         await fail_inside()
     assert (await record(pool, request)).version == 3
+
+
+async def test_stored_response_looks_up_without_claiming(pool):
+    request = probe_pb2.RecordAmountRequest(request_id="r1", account_id="x", amount=4)
+    print_ = request_fingerprint(request)
+    lookup = {"scope": "alice:RecordAmount", "request_id": "r1", "fingerprint": print_}
+    async with pool.acquire() as conn:
+        assert await stored_response(conn, **lookup) is None
+        assert await conn.fetchval("select count(*) from request_idempotency") == 0  # nothing claimed
+        await record(pool, request)
+        first = await stored_response(conn, **lookup)
+        assert first is not None
+        assert probe_pb2.RecordAmountResponse.FromString(first).version == 4
+        with pytest.raises(InvalidArgument) as caught:
+            await stored_response(conn, **{**lookup, "fingerprint": "other"}, field="key")
+        assert [v.field for v in caught.value.violations] == ["key"]
+        assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"

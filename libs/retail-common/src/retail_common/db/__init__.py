@@ -15,6 +15,7 @@ from retail_common.db.idempotency import (
     prune_requests,
     request_fingerprint,
     store_response,
+    stored_response,
 )
 from retail_common.db.migrations import (
     AppliedMigration,
@@ -52,5 +53,6 @@ __all__ = [
     "prune_requests",
     "request_fingerprint",
     "store_response",
+    "stored_response",
     "transaction",
 ]

@@ -13,6 +13,10 @@ roll back together:
 
 A concurrent duplicate blocks on the first one's uncommitted key row (primary key) until it commits,
 then sees its response; if the first rolls back, the duplicate claims the key and runs itself.
+
+`stored_response` is the read-only look-up for a mutation that does slow work (calls to other
+services) before its transaction: a retry of a completed request is answered without that work; the
+claim inside the transaction stays the authority.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "prune_requests",
     "request_fingerprint",
     "store_response",
+    "stored_response",
 ]
 
 IDEMPOTENCY_MIGRATIONS = MigrationSource(
@@ -73,14 +78,37 @@ async def claim_request(
         return await claim_request(
             conn, scope=scope, request_id=request_id, fingerprint=fingerprint, field=field
         )
-    if row["fingerprint"] != fingerprint:
+    _refuse_reuse(row["fingerprint"], fingerprint, field)
+    if row["response"] is None:
+        raise RuntimeError("claim_request: the key's response was never stored (store_response not called)")
+    return bytes(row["response"])
+
+
+async def stored_response(
+    conn: Connection, *, scope: str, request_id: str, fingerprint: str, field: str = "request_id"
+) -> bytes | None:
+    """The committed first response of this key, or None (key unused, or its call still open).
+
+    Claims nothing (any connection, no transaction needed). A key already used for a different
+    request is refused with INVALID_ARGUMENT naming `field`, as claim_request does.
+    """
+    row = await conn.fetchrow(
+        "select fingerprint, response from request_idempotency where scope = $1 and request_id = $2",
+        scope,
+        request_id,
+    )
+    if row is None:
+        return None
+    _refuse_reuse(row["fingerprint"], fingerprint, field)
+    return None if row["response"] is None else bytes(row["response"])
+
+
+def _refuse_reuse(stored: str, fingerprint: str, field: str) -> None:
+    if stored != fingerprint:
         raise InvalidArgument(
             [FieldViolation(field, "already used for a different request")],
             reason=Reason.IDEMPOTENCY_KEY_REUSED,
         )
-    if row["response"] is None:
-        raise RuntimeError("claim_request: the key's response was never stored (store_response not called)")
-    return bytes(row["response"])
 
 
 async def store_response(conn: Connection, *, scope: str, request_id: str, response: Message | bytes) -> None:
