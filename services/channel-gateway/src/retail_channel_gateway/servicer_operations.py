@@ -12,12 +12,10 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.struct_pb2 import Struct
 
 from retail.channel.v1 import channel_operations_service_pb2 as pb
 from retail.channel.v1 import channel_operations_service_pb2_grpc as pb_grpc
 from retail.channel.v1 import credentials_pb2
-from retail.common.v1 import audit_pb2, principal_pb2
 from retail_channel_gateway.access import ADMIN_ROLE, VIEWER_ROLE, caller, require_operator_role
 from retail_channel_gateway.convert import (
     channel_proto,
@@ -43,10 +41,8 @@ from retail_common.clock import Clock
 from retail_common.context import PrincipalKind
 from retail_common.db import (
     Connection,
-    InvalidPageTokenError,
     append_audit,
     claim_request,
-    list_audit,
     request_fingerprint,
     store_response,
     transaction,
@@ -59,6 +55,7 @@ from retail_common.errors import (
     NotFound,
     PreconditionViolation,
 )
+from retail_common.grpcx import audit_page
 from retail_common.service import ServiceContext
 
 __all__ = ["OperationsServicer"]
@@ -562,41 +559,12 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         self, request: pb.ListAuditRecordsRequest, context: Context
     ) -> pb.ListAuditRecordsResponse:
         require_operator_role(ADMIN_ROLE, VIEWER_ROLE)
-        if request.page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
-        if request.entity_key and not request.entity_type:
-            raise InvalidArgument.field("entity_key", "requires entity_type")
         async with self._ctx.pool.acquire() as conn:
-            try:
-                records, token = await list_audit(
-                    conn,
-                    entity_type=request.entity_type or None,
-                    entity_key=request.entity_key or None,
-                    page_size=request.page_size,
-                    page_token=request.page_token,
-                )
-            except InvalidPageTokenError as exc:
-                raise InvalidArgument.field("page_token", str(exc)) from None
-        out = []
-        for r in records:
-            kind = principal_pb2.PrincipalKind.Value(
-                f"PRINCIPAL_KIND_{(r.actor_kind or 'unspecified').upper()}"
+            out, token = await audit_page(
+                conn,
+                entity_type=request.entity_type,
+                entity_key=request.entity_key,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
-            record = audit_pb2.AuditRecord(
-                audit_id=str(r.id),
-                principal_id=r.actor_id or "",
-                principal_kind=kind,
-                action=r.action,
-                entity_type=r.entity_type,
-                entity_key=r.entity_key,
-                request_id=r.request_id or "",
-                trace_id=r.trace_id or "",
-                occurred_at=ts(r.occurred_at),
-            )
-            for name, value in (("before", r.before), ("after", r.after)):
-                if isinstance(value, dict):
-                    struct = Struct()
-                    struct.update(value)
-                    getattr(record, name).CopyFrom(struct)
-            out.append(record)
         return pb.ListAuditRecordsResponse(records=out, next_page_token=token)
