@@ -38,8 +38,9 @@ from retail_common.messaging._inbox import (
     VersionPolicy,
     prune_inbox,
 )
+from retail_common.messaging._lease import Lease
 from retail_common.messaging._outbox import OutboxEvent, OutboxWriter, Payload
-from retail_common.messaging._propagation import extract_context, inject_context
+from retail_common.messaging._propagation import current_trace_headers, extract_context, inject_context
 from retail_common.messaging._relay import OutboxRelay
 from retail_common.messaging._streams import (
     SUITE_STREAMS,
@@ -76,6 +77,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "InboxConsumer",
+    "Lease",
     "OutboxEvent",
     "OutboxRelay",
     "OutboxWriter",
@@ -85,6 +87,7 @@ __all__ = [
     "StreamSpec",
     "UndecodableMessageError",
     "VersionPolicy",
+    "current_trace_headers",
     "deadletter_subject",
     "decode_envelope",
     "decode_subject_token",

@@ -23,7 +23,7 @@ from retail_channel_gateway.delivery.transports import Transport
 from retail_channel_gateway.delivery.worker import ChannelWorker
 from retail_channel_gateway.events import EventWriter
 from retail_common.clock import Clock
-from retail_common.messaging._lease import Lease
+from retail_common.messaging import Lease
 
 __all__ = ["DeliveryEngine", "lease_name"]
 

@@ -34,8 +34,7 @@ from retail_channel_gateway.repository import ChannelRepository, LedgerRepositor
 from retail_common.clock import Clock
 from retail_common.db import transaction
 from retail_common.errors import DomainError
-from retail_common.messaging import extract_context
-from retail_common.messaging._lease import Lease
+from retail_common.messaging import Lease, extract_context
 
 __all__ = ["ChannelWorker"]
 

@@ -12,7 +12,7 @@ import asyncpg
 from retail.channel.v1 import changes_pb2
 from retail_channel_gateway.domain.changes import Lane
 from retail_common.db import Connection
-from retail_common.messaging._propagation import current_trace_headers
+from retail_common.messaging import current_trace_headers
 
 __all__ = ["ChangeLogRow", "CursorState", "DeadLetterRow", "HealthRow", "LedgerRepository", "PendingRow"]
 
