@@ -40,7 +40,7 @@ from retail_channel_gateway.testing.harness import Clients, eventually, register
 from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
-from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate, transaction
+from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate, transaction
 from retail_common.grpcx import connect
 from retail_common.messaging import (
     MESSAGING_MIGRATIONS,
@@ -151,7 +151,14 @@ class _Suite:
         await migrate(pricing_db, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS])
         await migrate(inventory_db, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS])
         await migrate(
-            promotion_db, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS, PROMOTION_MIGRATIONS]
+            promotion_db,
+            [
+                AUDIT_MIGRATIONS,
+                AUTH_MIGRATIONS,
+                IDEMPOTENCY_MIGRATIONS,
+                MESSAGING_MIGRATIONS,
+                PROMOTION_MIGRATIONS,
+            ],
         )
         await self._keys(
             pricing_db,

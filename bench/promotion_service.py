@@ -36,7 +36,7 @@ from retail.promotion.v1 import promotion_service_pb2 as pb
 from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
-from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate, transaction
+from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate, transaction
 from retail_common.grpcx import connect
 from retail_common.messaging import MESSAGING_MIGRATIONS, OutboxWriter
 from retail_common.testing import NatsServer
@@ -166,7 +166,10 @@ class _Suite:
         self.nats.start()
         service_key, ops_key, approver_key, web_key = (generate_key()[1] for _ in range(4))
         await migrate(pricing_db.dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS])
-        await migrate(promotion_db.dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS])
+        await migrate(
+            promotion_db.dsn,
+            [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS],
+        )
         for dsn, entries in (
             (
                 pricing_db.dsn,

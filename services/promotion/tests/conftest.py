@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate
+from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate
 from retail_common.messaging import MESSAGING_MIGRATIONS, OutboxWriter
 from retail_promotion.repository import MIGRATIONS, CampaignRepository, RedemptionRepository
 
 
 @pytest_asyncio.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url, [AUDIT_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS])
+    await migrate(database_url, [AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS])
     p = await create_pool(database_url, min_size=1, max_size=8)  # the test Postgres is shared
     try:
         yield p

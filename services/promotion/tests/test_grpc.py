@@ -721,12 +721,21 @@ async def test_operator_flows_idempotency_etags_codes_rollback_and_audit(suite: 
     ]
     # rollback deactivates everywhere
     current = (await alice.GetCampaign(pb.GetCampaignRequest(campaign_id="C1"))).campaign
-    rolled = await alice.RollbackCampaign(
-        pb.RollbackCampaignRequest(
-            request_id="rb", campaign_id="C1", etag=current.etag, reason="wrong prices"
-        )
+    rollback = pb.RollbackCampaignRequest(
+        request_id="rb", campaign_id="C1", etag=current.etag, reason="wrong prices"
     )
+    rolled = await alice.RollbackCampaign(rollback)
     assert rolled.campaign.state == campaign_pb2.CAMPAIGN_STATE_ROLLED_BACK
+    # a retry gets the first response (its etag is stale by now: answered before the etag check)
+    assert await alice.RollbackCampaign(rollback) == rolled
+    with pytest.raises(grpc.aio.AioRpcError) as reused_rb:
+        await alice.RollbackCampaign(
+            pb.RollbackCampaignRequest(request_id="rb", campaign_id="C1", etag=current.etag, reason="x")
+        )
+    assert (parse_error(reused_rb.value).fields, parse_error(reused_rb.value).reason) == (
+        ["request_id"],
+        "IDEMPOTENCY_KEY_REUSED",
+    )
     after = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("B", 1))))
     assert list(after.candidates) == []
     deployment = (

@@ -8,7 +8,6 @@ audit record per mutation, convert to protos. No business rules here."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -22,7 +21,16 @@ from retail.promotion.v1 import campaign_pb2, evaluation_pb2, events_pb2, promot
 from retail.promotion.v1 import promotion_service_pb2 as pb
 from retail_common.clock import Clock
 from retail_common.context import Principal, PrincipalKind, current_call
-from retail_common.db import Connection, append_audit, list_audit, transaction
+from retail_common.db import (
+    Connection,
+    append_audit,
+    claim_request,
+    list_audit,
+    request_fingerprint,
+    store_response,
+    stored_response,
+    transaction,
+)
 from retail_common.db.audit import InvalidPageTokenError
 from retail_common.errors import (
     Aborted,
@@ -49,7 +57,6 @@ from retail_promotion.domain.lifecycle import (
 from retail_promotion.evaluating import CartInput, Evaluator
 from retail_promotion.repository import CampaignRepository, RedemptionRepository
 from retail_promotion.repository.guardrails import record_registered_rule
-from retail_promotion.repository.idempotency import claim_request, store_response
 from retail_promotion.repository.ledger import ensure_targets, targets
 from retail_promotion.repository.redemptions import StoredRedemption
 from retail_promotion.validation import Checks, campaign_violations, cart_violations
@@ -81,11 +88,10 @@ def _acting_channel(channel_id: str) -> None:
 
 
 def _print(request: Message, *clear: str) -> str:
-    copy = type(request)()
-    copy.CopyFrom(request)
-    for name in clear:
-        copy.ClearField(name)
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    """The digest of the whole request but `clear` (request_id included, so `ignore=()` by default):
+    for one key that compares like the runtime's default, and it is what the keys copied from this
+    service's old `idempotency` table (migration 0005) and redemption rows were stored with."""
+    return request_fingerprint(request, ignore=clear)
 
 
 def _state(campaign: campaign_pb2.Campaign) -> CampaignState:
@@ -143,16 +149,11 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
 
     async def _stored(self, request_id: str, fingerprint: str, response_type: type[M]) -> M | None:
         """The first response of this request_id, if any (read before slow pre-checks)."""
-        row = await self._pool.fetchrow(
-            "select fingerprint, response from idempotency where method = $1 and request_id = $2",
-            self._method(),
-            request_id,
-        )
-        if row is None or not row["response"]:
-            return None
-        if row["fingerprint"] != fingerprint:
-            raise InvalidArgument([FieldViolation("request_id", "already used for a different request")])
-        return response_type.FromString(bytes(row["response"]))
+        async with self._pool.acquire() as conn:
+            stored = await stored_response(
+                conn, scope=self._method(), request_id=request_id, fingerprint=fingerprint
+            )
+        return None if stored is None else response_type.FromString(stored)
 
     async def _idempotent(
         self,
@@ -161,14 +162,14 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         response_type: type[M],
         work: Callable[[Connection], Awaitable[M]],
     ) -> M:
-        method = self._method()
+        scope = self._method()
 
         async def run(conn: Connection) -> M:
-            stored = await claim_request(conn, method, request_id, fingerprint)
+            stored = await claim_request(conn, scope=scope, request_id=request_id, fingerprint=fingerprint)
             if stored is not None:
                 return response_type.FromString(stored)
             response = await work(conn)
-            await store_response(conn, method, request_id, response.SerializeToString())
+            await store_response(conn, scope=scope, request_id=request_id, response=response)
             return response
 
         return await self._tx(run)
