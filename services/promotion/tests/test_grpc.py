@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import SecretStr
 
 from retail.channel.v1 import events_pb2 as channel_events
+from retail.common.v1 import principal_pb2
 from retail.inventory.v1 import inventory_service_pb2 as inv_pb
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
 from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_pb2_grpc
@@ -697,6 +698,20 @@ async def test_operator_flows_idempotency_etags_codes_rollback_and_audit(suite: 
         ("CancelRedemption", "web"),
         ("RedeemPromotions", "web"),
     ]
+    assert {r.principal_kind for r in redemption_audit.records} == {principal_pb2.PRINCIPAL_KIND_CHANNEL}
+    assert redemption_audit.records[0].HasField("before")
+    assert not redemption_audit.records[1].HasField("before")
+    first_page = await alice.ListAuditRecords(
+        pb.ListAuditRecordsRequest(entity_type="retail.promotion.v1.Redemption", entity_key="o1", page_size=1)
+    )
+    assert [r.audit_id for r in first_page.records] == [redemption_audit.records[0].audit_id]
+    for bad, named in (
+        (pb.ListAuditRecordsRequest(page_size=-1), "page_size"),
+        (pb.ListAuditRecordsRequest(entity_key="o1"), "entity_key"),
+        (pb.ListAuditRecordsRequest(page_token="not-a-token"), "page_token"),
+        (pb.ListAuditRecordsRequest(entity_type="x", page_token=first_page.next_page_token), "page_token"),
+    ):
+        assert await invalid(alice.ListAuditRecords(bad)) == [named], bad
     # an operator suspension of one SKU, then resume
     await alice.SuspendCampaign(pb.SuspendCampaignRequest(request_id="sus", campaign_id="C1", sku="B"))
     evaluated = await web.EvaluateCart(pb.EvaluateCartRequest(**cart(("B", 1))))

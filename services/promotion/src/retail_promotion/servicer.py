@@ -25,13 +25,11 @@ from retail_common.db import (
     Connection,
     append_audit,
     claim_request,
-    list_audit,
     request_fingerprint,
     store_response,
     stored_response,
     transaction,
 )
-from retail_common.db.audit import InvalidPageTokenError
 from retail_common.errors import (
     Aborted,
     FailedPrecondition,
@@ -42,6 +40,7 @@ from retail_common.errors import (
     PreconditionViolation,
     Unauthenticated,
 )
+from retail_common.grpcx import audit_page
 from retail_promotion import events, views
 from retail_promotion.campaigning import CampaignFacts
 from retail_promotion.consumers import RuleState, apply_rule_state
@@ -667,25 +666,15 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context
     ) -> pb.ListAuditRecordsResponse:
-        checks = Checks()
-        _page_size(request.page_size, checks)
-        if request.entity_key and not request.entity_type:
-            checks.add("entity_key", "requires entity_type")
-        checks.raise_if_any()
         async with self._pool.acquire() as conn:
-            try:
-                records, token = await list_audit(
-                    conn,
-                    entity_type=request.entity_type or None,
-                    entity_key=request.entity_key or None,
-                    page_size=request.page_size,
-                    page_token=request.page_token,
-                )
-            except InvalidPageTokenError as exc:
-                raise InvalidArgument.field("page_token", str(exc)) from None
-        return pb.ListAuditRecordsResponse(
-            records=[views.audit_record(r) for r in records], next_page_token=token
-        )
+            records, token = await audit_page(
+                conn,
+                entity_type=request.entity_type,
+                entity_key=request.entity_key,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return pb.ListAuditRecordsResponse(records=records, next_page_token=token)
 
 
 def _raise_if(violations: list[FieldViolation]) -> None:

@@ -1,5 +1,5 @@
 """Response messages built from domain and repository values (findings, suspensions, redemptions,
-deployment, audit records, active promotions)."""
+deployment, active promotions)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from collections.abc import Sequence
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from google.protobuf.struct_pb2 import Struct
 
-from retail.common.v1 import audit_pb2, principal_pb2
 from retail.promotion.v1 import campaign_pb2, deployment_pb2, evaluation_pb2
 from retail.promotion.v1 import promotion_service_pb2 as pb
-from retail_common.db import AuditRecord
 from retail_common.errors import PreconditionViolation
 from retail_promotion.convert import evaluation_to_proto, money_to_proto, timestamp
 from retail_promotion.domain.deployment import Overall, Target, effective_state, overall, remediations
@@ -24,7 +21,6 @@ from retail_promotion.repository.redemptions import StoredRedemption
 
 __all__ = [
     "as_dict",
-    "audit_record",
     "deployment",
     "evaluation_response",
     "finding_proto",
@@ -32,12 +28,6 @@ __all__ = [
     "redemption",
     "suspension",
 ]
-
-_KINDS = {
-    "channel": principal_pb2.PRINCIPAL_KIND_CHANNEL,
-    "operator": principal_pb2.PRINCIPAL_KIND_OPERATOR,
-    "service": principal_pb2.PRINCIPAL_KIND_SERVICE,
-}
 
 
 def as_dict(message: Message | None) -> object:
@@ -156,23 +146,3 @@ def deployment(
             for r in remediations(targets, delivered_version)
         ],
     )
-
-
-def audit_record(r: AuditRecord) -> audit_pb2.AuditRecord:
-    record = audit_pb2.AuditRecord(
-        audit_id=str(r.id),
-        principal_id=r.actor_id or "",
-        principal_kind=_KINDS.get(r.actor_kind or "", principal_pb2.PRINCIPAL_KIND_UNSPECIFIED),
-        action=r.action,
-        entity_type=r.entity_type,
-        entity_key=r.entity_key,
-        request_id=r.request_id or "",
-        trace_id=r.trace_id or "",
-    )
-    record.occurred_at.FromDatetime(r.occurred_at)
-    for name, value in (("before", r.before), ("after", r.after)):
-        if isinstance(value, dict):
-            struct = Struct()
-            struct.update(value)
-            getattr(record, name).CopyFrom(struct)
-    return record
