@@ -200,9 +200,15 @@ async def test_authentication_and_authorization(probe, credentials):
         me = await probe_stub.WhoAmI(probe_pb2.WhoAmIRequest())
     assert (me.principal_id, list(me.roles)) == ("alice", ["ops.viewer"])
 
-    # Revocation takes effect on the next call (no cache).
+    # Revocation (here from another process) takes effect once its NOTIFY reaches the service's
+    # credential cache: polled within 10 s, far below the cache's 60 s max age (the key was cached
+    # moments ago), so only the notification can explain the refusal.
     assert await credentials.revoke(operator.key_id)
-    assert await code_of(operator.key, "WhoAmI") == grpc.StatusCode.UNAUTHENTICATED
+
+    async def operator_refused() -> bool:
+        return await code_of(operator.key, "WhoAmI") == grpc.StatusCode.UNAUTHENTICATED
+
+    await eventually(operator_refused, "revoked key refused after the notification", within=10.0)
 
     await probe.terminate()  # flush every log line before scanning
     log = probe.log_text()
@@ -212,6 +218,40 @@ async def test_authentication_and_authorization(probe, credentials):
         assert key not in log
         assert parse_key(key).secret.get_secret_value() not in log
     assert wrong.get_secret_value() not in log
+
+
+async def test_cached_keys_do_not_read_the_credentials_table(probe, credentials, pool, database_url):
+    cached = await credentials.create("web-shop", PrincipalKind.CHANNEL)
+    fresh = await credentials.create("new-shop", PrincipalKind.CHANNEL)
+
+    async def listener_up() -> bool:
+        count = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'probe:auth-listener'"
+            " AND datname = current_database() AND state = 'idle' AND query <> ''"  # LISTEN was its first
+        )
+        return bool(count)
+
+    await eventually(listener_up, "the credential cache's LISTEN connection is up")
+    channel, probe_stub = stub(probe, cached.key)
+    async with channel:
+        await probe_stub.WhoAmI(probe_pb2.WhoAmIRequest())  # loads and caches the key
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with locker.transaction():
+                # Any read of auth_credentials now blocks until this transaction ends.
+                await locker.execute("LOCK TABLE auth_credentials IN ACCESS EXCLUSIVE MODE")
+                for _ in range(20):
+                    me = await probe_stub.WhoAmI(probe_pb2.WhoAmIRequest(), timeout=10)
+                    assert me.principal_id == "web-shop"
+                # An uncached key does need the table, so the lock does bite.
+                fresh_channel, fresh_stub = stub(probe, fresh.key)
+                async with fresh_channel:
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await fresh_stub.WhoAmI(probe_pb2.WhoAmIRequest(), timeout=1)
+                assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            await locker.close()
+        assert (await probe_stub.WhoAmI(probe_pb2.WhoAmIRequest())).principal_id == "web-shop"
 
 
 async def test_sigterm_finishes_the_in_flight_call_and_exits_cleanly(probe, channel_key, pool):

@@ -25,7 +25,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from opentelemetry.metrics import Meter
 
 from retail_common._nats_link import NatsLink
-from retail_common.auth import AUTH_MIGRATIONS, CredentialStore, MethodPolicy, full_method_name
+from retail_common.auth import (
+    AUTH_MIGRATIONS,
+    CredentialCache,
+    CredentialStore,
+    MethodPolicy,
+    full_method_name,
+)
 from retail_common.clock import Clock, SystemClock
 from retail_common.config import ConfigError, ServiceSettings, load_settings
 from retail_common.db import (
@@ -180,6 +186,10 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         [url.strip() for url in settings.nats_url.split(",")], name=spec.name, on_change=health.set_eventing
     )
     credentials = CredentialStore(pool, spec.clock)
+    # Resolves each call's key from memory while its LISTEN connection is up (auth/_cache.py).
+    credential_cache = CredentialCache(
+        credentials, settings.database_url, clock=spec.clock, application_name=f"{spec.name}:auth-listener"
+    )
     context = ServiceContext(
         name=spec.name,
         settings=settings,
@@ -191,7 +201,7 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         meter=meter(f"retail.{spec.name}"),
     )
     interceptors = interceptor_chain(
-        resolve=credentials.resolve,
+        resolve=credential_cache.resolve,
         policies=spec.policies,
         error_domain=spec.domain,
         outer=[server_interceptor()],
@@ -210,6 +220,7 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
     failed = False
     try:
         port = server.add_insecure_port(settings.grpc_listen)
+        await credential_cache.start()
         await server.start()
         tasks.append(
             asyncio.create_task(_watch_database(pool, health, spec.db_check_interval), name="db-health")
@@ -234,6 +245,7 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await credential_cache.close()
         await nats_link.close()
         await pool.close()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,13 +1,15 @@
 """Authentication and authorization: API-key credentials, principals, method policies.
 
 Callers send `authorization: Bearer rk_<key_id>_<secret>`; the server interceptor
-(retail_common.grpcx) resolves it through CredentialStore to a Principal and checks the method's
+(retail_common.grpcx) resolves it through CredentialCache (in front of CredentialStore; invalidated by
+Postgres LISTEN/NOTIFY) to a Principal and checks the method's
 MethodPolicy. First operator credential: `retail-credentials create --database-url URL --kind operator
 --id alice --role ops.admin` (or `python -m retail_common.auth create ...`).
 """
 
 from pathlib import Path
 
+from retail_common.auth._cache import NOTIFY_CHANNEL, CredentialCache
 from retail_common.auth.keys import generate_key, hash_secret, parse_key
 from retail_common.auth.policy import (
     PUBLIC_INFRASTRUCTURE_METHODS,
@@ -22,7 +24,9 @@ from retail_common.db import MigrationSource
 
 __all__ = [
     "AUTH_MIGRATIONS",
+    "NOTIFY_CHANNEL",
     "PUBLIC_INFRASTRUCTURE_METHODS",
+    "CredentialCache",
     "CredentialInfo",
     "CredentialStore",
     "IssuedCredential",

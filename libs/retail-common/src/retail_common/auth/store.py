@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from retail_common.auth.keys import generate_key, hash_secret, parse_key, secret_matches
+from retail_common.auth.keys import ParsedKey, generate_key, hash_secret, parse_key, secret_matches
 from retail_common.clock import Clock, SystemClock
 from retail_common.context import Principal, PrincipalKind
 
@@ -63,15 +63,41 @@ def _info(row: asyncpg.Record) -> CredentialInfo:
     )
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    """A key that matched an active credential: who it is, and until when it stays valid by itself.
+
+    `valid_until` is the earlier of expires_at and a revoked_at still in the future (None: no end).
+    """
+
+    principal: Principal
+    valid_until: datetime | None
+
+
+ChangeListener = Callable[[str], None]
+
+
 class CredentialStore:
     """API keys of one service's callers (table `auth_credentials`, migration source AUTH_MIGRATIONS).
 
-    No cache: every call resolves against the database, so a revocation takes effect on the next call.
+    No cache here: `resolve` always reads the database, so a revocation takes effect on the next call.
+    Services resolve through `CredentialCache` (auth/_cache.py), which is invalidated by the table's
+    NOTIFY trigger and, for changes made through this store, synchronously by `add_change_listener`.
     """
 
     def __init__(self, pool: asyncpg.Pool[Any], clock: Clock | None = None) -> None:
         self._pool = pool
         self._clock = clock or SystemClock()
+        self._change_listeners: list[ChangeListener] = []
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call `listener(key_id)` after this store committed a change to that key (same process)."""
+        self._change_listeners.append(listener)
+
+    def _changed(self, *key_ids: str) -> None:
+        for key_id in key_ids:
+            for listener in self._change_listeners:
+                listener(key_id)
 
     async def create(
         self,
@@ -119,6 +145,7 @@ class CredentialStore:
             await self._pool.execute(
                 "UPDATE auth_credentials SET roles = $2 WHERE key_id = $1", parsed.key_id, role_list
             )
+            self._changed(parsed.key_id)
             principal = Principal(id=principal_id, kind=kind, roles=frozenset(role_list))
             return IssuedCredential(key_id=parsed.key_id, key=key, principal=principal, expires_at=None)
         return await self._insert(self._pool, key, principal_id, kind, sorted(set(roles)), None, description)
@@ -160,6 +187,7 @@ class CredentialStore:
             key_id,
             self._clock.now(),
         )
+        self._changed(key_id)
         return status.endswith(" 1")
 
     async def rotate(self, key_id: str, overlap: timedelta) -> IssuedCredential:
@@ -188,6 +216,7 @@ class CredentialStore:
                 issued.key_id,
                 now + overlap,
             )
+        self._changed(key_id, issued.key_id)
         return issued
 
     async def resolve(self, key: str) -> Principal | None:
@@ -195,14 +224,20 @@ class CredentialStore:
         parsed = parse_key(key)
         if parsed is None:
             return None
+        resolved = await self._resolve_parsed(parsed)
+        return None if resolved is None else resolved.principal
+
+    async def _resolve_parsed(self, parsed: ParsedKey) -> _Resolved | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS}, secret_sha256 FROM auth_credentials WHERE key_id = $1", parsed.key_id
         )
         if row is None or not secret_matches(parsed.secret, row["secret_sha256"]):
             return None
-        if not _info(row).active_at(self._clock.now()):
+        info = _info(row)
+        if not info.active_at(self._clock.now()):
             return None
-        return _principal(row)
+        ends = [instant for instant in (info.expires_at, info.revoked_at) if instant is not None]
+        return _Resolved(principal=info.principal, valid_until=min(ends, default=None))
 
     async def list_credentials(self, principal_id: str | None = None) -> list[CredentialInfo]:
         rows = await self._pool.fetch(
