@@ -50,4 +50,5 @@ BENCHES: list[Bench] = [
     Bench("inventory", "bench.inventory_reservation:run_inventory_bench"),
     Bench("pricing", "bench.pricing_service:run_pricing_bench"),
     Bench("promotion", "bench.promotion_service:run_promotion_bench"),
+    Bench("channel-gateway", "bench.channel_gateway:run_channel_gateway_bench"),
 ]
