@@ -37,7 +37,10 @@ from retail_common.testing.process import ServiceProcess
 
 OPERATOR_ID = "dev-operator"
 
-RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
+# Local state (credentials, embedded Postgres, NATS store, logs); RETAIL_RUN_DIR moves it (tests do).
+RUN_DIR = Path(os.environ.get("RETAIL_RUN_DIR") or Path(__file__).resolve().parent.parent / ".run")
+# Database names are <prefix><service>; RETAIL_DB_PREFIX keeps a second suite apart on one server.
+DB_PREFIX = os.environ.get("RETAIL_DB_PREFIX", "retail_")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class SuiteService:
 
     @property
     def database(self) -> str:
-        return "retail_" + self.name.replace("-", "_")
+        return DB_PREFIX + self.name.replace("-", "_")
 
     @property
     def env_prefix(self) -> str:
@@ -173,7 +176,6 @@ async def _start_services(postgres: PostgresServer, nats_url: str) -> Started:
 
 
 async def main() -> int:
-    RUN_DIR.mkdir(exist_ok=True)
     postgres = await locate_postgres(data_dir=str(RUN_DIR / "postgres"))
     _say(f"postgres: {'embedded ' if postgres.embedded else ''}{postgres.admin_dsn}")
     nats_url, nats_server = _start_nats()
@@ -211,4 +213,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main()))
