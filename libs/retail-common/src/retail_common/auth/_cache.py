@@ -132,6 +132,7 @@ class CredentialCache:
         self._listening = False
         self._listener_task: asyncio.Task[None] | None = None
         self._session: object | None = None
+        self._session_seen = False  # the current attempt reached LISTEN
         self._state_changed = asyncio.Event()
         self.stats = CacheStats()
         store.add_change_listener(self.invalidate)
@@ -231,14 +232,20 @@ class CredentialCache:
         self.invalidate(str(payload))
 
     async def _listen_forever(self) -> None:
+        quiet = False  # one warning per outage, not one per reconnect attempt
         while True:
             try:
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # DB outage, killed backend, failed health check
-                logger.warning("credential cache listener lost: %s", type(exc).__name__)
+                if self._session_seen:
+                    quiet = False  # it had been listening: a new outage
+                level = logging.DEBUG if quiet else logging.WARNING
+                logger.log(level, "credential cache listener: %s; reconnecting", type(exc).__name__)
+                quiet = True
             finally:
+                self._session_seen = False
                 self._set_listening(False)
             await asyncio.sleep(self._reconnect_delay)
 
@@ -258,6 +265,7 @@ class CredentialCache:
             conn.add_termination_listener(on_terminated)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notification)
             self._session = session
+            self._session_seen = True
             self._set_listening(True)
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
