@@ -19,12 +19,13 @@ from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail_channel_gateway.domain.money import from_money
 from retail_channel_gateway.testing import FakeMarketplace
 from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
-from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
+from retail_common.auth import CredentialStore
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
-from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate, transaction
+from retail_common.db import create_pool, migrate, transaction
 from retail_common.grpcx import connect
-from retail_common.messaging import MESSAGING_MIGRATIONS, OutboxWriter
+from retail_common.messaging import OutboxWriter
+from retail_common.service import RUNTIME_MIGRATIONS
 from retail_pricing.testing import add, price_list, product
 from retail_promotion.domain.lifecycle import CampaignState
 from retail_promotion.repository import MIGRATIONS as PROMOTION_MIGRATIONS
@@ -53,7 +54,7 @@ async def _register(dsn: str, entries) -> None:
 
 async def seed_campaign(dsn: str) -> None:
     """One ACTIVE campaign for web and mkt: 10% off A (written straight into promotion's tables)."""
-    await migrate(dsn, [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, MESSAGING_MIGRATIONS, PROMOTION_MIGRATIONS])
+    await migrate(dsn, [*RUNTIME_MIGRATIONS, PROMOTION_MIGRATIONS])
     pool = await create_pool(dsn, min_size=1, max_size=1)
     now = datetime.now(UTC)
     promotions = [percent_promotion_pb("p-a", "10", ["A"])]
