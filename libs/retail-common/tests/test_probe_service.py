@@ -97,6 +97,8 @@ async def test_health_follows_the_database(probe, postgres_server, database):
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database.name
             )
+            # A database outage must degrade health, never take the service down.
+            assert probe.returncode is None, "probe exited during the outage:\n" + probe.log_text()[-4000:]
             return await health_status(probe) == NOT_SERVING
 
         await eventually(not_serving, "overall health NOT_SERVING while the DB is unreachable")

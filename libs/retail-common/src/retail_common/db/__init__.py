@@ -27,10 +27,19 @@ from retail_common.db.migrations import (
     migrate,
     pending_migrations,
 )
-from retail_common.db.pool import Connection, Isolation, create_pool, transaction
+from retail_common.db.pool import (
+    CONNECTION_ERRORS,
+    DATABASE_ERRORS,
+    Connection,
+    Isolation,
+    create_pool,
+    transaction,
+)
 
 __all__ = [
     "AUDIT_MIGRATIONS",
+    "CONNECTION_ERRORS",
+    "DATABASE_ERRORS",
     "DEFAULT_PAGE_SIZE",
     "IDEMPOTENCY_MIGRATIONS",
     "MAX_PAGE_SIZE",

@@ -12,7 +12,23 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-__all__ = ["Connection", "Isolation", "create_pool", "transaction"]
+__all__ = ["CONNECTION_ERRORS", "DATABASE_ERRORS", "Connection", "Isolation", "create_pool", "transaction"]
+
+# The database did not answer (down, restarting, connection cut or left in a broken state): retry later,
+# never crash a loop or blame the request. InternalClientError is what asyncpg raises when a connection
+# was cut mid-operation and then reused.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+# Any failure of a statement, for loops that must outlive every database error (relay, leases).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
 
 Isolation: TypeAlias = Literal["read_committed", "repeatable_read", "serializable"]
 # What repositories receive: a plain connection or one borrowed from a pool.

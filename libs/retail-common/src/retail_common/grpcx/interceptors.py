@@ -16,12 +16,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-import asyncpg
 import grpc
 from opentelemetry import trace
 
 from retail_common.auth.policy import PUBLIC_INFRASTRUCTURE_METHODS, MethodPolicy
 from retail_common.context import CallContext, Principal, current_call, set_call
+from retail_common.db import CONNECTION_ERRORS
 from retail_common.errors import (
     DomainError,
     PermissionDenied,
@@ -48,12 +48,8 @@ ServicerContext = grpc.aio.ServicerContext[Any, Any]
 # Probes call these every few seconds; their request log lines go to DEBUG.
 _QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 # Dependency outages: the caller may retry, so UNAVAILABLE rather than INTERNAL.
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
+# (TimeoutError is left out: the deadline interceptor turns it into DEADLINE_EXCEEDED.)
+_UNAVAILABLE_ERRORS = tuple(error for error in CONNECTION_ERRORS if error is not TimeoutError)
 
 
 def current_trace_id() -> str | None:

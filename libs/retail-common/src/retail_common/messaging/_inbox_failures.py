@@ -15,17 +15,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from retail_common.db import CONNECTION_ERRORS
+
 __all__ = ["TRANSIENT_ERRORS", "TransientStreaks", "Verdict", "handler_failure", "transient_failure"]
 
 # Infrastructure trouble (not obviously the message's fault).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+    *CONNECTION_ERRORS,
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    OSError,
-    TimeoutError,
 )
 
 

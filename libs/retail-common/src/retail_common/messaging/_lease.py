@@ -12,6 +12,8 @@ import time
 
 import asyncpg
 
+from retail_common.db import DATABASE_ERRORS
+
 __all__ = ["Lease"]
 
 _TAKE = """
@@ -49,7 +51,7 @@ class Lease:
         sent_at = time.monotonic()
         try:
             holder = await self._pool.fetchval(_TAKE, self.name, self.holder, self.ttl, timeout=self.ttl / 3)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DATABASE_ERRORS:
             return self.held
         if holder == self.holder:
             self._valid_until = sent_at + self.ttl
@@ -59,5 +61,5 @@ class Lease:
 
     async def release(self) -> None:
         self._valid_until = 0.0
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        with contextlib.suppress(*DATABASE_ERRORS):
             await self._pool.execute(_RELEASE, self.name, self.holder, timeout=2.0)

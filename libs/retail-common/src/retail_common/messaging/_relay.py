@@ -30,6 +30,7 @@ from nats.js.api import PubAck
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from retail_common.db import DATABASE_ERRORS
 from retail_common.messaging._envelope import (
     H_AGGREGATE_KEY,
     H_AGGREGATE_TYPE,
@@ -49,7 +50,7 @@ from retail_common.messaging._telemetry import tracer as default_tracer
 __all__ = ["OutboxRelay"]
 
 _log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DB_ERRORS = DATABASE_ERRORS
 
 _SELECT = """
 select id, event_id, subject, event_type, schema_version, aggregate_type, aggregate_key,
