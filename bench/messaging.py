@@ -2,10 +2,11 @@
 
 - relay: events/s from committed outbox rows to published+marked, vs a raw pipelined publish loop;
 - consumer: events/s applied through InboxConsumer (inbox + version gate + handler + commit + ack), vs a
-  raw fetch+ack loop over the same stream measured just before; once with a per-event handler (one
-  upsert per event, the common service shape) and once with a set-based batch handler (one statement
-  per batch). "handler alone" is the per-event upsert in a bare asyncpg loop without NATS or inbox: the
-  per-event consumer cannot be faster than one over (1/raw consume + 1/handler alone);
+  raw fetch+ack loop over the same stream, alternating in 5 rounds (each side's figure is events over
+  its total time); with a per-event handler (one upsert per event, the common service shape) and with a
+  set-based batch handler (one statement per batch). "handler alone" is the per-event upsert in a bare
+  asyncpg loop without NATS or inbox: the per-event consumer cannot be faster than one over
+  (1/raw consume + 1/handler alone);
 - end-to-end: p50/p99 from producer commit to consumer commit at a steady 500 events/s.
 
 Starts its own nats-server and temporary databases; about a minute. Run alone: `python -m bench
@@ -45,7 +46,8 @@ N = int(os.environ.get("BENCH_MESSAGING_EVENTS", "20000"))
 ACCOUNTS = 300
 RATE = 500
 LATENCY_SECONDS = 10
-BATCH = int(os.environ.get("BENCH_CONSUMER_BATCH", "100"))  # the raw loop fetches 100 at a time too
+BATCH = int(os.environ.get("BENCH_CONSUMER_BATCH", "100"))
+ROUNDS = 5  # the raw loop fetches 100 at a time too
 # InboxConsumer fetch loops (each its own pull subscription + connection), as replicas would add.
 CONSUMER_CONCURRENCY = int(os.environ.get("BENCH_CONSUMER_CONCURRENCY", "1"))
 SUBJECT = "retail.testing.v1.amount_recorded"
@@ -123,9 +125,11 @@ async def handler_alone(pool: asyncpg.Pool[asyncpg.Record], count: int) -> float
     return count / (time.perf_counter() - started)
 
 
-async def consume_all(
-    cons: asyncpg.Pool[asyncpg.Record], js: JetStreamContext, durable: str, **handler: object
-) -> float:
+async def consume_some(
+    cons: asyncpg.Pool[asyncpg.Record], js: JetStreamContext, durable: str, count: int, **handler: object
+) -> tuple[int, float]:
+    """(events applied, seconds) for a fresh runner on `durable` to apply at least `count` more (the
+    durable resumes; the last batch may overshoot)."""
     consumer = InboxConsumer(
         cons,
         js,
@@ -138,11 +142,15 @@ async def consume_all(
     )
     started = time.perf_counter()
     task = asyncio.create_task(consumer.run())
-    await wait_until(lambda: consumer.counts["applied"] >= N)
-    rate = N / (time.perf_counter() - started)
+    await wait_until(lambda: consumer.counts["applied"] >= count)
+    elapsed = time.perf_counter() - started
     consumer.stop()
     await task
-    return rate
+    return consumer.counts["applied"], elapsed
+
+
+async def raw_seconds(js: JetStreamContext, count: int) -> float:
+    return count / await raw_consume(js, "TESTING", RAW_SUBJECT, count)
 
 
 async def run_messaging_bench() -> list[Row]:
@@ -180,11 +188,24 @@ async def _run(prod_dsn: str, cons_dsn: str, nats_url: str) -> list[Row]:
     await wait_until(lambda: relay.published_count >= N)
     relay_rate = N / (time.perf_counter() - started)
 
-    # -- consumers vs raw consume (each raw loop right before the run it is compared with) ------------
-    raw_con = await raw_consume(js, "TESTING", RAW_SUBJECT, N)
-    per_event = await consume_all(cons, js, "bench_sums", handler=apply_sum)
-    raw_con_2 = await raw_consume(js, "TESTING", RAW_SUBJECT, N)
-    set_based = await consume_all(cons, js, "bench_sums_batch", batch_handler=apply_sums)
+    # -- consumers vs raw consume, alternating in ROUNDS (load drift on a shared machine hits both) ---
+    raw_s = 0.0
+    done = {"bench_sums": 0, "bench_sums_batch": 0}
+    spent = {"bench_sums": 0.0, "bench_sums_batch": 0.0}
+    handlers: dict[str, dict[str, object]] = {
+        "bench_sums": {"handler": apply_sum},
+        "bench_sums_batch": {"batch_handler": apply_sums},
+    }
+    for r in range(1, ROUNDS + 1):
+        raw_s += await raw_seconds(js, N // ROUNDS)
+        for durable, handler in handlers.items():
+            applied, seconds = await consume_some(
+                cons, js, durable, N * r // ROUNDS - done[durable], **handler
+            )
+            done[durable] += applied
+            spent[durable] += seconds
+    raw_con = N // ROUNDS * ROUNDS / raw_s
+    per_event, set_based = (done[d] / spent[d] for d in ("bench_sums", "bench_sums_batch"))
     alone = await handler_alone(cons, N)
     expected = sum(i % 97 for i in range(N))
     for table in ("sums", "sums_batch"):
@@ -251,7 +272,7 @@ async def _run(prod_dsn: str, cons_dsn: str, nats_url: str) -> list[Row]:
             target=0.5,
             note=f"raw: fetch(100)+ack; 1 upsert/event; bound {1 / (1 / raw_con + 1 / alone):,.0f}/s",
         ),
-        Row("consumer, batch handler", set_based, raw=raw_con_2, target=0.5, note="1 statement per batch"),
+        Row("consumer, batch handler", set_based, raw=raw_con, target=0.5, note="1 statement per batch"),
         Row("handler alone (upsert loop, no NATS/inbox)", alone, note="what the per-event handler costs"),
         Row("end-to-end commit -> applied p50", statistics.median(latencies), " ms", note=at),
         Row("end-to-end commit -> applied p99", latencies[int(len(latencies) * 0.99) - 1], " ms", note=at),
