@@ -10,6 +10,7 @@ from google.type import decimal_pb2
 
 from retail.pricing.v1 import change_sets_pb2, events_pb2, price_lists_pb2, resolution_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
+from retail_common.errors import InvalidArgument
 from retail_pricing.domain.errors import BadInputError, ConflictError, ForbiddenError, RuleError
 from retail_pricing.handlers import change_sets as cs
 from retail_pricing.handlers import price_lists as pl
@@ -207,11 +208,12 @@ async def test_request_id_retry_returns_first_result_and_reuse_is_refused(deps, 
     assert again == first
     assert await pool.fetchval("select version from products where sku = 'A'") == 1
     assert len(await outbox(pool, "ProductUpserted")) == 1
-    with pytest.raises(BadInputError) as caught:
+    with pytest.raises(InvalidArgument) as caught:
         await products_h.batch_upsert_products(
             deps, pb.BatchUpsertProductsRequest(request_id="r1", products=[product("B")])
         )
-    assert caught.value.violations[0].subject == "request_id"
+    assert caught.value.violations[0].field == "request_id"
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
     assert await pool.fetchval("select count(*) from products") == 1
 
 

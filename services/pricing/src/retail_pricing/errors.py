@@ -11,7 +11,6 @@ from retail_common.errors import (
     NotFound,
     PermissionDenied,
     PreconditionViolation,
-    Reason,
 )
 from retail_pricing.domain.errors import (
     BadInputError,
@@ -20,7 +19,6 @@ from retail_pricing.domain.errors import (
     NotFoundError,
     RuleError,
 )
-from retail_pricing.repository.idempotency import KEY_REUSED
 
 __all__ = ["to_grpc_error"]
 
@@ -30,11 +28,7 @@ _PRICING_ERRORS = (BadInputError, RuleError, ForbiddenError, NotFoundError, Conf
 def to_grpc_error(exc: Exception) -> DomainError | None:
     """The canonical error for a domain exception; None for anything else (-> INTERNAL upstream)."""
     if isinstance(exc, BadInputError):
-        reused = any(v.subject == "request_id" and v.description == KEY_REUSED for v in exc.violations)
-        return InvalidArgument(
-            [FieldViolation(v.subject, v.description) for v in exc.violations[:100]],
-            reason=Reason.IDEMPOTENCY_KEY_REUSED if reused else None,
-        )
+        return InvalidArgument([FieldViolation(v.subject, v.description) for v in exc.violations[:100]])
     if isinstance(exc, RuleError):
         return FailedPrecondition([PreconditionViolation(exc.rule, exc.subject, exc.description)])
     if isinstance(exc, ForbiddenError):

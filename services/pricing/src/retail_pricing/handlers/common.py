@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,15 +15,15 @@ from google.protobuf.message import Message
 
 from retail_common.clock import Clock
 from retail_common.context import current_call
-from retail_common.db import Connection, append_audit, transaction
+from retail_common.db import Connection, append_audit, claim_request, store_response, transaction
 from retail_common.messaging import OutboxWriter
 from retail_pricing.catalog import Catalog
 from retail_pricing.domain.errors import BadInputError, Violation
 from retail_pricing.domain.guardrails import GuardrailPolicy
-from retail_pricing.repository.idempotency import claim, complete, request_hash
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "IDEMPOTENCY_SCOPE",
     "MAX_PAGE_SIZE",
     "Deps",
     "actor_id",
@@ -31,12 +32,17 @@ __all__ = [
     "encode_page_token",
     "page_size",
     "raise_if",
+    "request_fingerprint",
     "run_idempotent",
+    "stream_fingerprint",
 ]
 
 M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# One scope for every pricing method: a request_id is unique across the whole service, so a key used
+# by one method and retried in another is refused (the method is part of every fingerprint).
+IDEMPOTENCY_SCOPE = "pricing"
 
 
 @dataclass
@@ -75,14 +81,28 @@ async def run_idempotent(
         raise BadInputError([Violation("request_id", "required")])
     if len(request_id) > 128:
         raise BadInputError([Violation("request_id", "at most 128 characters")])
-    digest = request_hash(method, request.SerializeToString(deterministic=True))
+    fingerprint = request_fingerprint(method, request)
     async with transaction(deps.pool) as conn:
-        stored = await claim(conn, request_id, method, digest)
+        stored = await claim_request(
+            conn, scope=IDEMPOTENCY_SCOPE, request_id=request_id, fingerprint=fingerprint
+        )
         if stored is not None:
             return response_cls.FromString(stored)
         response = await body(conn)
-        await complete(conn, request_id, response.SerializeToString(deterministic=True))
+        await store_response(conn, scope=IDEMPOTENCY_SCOPE, request_id=request_id, response=response)
     return response
+
+
+def request_fingerprint(method: str, request: Message) -> str:
+    """sha256(method NUL request-with-its-request_id): the digest pricing stored before the shared table
+    (migration 0003 copied those rows as they were), so retries of older keys still replay."""
+    return hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def stream_fingerprint(method: str, digest: str) -> str:
+    """A streaming import's fingerprint: its method and the digest of what it streamed (migration 0003
+    wrote the older stream keys in this form)."""
+    return f"{method}:{digest}"
 
 
 def _as_dict(message: Message | None) -> dict[str, Any] | None:

@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator
 import uuid6
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
-from retail_common.db import transaction
+from retail_common.db import claim_request, store_response, transaction
 from retail_pricing.convert import change_set_to_proto
 from retail_pricing.domain.csv_rows import parse_header
 from retail_pricing.domain.errors import BadInputError, Violation
-from retail_pricing.handlers.common import Deps, actor_id, audit
+from retail_pricing.handlers.common import IDEMPOTENCY_SCOPE, Deps, actor_id, audit, stream_fingerprint
 from retail_pricing.repository import change_sets as repo
 from retail_pricing.repository import imports as staging
-from retail_pricing.repository.idempotency import claim, complete
 
 __all__ = ["MAX_MESSAGE_DATA", "import_price_entries"]
 
@@ -100,7 +99,12 @@ async def import_price_entries(
             problems = problems or await staging.validate_rows(conn)
             if problems:
                 raise BadInputError(problems)
-            stored = await claim(conn, first.request_id, "ImportPriceEntries", stream.digest.hexdigest())
+            stored = await claim_request(
+                conn,
+                scope=IDEMPOTENCY_SCOPE,
+                request_id=first.request_id,
+                fingerprint=stream_fingerprint("ImportPriceEntries", stream.digest.hexdigest()),
+            )
             if stored is not None:
                 raise _ReplayError(pb.ImportPriceEntriesResponse.FromString(stored))
             cs = await repo.insert_change_set(
@@ -117,7 +121,9 @@ async def import_price_entries(
                 conn, "ImportPriceEntries", "retail.pricing.v1.ChangeSet", str(cs.change_set_id), None, out
             )
             response = pb.ImportPriceEntriesResponse(change_set=out, row_count=count)
-            await complete(conn, first.request_id, response.SerializeToString(deterministic=True))
+            await store_response(
+                conn, scope=IDEMPOTENCY_SCOPE, request_id=first.request_id, response=response
+            )
             return response
     except _ReplayError as replay:
         return replay.response

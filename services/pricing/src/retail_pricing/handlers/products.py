@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import AsyncIterator
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
-from retail_common.db import Connection, transaction
+from retail_common.db import Connection, claim_request, store_response, transaction
 from retail_pricing import events
 from retail_pricing.convert import product_from_proto, product_to_proto
 from retail_pricing.domain.errors import BadInputError, NotFoundError, Violation
 from retail_pricing.domain.products import MAX_BATCH, validate_product
 from retail_pricing.handlers.common import (
+    IDEMPOTENCY_SCOPE,
     Deps,
     audit,
     decode_page_token,
@@ -19,9 +20,9 @@ from retail_pricing.handlers.common import (
     page_size,
     raise_if,
     run_idempotent,
+    stream_fingerprint,
 )
 from retail_pricing.repository import products as repo
-from retail_pricing.repository.idempotency import claim, complete
 
 __all__ = ["batch_upsert_products", "get_product", "import_products", "list_products"]
 
@@ -119,11 +120,18 @@ async def import_products(
                     touched.append(stored.sku)
                     changed += 1
                 await events.product_upserted_many(deps.writer, conn, announced)
-            replay = await claim(conn, first.request_id, "ImportProducts", digest.hexdigest())
+            replay = await claim_request(
+                conn,
+                scope=IDEMPOTENCY_SCOPE,
+                request_id=first.request_id,
+                fingerprint=stream_fingerprint("ImportProducts", digest.hexdigest()),
+            )
             if replay is not None:
                 raise _ReplayError(pb.ImportProductsResponse.FromString(replay))
             response = pb.ImportProductsResponse(received_count=received, changed_count=changed)
-            await complete(conn, first.request_id, response.SerializeToString(deterministic=True))
+            await store_response(
+                conn, scope=IDEMPOTENCY_SCOPE, request_id=first.request_id, response=response
+            )
     except _ReplayError as replay:
         return replay.response
     deps.catalog.invalidate_skus(touched)

@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail.pricing.v1 import resolution_pb2
-from retail_common.db import list_audit
-from retail_common.db.audit import InvalidPageTokenError
+from retail_common.grpcx import audit_page
 from retail_pricing.catalog import SkuData
 from retail_pricing.convert import (
     amounts_to_proto,
@@ -172,47 +171,12 @@ async def get_price_history(deps: Deps, request: pb.GetPriceHistoryRequest) -> p
 
 
 async def list_audit_records(deps: Deps, request: pb.ListAuditRecordsRequest) -> pb.ListAuditRecordsResponse:
-    from google.protobuf import struct_pb2
-
-    from retail.common.v1 import audit_pb2
-
-    if request.page_size < 0:
-        raise_if([Violation("page_size", "must not be negative")])
-    try:
-        async with deps.pool.acquire() as conn:
-            records, token = await list_audit(
-                conn,
-                entity_type=request.entity_type or None,
-                entity_key=request.entity_key or None,
-                page_size=request.page_size,
-                page_token=request.page_token,
-            )
-    except InvalidPageTokenError as exc:
-        raise_if([Violation("page_token", str(exc))])
-        raise AssertionError("unreachable") from exc
-
-    def struct(value: object) -> struct_pb2.Struct | None:
-        if not isinstance(value, dict):
-            return None
-        out = struct_pb2.Struct()
-        out.update(value)
-        return out
-
-    return pb.ListAuditRecordsResponse(
-        records=[
-            audit_pb2.AuditRecord(
-                audit_id=str(r.id),
-                principal_id=r.actor_id or "",
-                action=r.action,
-                entity_type=r.entity_type,
-                entity_key=r.entity_key,
-                request_id=r.request_id or "",
-                occurred_at=timestamp_to_proto(r.occurred_at),
-                before=struct(r.before),
-                after=struct(r.after),
-                trace_id=r.trace_id or "",
-            )
-            for r in records
-        ],
-        next_page_token=token,
-    )
+    async with deps.pool.acquire() as conn:
+        records, token = await audit_page(
+            conn,
+            entity_type=request.entity_type,
+            entity_key=request.entity_key,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+    return pb.ListAuditRecordsResponse(records=records, next_page_token=token)
