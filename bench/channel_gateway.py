@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,8 @@ import nats
 from nats.aio.msg import Msg
 from pydantic import SecretStr
 
+from bench.raw_grpc_echo import ECHO_METHOD as ECHO
+from bench.raw_grpc_echo import start_echo
 from retail.channel.v1 import channel_gateway_service_pb2 as gw
 from retail.channel.v1 import channel_gateway_service_pb2_grpc
 from retail.channel.v1 import channel_operations_service_pb2 as ops
@@ -67,7 +68,6 @@ SKUS_PER_CALL = int(os.environ.get("BENCH_GW_SKUS", "10"))
 CATALOGUE = 200
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
-ECHO = "/bench.Echo/Echo"
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -75,31 +75,6 @@ def _pct(values: list[float], q: int) -> float:
 
 
 # --- raw baselines -------------------------------------------------------------------------------------
-
-
-async def _echo_server(port_file: str) -> None:
-    async def echo(request: bytes, context: Any) -> bytes:
-        return request
-
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await asyncio.to_thread(Path(port_file).write_text, str(port))
-    await server.wait_for_termination()
-
-
-async def _start_echo(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port_file = tmp / "echo.port"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.channel_gateway", "echo", str(port_file)
-    )
-    for _ in range(1200):
-        if port_file.exists() and port_file.read_text():
-            return process, f"127.0.0.1:{port_file.read_text()}"
-        await asyncio.sleep(0.05)
-    raise RuntimeError("echo server did not start")
 
 
 async def _raw_jetstream_latency(nats_url: str, count: int) -> list[float]:
@@ -386,7 +361,7 @@ async def run_channel_gateway_bench() -> list[Row]:
     tmp.mkdir(parents=True, exist_ok=True)
     suite = _Suite()
     market = FakeMarketplace(b"")
-    echo_process, echo_address = await _start_echo(tmp)
+    echo_process, echo_address = await start_echo(tmp)
     echo_channel = grpc.aio.insecure_channel(echo_address)
     try:
         _gateway, clients = await suite.start()
@@ -471,10 +446,7 @@ async def run_channel_gateway_bench() -> list[Row]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "echo":
-        asyncio.run(_echo_server(sys.argv[2]))
-    else:
-        for name, ours, raw, target in asyncio.run(run_channel_gateway_bench()):
-            ratio = f"  raw {raw:,.2f}  ratio {ours / raw:.2f}" if raw else ""
-            goal = f"  target {target:g}" if target is not None else ""
-            print(f"{name:<100} {ours:>12,.2f}{ratio}{goal}")
+    for name, ours, raw, target in asyncio.run(run_channel_gateway_bench()):
+        ratio = f"  raw {raw:,.2f}  ratio {ours / raw:.2f}" if raw else ""
+        goal = f"  target {target:g}" if target is not None else ""
+        print(f"{name:<100} {ours:>12,.2f}{ratio}{goal}")

@@ -19,15 +19,15 @@ import asyncio
 import io
 import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 
+from bench.raw_grpc_echo import ECHO_METHOD as ECHO
+from bench.raw_grpc_echo import start_echo
 from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.auth import CredentialStore
@@ -53,37 +53,8 @@ SETTLE_SECONDS = float(os.environ.get("BENCH_PRICING_SETTLE_SECONDS", "10"))
 IMPORT_FIGURES = os.environ.get("BENCH_PRICING_IMPORT_FIGURES", "1") == "1"
 START = "2026-01-01T00:00:00+00:00"
 CHUNK = 512 * 1024
-ECHO = "/bench.Echo/Echo"
 
 Row = tuple[str, float, float | None, float | None]
-
-
-# --- the raw baseline: a bare grpc.aio echo server in its own process --------------------------------
-
-
-async def _echo_server(port_file: str) -> None:
-    async def echo(request: bytes, context: Any) -> bytes:
-        return request
-
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await asyncio.to_thread(Path(port_file).write_text, str(port))
-    await server.wait_for_termination()
-
-
-async def _start_echo(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port_file = tmp / "echo.port"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.pricing_service", "echo", str(port_file)
-    )
-    for _ in range(1200):  # up to a minute for the child to bind
-        if port_file.exists():
-            return process, f"127.0.0.1:{port_file.read_text()}"
-        await asyncio.sleep(0.05)
-    raise RuntimeError("echo server did not start")
 
 
 async def _qps(call: Callable[[], Awaitable[object]], seconds: float = SECONDS) -> float:
@@ -315,7 +286,7 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
             await web.ResolvePrice(single[n % len(single)])
 
         ours = await _qps(resolve)
-        echo_process, address = await _start_echo(tmp)
+        echo_process, address = await start_echo(tmp)
         try:
             channel = grpc.aio.insecure_channel(address)
             echo_call = channel.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
@@ -383,9 +354,6 @@ def _print(rows: list[Row]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "echo":
-        asyncio.run(_echo_server(sys.argv[2]))
-    else:
-        started = datetime.now(UTC)
-        _print(asyncio.run(run_pricing_bench()))
-        print(f"({(datetime.now(UTC) - started).total_seconds():.0f}s)")
+    started = datetime.now(UTC)
+    _print(asyncio.run(run_pricing_bench()))
+    print(f"({(datetime.now(UTC) - started).total_seconds():.0f}s)")

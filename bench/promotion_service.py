@@ -20,7 +20,6 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,8 @@ from typing import Any
 
 import grpc
 
+from bench.raw_grpc_echo import ECHO_METHOD as ECHO
+from bench.raw_grpc_echo import start_echo
 from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail.promotion.v1 import evaluation_pb2, promotion_pb2, promotion_service_pb2_grpc
@@ -55,34 +56,8 @@ LINES = int(os.environ.get("BENCH_PROMOTION_LINES", "20"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 PER_CAMPAIGN = 1000
 PRICED = 200  # SKUs priced at pricing; carts draw their lines from these
-ECHO = "/bench.Echo/Echo"
 
 Row = tuple[str, float, float | None, float | None]
-
-
-async def _echo_server(port_file: str) -> None:
-    async def echo(request: bytes, context: Any) -> bytes:
-        return request
-
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await asyncio.to_thread(Path(port_file).write_text, str(port))
-    await server.wait_for_termination()
-
-
-async def _start_echo(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port_file = tmp / "echo.port"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.promotion_service", "echo", str(port_file)
-    )
-    for _ in range(1200):
-        if port_file.exists() and port_file.read_text():
-            return process, f"127.0.0.1:{port_file.read_text()}"
-        await asyncio.sleep(0.05)
-    raise RuntimeError("echo server did not start")
 
 
 async def _max_rate(call: Callable[[], Awaitable[object]]) -> float:
@@ -307,7 +282,7 @@ async def run_promotion_bench() -> list[Row]:
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-promotion-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     suite = _Suite()
-    echo_process, echo_address = await _start_echo(tmp)
+    echo_process, echo_address = await start_echo(tmp)
     echo_channel = grpc.aio.insecure_channel(echo_address)
     try:
         stub = await suite.start()
@@ -347,10 +322,7 @@ async def run_promotion_bench() -> list[Row]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "echo":
-        asyncio.run(_echo_server(sys.argv[2]))
-    else:
-        for name, ours, raw, target in asyncio.run(run_promotion_bench()):
-            ratio = f"  raw {raw:,.1f}  ratio {ours / raw:.2f}" if raw else ""
-            goal = f"  target {target:g}" if target is not None else ""
-            print(f"{name:<90} {ours:>12,.2f}{ratio}{goal}")
+    for name, ours, raw, target in asyncio.run(run_promotion_bench()):
+        ratio = f"  raw {raw:,.1f}  ratio {ours / raw:.2f}" if raw else ""
+        goal = f"  target {target:g}" if target is not None else ""
+        print(f"{name:<90} {ours:>12,.2f}{ratio}{goal}")
