@@ -39,6 +39,7 @@ class ServiceSettings(BaseSettings):
     service_credential: SecretStr | None = Field(
         default=None, description="API key this service presents when calling other services"
     )
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas (1 dev, 3 prod)")
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     log_level: str = Field(default="INFO")
 

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from nats.js import JetStreamContext
 from opentelemetry.metrics import Meter
 
 from retail_common._nats_link import NatsLink
@@ -49,7 +50,7 @@ from retail_common.grpcx import (
     enable_reflection,
     interceptor_chain,
 )
-from retail_common.messaging import MESSAGING_MIGRATIONS
+from retail_common.messaging import MESSAGING_MIGRATIONS, StreamSpec, ensure_streams, suite_streams
 from retail_common.telemetry import configure_logging, meter, server_interceptor, setup_telemetry
 
 __all__ = ["RUNTIME_MIGRATIONS", "ServiceContext", "ServiceSpec", "StartupError", "run_service", "serve"]
@@ -92,6 +93,22 @@ class ServiceContext(Generic[S]):
             default_timeout=default_timeout,
             max_message_bytes=self.settings.grpc_max_message_bytes,
         )
+
+    async def jetstream(self, streams: Sequence[StreamSpec] | None = None) -> JetStreamContext:
+        """JetStream once NATS is up and `streams` (default: the suite's) exist.
+
+        Retries while NATS is down or restarting, so a background task that needs JetStream waits
+        instead of ending (which would stop the whole service).
+        """
+        wanted = suite_streams(replicas=self.settings.stream_replicas) if streams is None else streams
+        while True:
+            js = (await self.nats.connected()).jetstream()
+            try:
+                await ensure_streams(js, wanted)
+                return js
+            except Exception as exc:
+                logger.warning("%s: cannot ensure streams yet: %s", self.name, exc)
+                await asyncio.sleep(1.0)
 
 
 Register = Callable[[ServiceContext[S], grpc.aio.Server], None]

@@ -35,7 +35,7 @@ from retail_common.auth import MethodPolicy, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
 from retail_common.db import prune_requests, transaction
-from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.messaging import OutboxRelay, OutboxWriter
 from retail_common.service import ServiceContext, ServiceSpec
 
 __all__ = ["SPEC", "GatewaySettings"]
@@ -60,7 +60,6 @@ class GatewaySettings(ServiceSettings):
     # A pull fetch waits up to this long for a full batch while messages trickle in: it bounds the
     # projection latency added at low event rates (price changes), at the cost of more pull requests.
     consumer_fetch_seconds: float = Field(default=0.1, gt=0, le=5)
-    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 _PROJECTORS: dict[int, Projector] = {}
@@ -109,16 +108,12 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
 
 
 async def outbox_relay(ctx: ServiceContext[GatewaySettings]) -> None:
-    nc = await ctx.nats.connected()
-    js = nc.jetstream()
-    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    js = await ctx.jetstream()
     await OutboxRelay(ctx.pool, js, lease_name="retail-channel-gateway").run()
 
 
 async def consume_domain_events(ctx: ServiceContext[GatewaySettings]) -> None:
-    nc = await ctx.nats.connected()
-    js = nc.jetstream()
-    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    js = await ctx.jetstream()
     consumers = domain_consumers(
         ctx.pool,
         js,

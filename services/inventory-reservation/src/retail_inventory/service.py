@@ -13,7 +13,7 @@ from retail_common.auth import MethodPolicy, authenticated, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
 from retail_common.db import transaction
-from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.messaging import OutboxRelay, OutboxWriter
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_inventory.repository import MIGRATIONS, InventoryRepository
 from retail_inventory.servicer import OPERATOR_ROLE, InventoryServicer
@@ -27,7 +27,6 @@ SERVICE = inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"]
 class InventorySettings(ServiceSettings):
     expiry_sweep_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     expiry_sweep_batch: int = Field(default=200, ge=1, le=10_000)
-    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 def _register(ctx: ServiceContext[InventorySettings], server: grpc.aio.Server) -> None:
@@ -51,9 +50,7 @@ async def expiry_sweep(ctx: ServiceContext[InventorySettings]) -> None:
 
 
 async def outbox_relay(ctx: ServiceContext[InventorySettings]) -> None:
-    nc = await ctx.nats.connected()
-    js = nc.jetstream()
-    await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
+    js = await ctx.jetstream()
     await OutboxRelay(ctx.pool, js, lease_name="retail-inventory").run()
 
 

@@ -13,7 +13,7 @@ from retail.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from retail_common.auth import MethodPolicy, authenticated, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
-from retail_common.messaging import OutboxRelay, OutboxWriter, ensure_streams, suite_streams
+from retail_common.messaging import OutboxRelay, OutboxWriter
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_pricing.catalog import Catalog
 from retail_pricing.consumers import location_consumer, watch_for_invalidation
@@ -36,7 +36,6 @@ class PricingSettings(ServiceSettings):
     guardrail_cost_floor: Severity = Severity.BLOCKING
     guardrail_minimum_advertised_price: Severity = Severity.WARNING
     guardrail_max_change: Severity = Severity.WARNING
-    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 _DEPS: dict[int, Deps] = {}
@@ -71,29 +70,15 @@ def _register(ctx: ServiceContext[PricingSettings], server: grpc.aio.Server) -> 
     pricing_service_pb2_grpc.add_PricingServiceServicer_to_server(PricingServicer(deps_of(ctx)), server)
 
 
-async def _streams(ctx: ServiceContext[PricingSettings]) -> None:
-    client = await ctx.nats.connected()
-    while True:
-        try:
-            await ensure_streams(client.jetstream(), suite_streams(replicas=ctx.settings.stream_replicas))
-            return
-        except Exception as exc:  # NATS restarting: retry rather than stop the service
-            logger.warning("cannot ensure streams yet: %s", exc)
-            await asyncio.sleep(1.0)
-
-
 async def outbox_relay(ctx: ServiceContext[PricingSettings]) -> None:
-    await _streams(ctx)
-    client = await ctx.nats.connected()
-    await OutboxRelay(ctx.pool, client.jetstream(), lease_name="retail-pricing").run()
+    await OutboxRelay(ctx.pool, await ctx.jetstream(), lease_name="retail-pricing").run()
 
 
 async def cache_invalidation(ctx: ServiceContext[PricingSettings]) -> None:
     """Keep this replica's resolution cache fresh from the service's own events."""
-    await _streams(ctx)
-    client = await ctx.nats.connected()
+    js = await ctx.jetstream()
     deps = deps_of(ctx)
-    subscriptions = await watch_for_invalidation(client.jetstream(), deps.catalog, deps.on_scheduled)
+    subscriptions = await watch_for_invalidation(js, deps.catalog, deps.on_scheduled)
     try:
         await asyncio.Event().wait()
     finally:
@@ -109,9 +94,7 @@ async def activation_scheduler(ctx: ServiceContext[PricingSettings]) -> None:
 
 async def locations(ctx: ServiceContext[PricingSettings]) -> None:
     """Replicate locations (region, time zone) from the inventory service's LocationUpserted events."""
-    await _streams(ctx)
-    client = await ctx.nats.connected()
-    await location_consumer(ctx.pool, client.jetstream()).run()
+    await location_consumer(ctx.pool, await ctx.jetstream()).run()
 
 
 OPERATOR = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[OPERATOR_ROLE])

@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import grpc
-from nats.js import JetStreamContext
 from pydantic import Field
 
 from retail.promotion.v1 import promotion_service_pb2, promotion_service_pb2_grpc
@@ -17,9 +16,7 @@ from retail_common.messaging import (
     Envelope,
     OutboxRelay,
     OutboxWriter,
-    ensure_streams,
     subscribe_per_replica,
-    suite_streams,
 )
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_promotion.campaigning import CampaignFacts
@@ -41,7 +38,6 @@ class PromotionSettings(ServiceSettings):
     pricing_target: str = Field(description="host:port of the pricing service")
     inventory_reservation_target: str = Field(description="host:port of the inventory-reservation service")
     scheduler_max_wait_seconds: float = Field(default=5.0, gt=0, le=300)
-    stream_replicas: int = Field(default=1, ge=1, le=5)
     # 0 disables the per-replica price cache (every cart then asks pricing).
     price_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
 
@@ -69,25 +65,13 @@ def _register(ctx: ServiceContext[PromotionSettings], server: grpc.aio.Server) -
     promotion_service_pb2_grpc.add_PromotionServiceServicer_to_server(servicer, server)
 
 
-async def _jetstream(ctx: ServiceContext[PromotionSettings]) -> JetStreamContext:
-    """JetStream once NATS is up and the suite's streams exist (retrying while NATS restarts)."""
-    while True:
-        js = (await ctx.nats.connected()).jetstream()
-        try:
-            await ensure_streams(js, suite_streams(replicas=ctx.settings.stream_replicas))
-            return js
-        except Exception as exc:  # NATS restarting: retry rather than stop the service
-            logger.warning("cannot ensure streams yet: %s", exc)
-            await asyncio.sleep(1.0)
-
-
 async def outbox_relay(ctx: ServiceContext[PromotionSettings]) -> None:
-    js = await _jetstream(ctx)
+    js = await ctx.jetstream()
     await OutboxRelay(ctx.pool, js, lease_name="retail-promotion").run()
 
 
 async def consumers(ctx: ServiceContext[PromotionSettings]) -> None:
-    js = await _jetstream(ctx)
+    js = await ctx.jetstream()
     handlers = Handlers(CampaignRepository(OutboxWriter(ctx.clock)), ctx.clock)
     await asyncio.gather(*(c.run() for c in inbox_consumers(ctx.pool, js, handlers)))
 
@@ -95,7 +79,7 @@ async def consumers(ctx: ServiceContext[PromotionSettings]) -> None:
 async def price_invalidation(ctx: ServiceContext[PromotionSettings]) -> None:
     """Drop cached prices of a SKU when pricing announces a change (every replica sees every event)."""
     cache = _cache(ctx)
-    js = await _jetstream(ctx)
+    js = await ctx.jetstream()
 
     async def on_event(envelope: Envelope) -> None:
         cache.invalidate_skus([envelope.aggregate_key])

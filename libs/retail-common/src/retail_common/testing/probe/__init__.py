@@ -6,8 +6,6 @@ health, errors, deadlines, auth, graceful shutdown and tracing.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 
 import grpc
@@ -17,7 +15,7 @@ from retail_common.auth import MethodPolicy, authenticated, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
 from retail_common.db import MigrationSource
-from retail_common.messaging import OutboxRelay, ensure_streams
+from retail_common.messaging import OutboxRelay
 from retail_common.messaging.testing import DEADLETTER_STREAM, TESTING_STREAM
 from retail_common.service import ServiceContext, ServiceSpec
 from retail_common.testing.probe.servicer import ProbeServicer
@@ -31,15 +29,8 @@ PROBE_MIGRATIONS = MigrationSource("retail.testing.probe", Path(__file__).parent
 
 async def _relay(ctx: ServiceContext[ServiceSettings]) -> None:
     """The probe's outbox relay (one active per database through the lease; replicas stand by)."""
-    client = await ctx.nats.connected()
-    while True:
-        try:
-            await ensure_streams(client.jetstream(), [TESTING_STREAM, DEADLETTER_STREAM])
-            break
-        except Exception as exc:  # NATS restarting: the relay must not stop the service
-            logging.getLogger(__name__).warning("probe relay: cannot ensure streams yet: %s", exc)
-            await asyncio.sleep(1.0)
-    await OutboxRelay(ctx.pool, client.jetstream(), lease_name="probe", lease_ttl=5.0).run()
+    js = await ctx.jetstream([TESTING_STREAM, DEADLETTER_STREAM])
+    await OutboxRelay(ctx.pool, js, lease_name="probe", lease_ttl=5.0).run()
 
 
 def _register(ctx: ServiceContext[ServiceSettings], server: grpc.aio.Server) -> None:
