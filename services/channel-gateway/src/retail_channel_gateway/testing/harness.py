@@ -24,7 +24,7 @@ from retail.channel.v1 import (
 from retail.channel.v1 import channel_operations_service_pb2 as ops
 from retail.inventory.v1 import events_pb2 as inventory_events
 from retail.pricing.v1 import events_pb2 as pricing_events
-from retail_common.auth import CredentialStore
+from retail_common.auth import CredentialStore, parse_key
 from retail_common.context import PrincipalKind
 from retail_common.errors import ErrorDetails, parse_error
 from retail_common.grpcx import connect
@@ -38,6 +38,7 @@ __all__ = [
     "publish",
     "refused",
     "register",
+    "secret_of",
     "stream_channel",
     "webhook_channel",
 ]
@@ -131,6 +132,14 @@ async def register(
         )
     )
     return issued.issued.api_key, created.webhook_signing_secret
+
+
+def secret_of(api_key: str) -> str:
+    """The secret part of an API key. It is URL-safe base64 and may itself contain "_", so splitting on
+    the last "_" can yield a one-letter fragment that any log contains."""
+    parsed = parse_key(api_key)
+    assert parsed is not None, "not an API key"
+    return parsed.secret.get_secret_value()
 
 
 async def refused(call: Awaitable[object]) -> ErrorDetails:
