@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from retailctl import demo
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retailctl", description="Operate the retail sync suite.")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo.register(commands)
     return parser
 
 
