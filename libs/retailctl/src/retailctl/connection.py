@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from retail_common.grpcx import connect
 
-__all__ = ["DEFAULT_TARGETS", "SERVICES", "SetupError", "Suite", "operator_key_path"]
+__all__ = ["DEFAULT_TARGETS", "SERVICES", "SetupError", "Suite", "approver_key", "operator_key_path"]
 
 SERVICES = ("pricing", "inventory-reservation", "promotion", "channel-gateway")
 DEFAULT_TARGETS = {
@@ -35,9 +35,24 @@ def _env_name(service: str) -> str:
     return service.upper().replace("-", "_") + "_TARGET"
 
 
-def operator_key_path() -> Path:
+def operator_key_path(name: str = "operator") -> Path:
     run_dir = os.environ.get("RETAIL_RUN_DIR") or str(Path.cwd() / ".run")
-    return Path(run_dir) / "credentials" / "operator.key"
+    return Path(run_dir) / "credentials" / f"{name}.key"
+
+
+def approver_key() -> SecretStr:
+    """A second operator's key (approvals need someone other than the author): RETAILCTL_APPROVER_API_KEY,
+    else the dev approver key `make run` writes."""
+    key = os.environ.get("RETAILCTL_APPROVER_API_KEY")
+    if not key:
+        path = operator_key_path("approver")
+        if not path.exists():
+            raise SetupError(
+                f"no approver key: set RETAILCTL_APPROVER_API_KEY or start the suite with `make run` "
+                f"(it writes {path})"
+            )
+        key = path.read_text().strip()
+    return SecretStr(key)
 
 
 @dataclass(frozen=True)
