@@ -1,0 +1,1 @@
+"""One module per noun; each has `register(commands)` adding its subcommands to the parser."""
