@@ -15,6 +15,7 @@ from retail_common.context import PrincipalKind
 from retail_common.db import transaction
 from retail_common.messaging import OutboxRelay, OutboxWriter
 from retail_common.service import ServiceContext, ServiceSpec
+from retail_inventory.metrics import ReservationEvent, reservation_metrics
 from retail_inventory.repository import MIGRATIONS, InventoryRepository
 from retail_inventory.servicer import OPERATOR_ROLE, InventoryServicer
 
@@ -37,11 +38,13 @@ def _register(ctx: ServiceContext[InventorySettings], server: grpc.aio.Server) -
 async def expiry_sweep(ctx: ServiceContext[InventorySettings]) -> None:
     """Expire reservations past their expiry (database clock); safe on every replica (SKIP LOCKED)."""
     repo = InventoryRepository(OutboxWriter(ctx.clock))
+    metrics = reservation_metrics(ctx.meter)
     while True:
         try:
             while True:
                 async with transaction(ctx.pool) as conn:
                     expired = await repo.expire_due(conn, limit=ctx.settings.expiry_sweep_batch)
+                metrics.record(ReservationEvent.EXPIRED, None, len(expired))
                 if len(expired) < ctx.settings.expiry_sweep_batch:
                     break
         except Exception:  # the DB may be down for a while; the sweep keeps trying

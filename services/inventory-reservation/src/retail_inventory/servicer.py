@@ -40,6 +40,7 @@ from retail_common.db import (
     transaction,
 )
 from retail_common.errors import (
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -51,6 +52,7 @@ from retail_common.service import ServiceContext
 from retail_inventory import events
 from retail_inventory.domain import limits
 from retail_inventory.domain.allocation import AllocationStrategy, RequestLine
+from retail_inventory.metrics import ReservationEvent, reservation_metrics
 from retail_inventory.repository import (
     InventoryRepository,
     LocationIn,
@@ -59,7 +61,7 @@ from retail_inventory.repository import (
     RuleIn,
     SnapshotIn,
 )
-from retail_inventory.repository.inventory import fingerprint
+from retail_inventory.repository.inventory import OUT_OF_STOCK, fingerprint
 
 __all__ = ["OPERATOR_ROLE", "InventoryServicer"]
 
@@ -184,6 +186,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     def __init__(self, ctx: ServiceContext[Any], repo: InventoryRepository) -> None:
         self._ctx = ctx
         self._repo = repo
+        self._metrics = reservation_metrics(ctx.meter)
 
     # ------------------------------------------------------------------------------------- plumbing
 
@@ -672,7 +675,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         async def audit(conn: Connection, proto: reservation_pb2.Reservation) -> None:
             await self._audit(conn, "retail.inventory.v1.Reservation", request.reservation_id, None, proto)
 
+        created_now = False
+
         async def work(conn: Connection) -> pb.ReserveStockResponse:
+            nonlocal created_now
             # The audit record is written before the stock rows are locked (rolled back with the rest
             # if the hold fails), so a hot SKU's row lock is held only for the hold and the events.
             proto, created = await self._repo.reserve(
@@ -684,11 +690,20 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 request_print=print_,
                 before_hold=audit,
             )
+            created_now = created
             if not created:
                 self._channel_may_see(proto, request.reservation_id)
             return pb.ReserveStockResponse(reservation=proto)
 
-        return await self._tx(work)
+        try:
+            response = await self._tx(work)
+        except FailedPrecondition as exc:
+            if exc.reason == OUT_OF_STOCK:
+                self._metrics.refused(channel)
+            raise
+        if created_now:
+            self._metrics.record(ReservationEvent.CREATED, channel)
+        return response
 
     async def _existing(self, conn: Connection, reservation_id: str) -> reservation_pb2.Reservation:
         found = await self._repo.get_reservation(conn, reservation_id)
@@ -735,15 +750,23 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         requested = self._line_quantities(request.lines, check)
         check.raise_if_any()
 
+        settled: str | None = None  # the reservation's channel once this call (not a replay) settled it
+
         async def work(conn: Connection) -> M:
+            nonlocal settled
             before = await self._existing(conn, request.reservation_id)
             after = await self._repo.settle_reservation(
                 conn, request.reservation_id, requested, confirm=confirm, request_id=request.request_id
             )
             await self._audit(conn, "retail.inventory.v1.Reservation", request.reservation_id, before, after)
+            settled = after.channel_id
             return response_type(reservation=after)
 
-        return await self._idempotent(request, request.request_id, response_type, work)
+        response = await self._idempotent(request, request.request_id, response_type, work)
+        if settled is not None:
+            event = ReservationEvent.CONFIRMED if confirm else ReservationEvent.RELEASED
+            self._metrics.record(event, settled)
+        return response
 
     async def ConfirmReservation(
         self, request: pb.ConfirmReservationRequest, context: Context
