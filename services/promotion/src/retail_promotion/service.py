@@ -22,6 +22,7 @@ from retail_common.service import ServiceContext, ServiceSpec
 from retail_promotion.campaigning import CampaignFacts
 from retail_promotion.consumers import Handlers, inbox_consumers
 from retail_promotion.dependencies import GrpcInventory, GrpcPricing
+from retail_promotion.deployment_metrics import DeploymentStateGauge
 from retail_promotion.evaluating import Evaluator
 from retail_promotion.price_cache import CachingPricing, PriceCache
 from retail_promotion.repository import MIGRATIONS, CampaignRepository, RedemptionRepository
@@ -40,6 +41,7 @@ class PromotionSettings(ServiceSettings):
     scheduler_max_wait_seconds: float = Field(default=5.0, gt=0, le=300)
     # 0 disables the per-replica price cache (every cart then asks pricing).
     price_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    deployment_metrics_interval_seconds: float = Field(default=10.0, gt=0, le=300)
 
 
 _CACHES: dict[int, PriceCache] = {}  # one per ServiceContext: the servicer's, fed by its subscription
@@ -114,6 +116,12 @@ async def scheduler(ctx: ServiceContext[PromotionSettings]) -> None:
     await run_scheduler(ctx.pool, campaigns, ctx.clock, ctx.settings.scheduler_max_wait_seconds)
 
 
+async def deployment_metrics(ctx: ServiceContext[PromotionSettings]) -> None:
+    """Keep the campaign deployment state gauge current (each replica reports the same counts)."""
+    gauge = DeploymentStateGauge(ctx.meter)
+    await gauge.run(ctx.pool, ctx.settings.deployment_metrics_interval_seconds)
+
+
 OPERATOR = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[OPERATOR_ROLE])
 APPROVER = MethodPolicy(kinds=[PrincipalKind.OPERATOR], roles=[APPROVER_ROLE])
 OPERATOR_OR_SERVICE = MethodPolicy(kinds=[PrincipalKind.OPERATOR, PrincipalKind.SERVICE])
@@ -150,5 +158,12 @@ SPEC: ServiceSpec[PromotionSettings] = ServiceSpec(
     ),
     register=_register,
     migrations=[MIGRATIONS],
-    background=[outbox_relay, consumers, scheduler, price_invalidation, guardrail_retirement],
+    background=[
+        outbox_relay,
+        consumers,
+        scheduler,
+        price_invalidation,
+        guardrail_retirement,
+        deployment_metrics,
+    ],
 )
