@@ -127,11 +127,12 @@ def from_rpc_error(
     target: str,
     timeout: float | None = None,
     name_field: FieldNamer | None = None,
+    subject: str = "the input",
 ) -> CliError:
     """One line naming the service, the bad fields (in the user's terms) and what to do next."""
     details = parse_error(error)
     if details.code == grpc.StatusCode.INVALID_ARGUMENT and details.field_violations:
-        message = f"{service} refused the input: {_fields(details, name_field)}; correct it and retry"
+        message = f"{service} refused {subject}: {_fields(details, name_field)}; correct it and retry"
     else:
         message = _advice(details, service, target, timeout)
     return CliError(" ".join(message.split()), _exit_code(details.code))

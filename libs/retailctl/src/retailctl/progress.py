@@ -13,7 +13,8 @@ _REDRAW_EVERY = 0.1  # seconds: redrawing on every message would cost more than 
 
 
 class Progress:
-    """`advance(n)` as rows are handed to gRPC, `finish()` once the server has answered."""
+    """`advance(n)` as rows are handed to gRPC, `finish()` once the server has answered; use it as a
+    context manager so a failure ends a half-drawn bar's line."""
 
     def __init__(
         self,
@@ -49,6 +50,15 @@ class Progress:
         if tenth > self._reported_tenth and tenth < 10:
             self._reported_tenth = tenth
             self._stream.write(self._render() + "\n")
+            self._stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        # A failed import leaves a half-drawn bar: end its line so the error starts on its own.
+        if error is not None and self._enabled and self._tty and self._drawn_at:
+            self._stream.write("\n")
             self._stream.flush()
 
     def finish(self, note: str = "") -> None:

@@ -32,6 +32,8 @@ class Context:
     service: str = ""
     # Set by import commands so field paths of refusals name CSV rows and columns.
     name_field: FieldNamer | None = None
+    # What the refused input is called in that case (e.g. the CSV file's path).
+    subject: str = "the input"
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def channel(self, service: str) -> grpc.aio.Channel:
@@ -87,6 +89,7 @@ async def _run(command: Command, context: Context) -> int:
             target=context.suite.targets.get(context.service, "?"),
             timeout=context.timeout,
             name_field=context.name_field,
+            subject=context.subject,
         ) from error
     finally:
         await context.close()

@@ -59,9 +59,10 @@ async def _import(ctx: Context) -> ExitCode:
         if match is None:
             return None
         column = f", column {match['column']}" if match["column"] else ""
-        return f"{path} row {match['row']}{column}"
+        return f"row {match['row']}{column}"
 
     ctx.name_field = name_field
+    ctx.subject = str(path)
     progress = Progress("importing price entries", _data_lines(path), enabled=ctx.progress_enabled)
     key = request_id(ctx.args)
 
@@ -80,8 +81,9 @@ async def _import(ctx: Context) -> ExitCode:
             yield pb.ImportPriceEntriesRequest(request_id=key, description=ctx.args.description)
 
     stub = pricing_service_pb2_grpc.PricingServiceStub(ctx.channel("pricing"))
-    response = await stub.ImportPriceEntries(messages())
-    progress.finish("staged")
+    with progress:
+        response = await stub.ImportPriceEntries(messages())
+        progress.finish("staged")
     change_set = response.change_set
     if ctx.out.as_json:
         document = message_dict(response)

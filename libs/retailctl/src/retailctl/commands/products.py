@@ -58,9 +58,10 @@ async def _import(ctx: Context) -> ExitCode:
         found = indexed_field(path, "products")
         if found is None or found[0] >= len(rows_sent):
             return None
-        return f"{source.path} row {rows_sent[found[0]]}, column {found[1]}"
+        return f"row {rows_sent[found[0]]}, column {found[1]}"
 
     ctx.name_field = name_field
+    ctx.subject = str(source.path)
     progress = Progress("importing products", total, enabled=ctx.progress_enabled)
     key = request_id(ctx.args)
 
@@ -78,8 +79,9 @@ async def _import(ctx: Context) -> ExitCode:
             progress.advance(len(batch))
 
     stub = pricing_service_pb2_grpc.PricingServiceStub(ctx.channel("pricing"))
-    response = await stub.ImportProducts(messages())
-    progress.finish("applied")
+    with progress:
+        response = await stub.ImportProducts(messages())
+        progress.finish("applied")
     if ctx.out.as_json:
         ctx.out.json({"request_id": key, **message_dict(response)})
     else:

@@ -61,9 +61,10 @@ async def _import(ctx: Context) -> ExitCode:
         found = indexed_field(path, "entries")
         if found is None or len(batches) != 1 or found[0] >= len(batches[0]):
             return None
-        return f"{source.path} row {batches[0][found[0]]}, column {found[1]}"
+        return f"row {batches[0][found[0]]}, column {found[1]}"
 
     ctx.name_field = name_field
+    ctx.subject = str(source.path)
     progress = Progress("importing stock snapshots", total, enabled=ctx.progress_enabled)
     key = request_id(ctx.args)
 
@@ -87,8 +88,9 @@ async def _import(ctx: Context) -> ExitCode:
             yield pb.ImportStockSnapshotsRequest(request_id=key, entries=entries)
             progress.advance(len(entries))
 
-    response = await stub.ImportStockSnapshots(messages())
-    progress.finish("applied")
+    with progress:
+        response = await stub.ImportStockSnapshots(messages())
+        progress.finish("applied")
     if ctx.out.as_json:
         ctx.out.json({"request_id": key, **message_dict(response)})
     else:
