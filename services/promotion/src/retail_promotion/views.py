@@ -131,6 +131,7 @@ def deployment(
                 state=deployment_pb2.TargetState.Value(f"TARGET_STATE_{s.value}"),
                 delivered_version=t.version,
                 error=t.error,
+                update_time=timestamp(t.updated_at),
             )
             for t, s in zip(targets, states, strict=True)
         ],

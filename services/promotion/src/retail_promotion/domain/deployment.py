@@ -4,7 +4,8 @@ overall deployment state and the remediation tasks (DeploymentState on retail.pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
 
 __all__ = [
@@ -55,6 +56,8 @@ class Target:
     delivery: Delivery | None = None
     degraded: bool = False  # channel health DEGRADED (breaker open)
     error: str = ""
+    # When the ledger row last changed (shown on the board, not part of the target's state).
+    updated_at: datetime | None = field(default=None, compare=False)
 
 
 def apply_delivery(target: Target, delivery: Delivery, version: int, detail: str = "") -> Target:

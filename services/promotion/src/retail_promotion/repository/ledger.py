@@ -84,6 +84,7 @@ async def targets(conn: Connection, campaign_id: str) -> list[Target]:
             Delivery(r["delivery"]) if r["delivery"] else None,
             r["degraded"],
             r["error"],
+            r["updated_at"],
         )
         for r in rows
     ]
