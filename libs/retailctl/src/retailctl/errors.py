@@ -86,6 +86,9 @@ def _fields(details: ErrorDetails, name_field: FieldNamer | None) -> str:
 
 def _advice(details: ErrorDetails, service: str, target: str, timeout: float | None) -> str:
     code = details.code
+    if code == grpc.StatusCode.UNAVAILABLE and details.reason:
+        # The service answered (a rich status comes from its error mapping): a dependency is down.
+        return f"{service} at {target} is up but cannot serve this now ({details.message}); retry later"
     if code == grpc.StatusCode.UNAVAILABLE:
         return (
             f"cannot reach {service} at {target} ({details.message or 'unavailable'}); is the suite "
