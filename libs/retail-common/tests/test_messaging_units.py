@@ -16,6 +16,8 @@ from retail_common.messaging import (
     UndecodableMessageError,
     decode_envelope,
     decode_subject_token,
+    event_filter,
+    event_name,
     event_subject,
     new_event_id,
     subject_token,
@@ -41,6 +43,16 @@ def test_subject_token_examples() -> None:
         decode_subject_token("%41")  # "A" would be encoded as itself
     with pytest.raises(ValueError, match="domain"):
         event_subject("Pricing.x", "e")
+
+
+def test_event_names_and_filters() -> None:
+    assert event_name("PriceChanged") == "price_changed"
+    assert event_name("ThresholdStateChanged") == "threshold_state_changed"
+    assert (
+        event_filter("inventory", event_name("LocationUpserted")) == "retail.inventory.v1.location_upserted.>"
+    )
+    with pytest.raises(ValueError, match="event"):
+        event_name("Price.Changed")
 
 
 def test_suite_streams() -> None:

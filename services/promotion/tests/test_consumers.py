@@ -31,6 +31,7 @@ from retail_promotion.repository.replicas import upsert_product
 from retail_promotion.testing import campaign_pb, percent_promotion_pb
 
 NOW = datetime(2026, 6, 6, tzinfo=UTC)
+STATE_EVENTS = "select count(*) from outbox where event_type = 'retail.promotion.v1.PromotionStateChanged'"
 
 
 def envelope(event: Message, key: str, version: int) -> Envelope:
@@ -97,13 +98,11 @@ async def test_guardrail_suspends_exactly_that_sku_at_that_location(
     handlers = Handlers(campaigns)
     await _handle(pool, handlers.threshold, threshold(BELOW, 2))
     assert await _suspensions(pool) == [("", "L1", "A", "LOW_STOCK")]
-    events_before = await pool.fetchval(
-        "select count(*) from outbox where event_type = 'PromotionStateChanged'"
-    )
+    events_before = await pool.fetchval(STATE_EVENTS)
     assert events_before == 1
     await _handle(pool, handlers.threshold, threshold(BELOW, 2))  # duplicate (redelivered) event
     assert await _suspensions(pool) == [("", "L1", "A", "LOW_STOCK")]
-    assert await pool.fetchval("select count(*) from outbox where event_type = 'PromotionStateChanged'") == 1
+    assert await pool.fetchval(STATE_EVENTS) == 1
     await _handle(pool, handlers.threshold, threshold(ABOVE, 3))
     assert await _suspensions(pool) == ([] if resume else [("", "L1", "A", "LOW_STOCK")])
     async with pool.acquire() as conn:
@@ -158,7 +157,7 @@ async def test_deployment_follows_delivery_events_with_a_channel_failing_then_re
     assert await _overall(pool, version) is Overall.PARTIALLY_DEPLOYED
     assert await _suspensions(pool) == [("mp-1", "", "", "CHANNEL_FAILURE")]  # that channel's offer only
     await _handle(pool, handlers.delivery, dead)  # duplicate
-    assert await pool.fetchval("select count(*) from outbox where event_type = 'PromotionStateChanged'") == 1
+    assert await pool.fetchval(STATE_EVENTS) == 1
     await _handle(pool, handlers.delivery, delivery("mp-1", channel_events.DELIVERY_STATE_DELIVERED, version))
     assert await _overall(pool, version) is Overall.DEPLOYED
     assert await _suspensions(pool) == []

@@ -35,7 +35,7 @@ from retail_common.context import PrincipalKind
 from retail_common.db import AUDIT_MIGRATIONS, create_pool, migrate
 from retail_common.errors import parse_error
 from retail_common.grpcx import connect
-from retail_common.messaging import Envelope, new_event_id, subject_token
+from retail_common.messaging import Envelope, event_name, event_subject, new_event_id
 from retail_common.testing.postgres import PostgresServer
 from retail_pricing.testing import add, price_list, product
 from retail_promotion.convert import money_from_proto
@@ -565,9 +565,9 @@ async def publish_channel_event(
     nc = await nats.connect(nats_url)
     try:
         env = Envelope(
-            subject=f"retail.channel.v1.{event_type}.{subject_token(channel_id)}",
+            subject=event_subject("channel", event_name(event_type), channel_id),
             event_id=new_event_id(),
-            event_type=event_type,
+            event_type=f"retail.channel.v1.{event_type}",
             schema_version=1,
             aggregate_type="channel_entity",
             aggregate_key=f"{channel_id}/campaign/C1",

@@ -69,7 +69,7 @@ async def test_create_emits_campaign_changed_and_versions_follow_changes(
         submitted = await campaigns.set_state(conn, "C1", CampaignState.SUBMITTED)
     assert submitted.version == 2
     assert submitted.etag != created.etag
-    rows = await _outbox(pool, "CampaignChanged")
+    rows = await _outbox(pool, "retail.promotion.v1.CampaignChanged")
     assert [(r["aggregate_key"], r["aggregate_version"]) for r in rows] == [("C1", 1), ("C1", 2)]
     event = events_pb2.CampaignChanged.FromString(rows[-1]["payload"])
     assert event.campaign.state == campaign_pb2.CAMPAIGN_STATE_SUBMITTED
@@ -164,5 +164,5 @@ async def test_live_catalog_indexes_live_campaigns_with_suspensions(
     assert [p.promotion_id for p in catalog.index.for_skus("web", ["A"], {})] == ["P1"]
     assert catalog.suspensions.sku_suspended("C1", "web", "L1", "A")
     assert not catalog.suspensions.sku_suspended("C1", "web", "L2", "A")
-    states = await _outbox(pool, "PromotionStateChanged")
+    states = await _outbox(pool, "retail.promotion.v1.PromotionStateChanged")
     assert [(r["aggregate_key"], r["aggregate_version"]) for r in states] == [("C1//L1/A", 1)]

@@ -45,12 +45,14 @@ async def test_tick_starts_and_ends_at_the_window_instants(
     assert await scheduler_tick(pool, campaigns, END) == ([("C1", Action.END)], None)
     assert await _state(pool, "C1") == "ENDED"
     payloads = await pool.fetch(
-        "select payload from outbox where event_type = 'PromotionStateChanged' order by id"
+        "select payload from outbox where event_type = 'retail.promotion.v1.PromotionStateChanged'"
+        " order by id"
     )
     changes = [events_pb2.PromotionStateChanged.FromString(p["payload"]).change for p in payloads]
     assert changes == [events_pb2.PROMOTION_STATE_CHANGE_ACTIVATED, events_pb2.PROMOTION_STATE_CHANGE_ENDED]
     campaign_versions = await pool.fetch(
-        "select aggregate_version from outbox where event_type = 'CampaignChanged' order by id"
+        "select aggregate_version from outbox where event_type = 'retail.promotion.v1.CampaignChanged'"
+        " order by id"
     )
     assert [r["aggregate_version"] for r in campaign_versions] == [1, 2, 3, 4]
 

@@ -1,8 +1,8 @@
 """Inbox consumers of the domain events the gateway projects (one durable per source stream).
 
-Each consumer takes its whole domain stream and dispatches by the event-type header: producers name
-subjects differently (`retail.pricing.v1.price_changed.<sku>`, `retail.inventory.v1.AvailabilityChanged`),
-the event type is the stable contract. Events the gateway does not consume are recorded and skipped.
+Each consumer takes its whole domain stream (`retail.<domain>.>`) and dispatches by the event-type
+header, the stable contract; one durable per stream keeps the number of consumers small. Events the
+gateway does not consume are recorded and skipped.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from retail.inventory.v1 import events_pb2, location_pb2, reservation_pb2, stock_pb2, threshold_pb2
 from retail_common.db import Connection
-from retail_common.messaging import OutboxEvent
+from retail_common.messaging import OutboxEvent, event_name, event_subject
 from retail_inventory.domain.ats import Fence, Position, ats
 
 __all__ = [
@@ -48,8 +48,9 @@ class EventWriter(Protocol):
     ) -> list[tuple[uuid.UUID, int]]: ...
 
 
-def subject(event: str) -> str:
-    return f"retail.{DOMAIN}.v1.{event}"
+def subject(event: str, *key: str) -> str:
+    """`retail.inventory.v1.<snake_case event>.<key tokens>` (the suite's one subject convention)."""
+    return event_subject(DOMAIN, event_name(event), *key)
 
 
 def ts(value: datetime | None) -> Timestamp | None:
@@ -234,7 +235,7 @@ def threshold_rule_proto(row: Row) -> threshold_pb2.ThresholdRule:
 
 def location_upserted(row: Row) -> OutboxEvent:
     return OutboxEvent(
-        subject=subject("LocationUpserted"),
+        subject=subject("LocationUpserted", row["location_id"]),
         event_type="retail.inventory.v1.LocationUpserted",
         aggregate_type="retail.inventory.v1.Location",
         aggregate_key=row["location_id"],
@@ -249,7 +250,7 @@ def availability_event(row: Row) -> OutboxEvent:
         return availability_changed(row, version)
 
     return OutboxEvent(
-        subject=subject("AvailabilityChanged"),
+        subject=subject("AvailabilityChanged", row["sku"], row["location_id"]),
         event_type="retail.inventory.v1.AvailabilityChanged",
         aggregate_type="retail.inventory.v1.StockPosition",
         aggregate_key=f"{row['sku']}/{row['location_id']}",
@@ -261,7 +262,7 @@ def reservation_changed(
     proto: reservation_pb2.Reservation, change: reservation_pb2.ReservationChange.ValueType
 ) -> OutboxEvent:
     return OutboxEvent(
-        subject=subject("ReservationChanged"),
+        subject=subject("ReservationChanged", proto.reservation_id),
         event_type="retail.inventory.v1.ReservationChanged",
         aggregate_type="retail.inventory.v1.Reservation",
         aggregate_key=proto.reservation_id,
@@ -271,7 +272,7 @@ def reservation_changed(
 
 def threshold_state_changed(row: Row, available: int) -> OutboxEvent:
     return OutboxEvent(
-        subject=subject("ThresholdStateChanged"),
+        subject=subject("ThresholdStateChanged", str(row["rule_id"])),
         event_type="retail.inventory.v1.ThresholdStateChanged",
         aggregate_type="retail.inventory.v1.ThresholdRule",
         aggregate_key=str(row["rule_id"]),

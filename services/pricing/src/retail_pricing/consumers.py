@@ -11,7 +11,13 @@ from nats.js import JetStreamContext
 
 from retail.inventory.v1 import events_pb2 as inventory_events
 from retail_common.db import Connection
-from retail_common.messaging import Envelope, InboxConsumer, ReplicaSubscription, subscribe_per_replica
+from retail_common.messaging import (
+    Envelope,
+    InboxConsumer,
+    ReplicaSubscription,
+    event_filter,
+    subscribe_per_replica,
+)
 from retail_pricing import events
 from retail_pricing.catalog import Catalog
 from retail_pricing.domain.model import Location
@@ -26,7 +32,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("retail_pricing.consumers")
-LOCATION_SUBJECT = "retail.inventory.v1.LocationUpserted"
+LOCATION_SUBJECT = event_filter("inventory", "location_upserted")
 _SKU_EVENTS = {f"retail.pricing.v1.{events.PRICE_CHANGED}", f"retail.pricing.v1.{events.PRODUCT_UPSERTED}"}
 
 

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from retail.common.v1 import refs_pb2
 from retail.pricing.v1 import events_pb2, price_lists_pb2, products_pb2
 from retail_common.db import Connection
-from retail_common.messaging import OutboxEvent, OutboxWriter, event_subject
+from retail_common.messaging import OutboxEvent, OutboxWriter, event_name, event_subject
 from retail_pricing.convert import timestamp_to_proto
 from retail_pricing.domain.preview import Probe
 
@@ -42,12 +42,8 @@ PRICE_LIST_UPSERTED = "PriceListUpserted"
 TAX_RATE_CHANGED = "TaxRateChanged"
 
 
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-
-
 def subject(event: str, key: str) -> str:
-    return event_subject(DOMAIN, _snake(event), key)
+    return event_subject(DOMAIN, event_name(event), key)
 
 
 async def _append(

@@ -22,7 +22,7 @@ from retail.promotion.v1 import campaign_pb2
 from retail_common.clock import Clock, SystemClock
 from retail_common.db import Connection
 from retail_common.errors import NotFound
-from retail_common.messaging import Envelope, Handler, InboxConsumer
+from retail_common.messaging import Envelope, Handler, InboxConsumer, event_filter
 from retail_promotion.domain.deployment import Delivery
 from retail_promotion.repository.campaigns import CampaignRepository
 from retail_promotion.repository.guardrails import any_below, record_rule_state
@@ -34,12 +34,11 @@ __all__ = ["SUBJECTS", "Handlers", "inbox_consumers"]
 logger = logging.getLogger("retail_promotion.consumers")
 
 SUBJECTS = {
-    # pricing publishes snake_case event names with the SKU as a subject token (its events.subject)
-    "product": "retail.pricing.v1.product_upserted.>",
-    "location": "retail.inventory.v1.LocationUpserted",
-    "threshold": "retail.inventory.v1.ThresholdStateChanged",
-    "delivery": "retail.channel.v1.DeliveryStateChanged.>",
-    "health": "retail.channel.v1.ChannelHealthChanged.>",
+    "product": event_filter("pricing", "product_upserted"),
+    "location": event_filter("inventory", "location_upserted"),
+    "threshold": event_filter("inventory", "threshold_state_changed"),
+    "delivery": event_filter("channel", "delivery_state_changed"),
+    "health": event_filter("channel", "channel_health_changed"),
 }
 _DELIVERIES = {
     channel_events.DELIVERY_STATE_DELIVERED: Delivery.DELIVERED,

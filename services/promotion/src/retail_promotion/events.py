@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from retail.promotion.v1 import campaign_pb2, events_pb2
 from retail_common.db import Connection
+from retail_common.messaging import event_name, event_subject
 from retail_promotion.convert import timestamp
 
 __all__ = [
@@ -45,8 +46,9 @@ class EventWriter(Protocol):
     ) -> tuple[uuid.UUID, int]: ...
 
 
-def subject(event: str) -> str:
-    return f"retail.promotion.v1.{event}"
+def subject(event: str, *key: str) -> str:
+    """`retail.promotion.v1.<snake_case event>.<key tokens>` (the suite's one subject convention)."""
+    return event_subject("promotion", event_name(event), *key)
 
 
 def scope_key(campaign_id: str, channel_id: str, location_id: str, sku: str) -> str:
@@ -56,8 +58,8 @@ def scope_key(campaign_id: str, channel_id: str, location_id: str, sku: str) -> 
 async def campaign_changed(conn: Connection, writer: EventWriter, campaign: campaign_pb2.Campaign) -> None:
     await writer.append(
         conn,
-        subject=subject(CAMPAIGN_CHANGED),
-        event_type=CAMPAIGN_CHANGED,
+        subject=subject(CAMPAIGN_CHANGED, campaign.campaign_id),
+        event_type=f"retail.promotion.v1.{CAMPAIGN_CHANGED}",
         aggregate_type="campaign",
         aggregate_key=campaign.campaign_id,
         payload=events_pb2.CampaignChanged(campaign=campaign),
@@ -97,8 +99,8 @@ async def promotion_state_changed(
 
     _, version = await writer.append(
         conn,
-        subject=subject(PROMOTION_STATE_CHANGED),
-        event_type=PROMOTION_STATE_CHANGED,
+        subject=subject(PROMOTION_STATE_CHANGED, campaign.campaign_id, channel_id, location_id, sku),
+        event_type=f"retail.promotion.v1.{PROMOTION_STATE_CHANGED}",
         aggregate_type="promotion_scope",
         aggregate_key=scope_key(campaign.campaign_id, channel_id, location_id, sku),
         payload=build,

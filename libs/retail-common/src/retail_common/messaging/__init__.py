@@ -54,6 +54,8 @@ from retail_common.messaging._subjects import (
     deadletter_subject,
     decode_subject_token,
     domain_wildcard,
+    event_filter,
+    event_name,
     event_subject,
     subject_token,
 )
@@ -94,6 +96,8 @@ __all__ = [
     "domain_wildcard",
     "ensure_consumer",
     "ensure_streams",
+    "event_filter",
+    "event_name",
     "event_subject",
     "extract_context",
     "inject_context",

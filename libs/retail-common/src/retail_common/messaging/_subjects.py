@@ -1,4 +1,8 @@
-"""Subjects: `retail.<domain>.v1.<event>` and the one encoder for ids used as subject tokens.
+"""Subjects: `retail.<domain>.v1.<event>.<key token>...` and the one encoder for ids used as tokens.
+
+Every producer names the event in snake_case (`PriceChanged` -> `price_changed`, `event_name`) and
+appends its aggregate key as tokens, so a consumer filters one event type with
+`event_filter(domain, event)` (`retail.<domain>.v1.<event>.>`) and one key with a full subject.
 
 A NATS subject token must not contain '.', '*', '>' or whitespace, and must not be empty. Ids come
 from the outside world (SKUs like "A.B 12", channel names, ...), so every id that becomes a token goes
@@ -14,6 +18,8 @@ __all__ = [
     "deadletter_subject",
     "decode_subject_token",
     "domain_wildcard",
+    "event_filter",
+    "event_name",
     "event_subject",
     "subject_token",
 ]
@@ -65,6 +71,16 @@ def _check_name(kind: str, value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{kind} must match {_NAME.pattern}, got {value!r}")
     return value
+
+
+def event_name(message_name: str) -> str:
+    """The subject form of an event message name: `PriceChanged` -> `price_changed`."""
+    return _check_name("event", re.sub(r"(?<!^)(?=[A-Z])", "_", message_name).lower())
+
+
+def event_filter(domain: str, event: str) -> str:
+    """`retail.<domain>.v1.<event>.>`: every key of one event type (event in snake_case)."""
+    return f"retail.{_check_name('domain', domain)}.v1.{_check_name('event', event)}.>"
 
 
 def event_subject(domain: str, event: str, *ids: str) -> str:

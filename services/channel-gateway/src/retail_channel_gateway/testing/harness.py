@@ -28,7 +28,7 @@ from retail_common.auth import CredentialStore, parse_key
 from retail_common.context import PrincipalKind
 from retail_common.errors import ErrorDetails, parse_error
 from retail_common.grpcx import connect
-from retail_common.messaging import SUITE_STREAMS, Envelope, ensure_streams, new_event_id
+from retail_common.messaging import SUITE_STREAMS, Envelope, ensure_streams, event_subject, new_event_id
 
 __all__ = [
     "Clients",
@@ -173,11 +173,12 @@ def availability(
         channels=[inventory_events.ChannelAvailableToSell(channel_id=c, available_to_sell=n)
                   for c, n in ats.items()],
     )  # fmt: skip
-    return ("retail.inventory.v1.AvailabilityChanged", "retail.inventory.v1.AvailabilityChanged",
-            f"{sku}/{location}", version, event.SerializeToString())  # fmt: skip
+    return (event_subject("inventory", "availability_changed", sku, location),
+            "retail.inventory.v1.AvailabilityChanged", f"{sku}/{location}", version,
+            event.SerializeToString())  # fmt: skip
 
 
 def price_changed(sku: str, version: int) -> tuple[str, str, str, int, bytes]:
     event = pricing_events.PriceChanged(sku=sku, version=version)
-    return (f"retail.pricing.v1.price_changed.{sku}", "retail.pricing.v1.PriceChanged", sku, version,
+    return (event_subject("pricing", "price_changed", sku), "retail.pricing.v1.PriceChanged", sku, version,
             event.SerializeToString())  # fmt: skip
