@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 SERVICE_PKGS := $(wildcard services/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint typecheck test run demo bench compose-check clean
+.PHONY: setup proto proto-check lint typecheck test run demo bench compose-check deploy-check clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,17 @@ typecheck: setup
 compose-check: setup
 	"$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" \
 		-f docker-compose.yml config --quiet
+
+# Offline checks of the deployment (no Docker engine or cluster needed): compose as above; every
+# Kubernetes manifest strictly against the API schemas kubernetes-validate bundles; the kustomization
+# lists them all; the Grafana dashboard queries only metrics the code exports; deploy scripts typed.
+K8S_VERSION ?= 1.31.0
+deploy-check: compose-check
+	find deploy/k8s -name '*.yaml' ! -name kustomization.yaml -print0 | sort -z \
+		| xargs -0 $(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION)
+	$(PY) deploy/checks/kustomization.py
+	$(PY) deploy/checks/dashboard_metrics.py
+	$(VENV)/bin/mypy --strict deploy/docker deploy/checks
 
 test: setup
 	$(VENV)/bin/pytest
