@@ -67,6 +67,7 @@ class FakeMarketplace:
         self._in_flight = 0
         self._seen_signatures: set[str] = set()
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
         self._hold = asyncio.Event()
         self._changed = asyncio.Condition()
         self.url = ""
@@ -83,6 +84,10 @@ class FakeMarketplace:
         self._hold.set()
         if self._server is not None:
             self._server.close()
+            # Keep-alive connections outlive the listening socket; a handler left waiting on one is
+            # cancelled at loop shutdown, and asyncio logs that as an error on Python 3.11.
+            for writer in list(self._connections):
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
@@ -100,6 +105,7 @@ class FakeMarketplace:
     # ----------------------------------------------------------------------------------------- http
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
         try:
             while True:
                 request = await _read_request(reader)
@@ -122,6 +128,7 @@ class FakeMarketplace:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self._connections.discard(writer)
             writer.close()
 
     def _seen(self, signature: str) -> bool:
