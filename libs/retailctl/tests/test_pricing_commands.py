@@ -156,6 +156,13 @@ async def test_refusals_name_the_row_or_field(pricing, keys, cli: Cli, tmp_path:
     assert "row 3, column tax_class: required" in refused.err
     assert "row 4, column cost_price" in refused.err
     assert "nothing was sent" in refused.err
+    # a product the service refuses (whitespace in a SKU): its products[i] becomes the CSV row, the
+    # stream is all or nothing, so nothing was applied
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("sku,tax_class\n\nA1,standard\nA 2,standard\n")
+    refused = await cli("products", "import", str(spaced))
+    assert refused.code == 4
+    assert f"pricing refused {spaced}: row 4, column sku" in refused.err
     audit = await cli("audit", "--service", "pricing", "--json")
     assert audit.json()["records"] == []
 
