@@ -554,9 +554,14 @@ async def test_events_reach_jetstream_through_the_relay(pool, operator, wms, web
     found: dict[str, bytes] = {}
 
     async def published() -> bool:
-        for event in ("ReservationChanged", "AvailabilityChanged", "LocationUpserted"):
+        subjects = {  # the convention: snake_case event, then the aggregate key as tokens
+            "ReservationChanged": "retail.inventory.v1.reservation_changed.r1",
+            "AvailabilityChanged": "retail.inventory.v1.availability_changed.A.s1",
+            "LocationUpserted": "retail.inventory.v1.location_upserted.s1",
+        }
+        for event, subject in subjects.items():
             try:
-                msg = await js.get_last_msg("INVENTORY", f"retail.inventory.v1.{event}")
+                msg = await js.get_last_msg("INVENTORY", subject)
             except Exception:
                 return False
             found[event] = msg.data
