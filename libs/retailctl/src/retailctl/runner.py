@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -115,5 +116,10 @@ def command(run: Command, *, default_timeout: float = 30.0) -> Handler:
         except KeyboardInterrupt:
             fail("interrupted")
             return 130
+        except BrokenPipeError:
+            # The reader of stdout went away (`retailctl ... | head`): stop quietly, and keep the
+            # interpreter from failing again while flushing stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return ExitCode.OK
 
     return handler
