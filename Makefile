@@ -38,7 +38,8 @@ compose-check: setup
 
 # Offline checks of the deployment (no Docker engine or cluster needed): compose as above; every
 # Kubernetes manifest strictly against the API schemas kubernetes-validate bundles; the kustomization
-# lists them all; the Grafana dashboard queries only metrics the code exports; deploy scripts typed.
+# lists them all; the Grafana dashboard queries only metrics the code exports; the scripts the image
+# ships are typed and tested (provisioning against Postgres, entrypoint, health check against a service).
 K8S_VERSION ?= 1.31.0
 deploy-check: compose-check
 	find deploy/k8s -name '*.yaml' ! -name kustomization.yaml -print0 | sort -z \
@@ -46,6 +47,7 @@ deploy-check: compose-check
 	$(PY) deploy/checks/kustomization.py
 	$(PY) deploy/checks/dashboard_metrics.py
 	$(VENV)/bin/mypy --strict deploy/docker deploy/checks
+	$(VENV)/bin/pytest -q deploy/tests
 
 test: setup
 	$(VENV)/bin/pytest
