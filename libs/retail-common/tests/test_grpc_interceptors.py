@@ -23,6 +23,7 @@ class FakeProbe(probe_pb2_grpc.ProbeServiceServicer):
         self.finished: list[str] = []
         self.cancelled: list[str] = []
         self.remaining: list[float | None] = []
+        self.request_ids: list[str | None] = []
 
     async def Echo(self, request, context):  # noqa: N802
         self.remaining.append(context.time_remaining())
@@ -33,6 +34,12 @@ class FakeProbe(probe_pb2_grpc.ProbeServiceServicer):
             raise
         self.finished.append(request.message)
         return probe_pb2.EchoResponse(message=request.message)
+
+    async def RecordAmount(self, request, context):  # noqa: N802
+        call = current_call()
+        self.request_ids.append(call.request_id)
+        assert call.principal is not None  # auth added the principal without dropping the request id
+        return probe_pb2.RecordAmountResponse()
 
     async def GetAccount(self, request, context):  # noqa: N802
         raise NotFound("account", request.account_id)
@@ -52,6 +59,7 @@ async def served():
     policies = {
         "/retail.testing.v1.ProbeService/Echo": authenticated(),
         "/retail.testing.v1.ProbeService/GetAccount": authenticated(),
+        "/retail.testing.v1.ProbeService/RecordAmount": authenticated(),
         "/test.Stream/Count": authenticated(),
         # WhoAmI deliberately unlisted: denied by default.
     }
@@ -113,6 +121,16 @@ async def test_client_defaults_also_apply_to_streaming_calls(served):
         assert [item async for item in call] == [b"\x00", b"\x01", b"\x02"]
     assert servicer.remaining[0] is not None
     assert 0 < servicer.remaining[0] < 8  # the 7 s default, give or take clock granularity
+
+
+async def test_a_requests_request_id_joins_the_call_context(served):
+    servicer, address = served
+    async with connect(address, credential=GOOD_KEY, tracing=False) as channel:
+        stub = probe_pb2_grpc.ProbeServiceStub(channel)
+        await stub.RecordAmount(probe_pb2.RecordAmountRequest(request_id="req-42"))
+        await stub.RecordAmount(probe_pb2.RecordAmountRequest())
+    # audit records and log lines read it from the context (retail_common.db.append_audit defaults to it)
+    assert servicer.request_ids == ["req-42", None]
 
 
 async def test_unlisted_method_is_denied_after_authentication(served):

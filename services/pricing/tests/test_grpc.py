@@ -152,6 +152,12 @@ async def test_approval_flow_resolution_and_explain_over_grpc(alice, bob, web, p
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     approved = await approve(alice, bob, "ok", add("base", "A", "9.99", NOW))
     assert approved.change_set.state == change_sets_pb2.CHANGE_SET_STATE_APPROVED
+    # every audit record names the mutation's request_id (the runtime puts it in the call context)
+    audit = await bob.ListAuditRecords(pb.ListAuditRecordsRequest(page_size=100))
+    by_action = {r.action.rsplit("/", 1)[-1]: r.request_id for r in audit.records}
+    assert by_action["CreatePriceList"] == "l"
+    assert by_action["ApproveChangeSet"] == "ok-a"
+    assert all(r.request_id for r in audit.records)
 
     resolved = await web.ResolvePrice(pb.ResolvePriceRequest(query=query("A")))
     assert as_decimal(resolved.price.price.gross) == Decimal("9.99")

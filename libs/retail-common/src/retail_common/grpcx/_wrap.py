@@ -18,6 +18,7 @@ import grpc
 __all__ = ["Around", "wrap_handler"]
 
 Around = Callable[[grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+OnRequest = Callable[[Any], None]
 
 
 async def _drain(result: Any) -> AsyncIterator[Any]:
@@ -29,7 +30,10 @@ async def _drain(result: Any) -> AsyncIterator[Any]:
         await result
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler[Any, Any], around: Around) -> grpc.RpcMethodHandler[Any, Any]:
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], around: Around, on_request: OnRequest | None = None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`on_request`, if given, sees a unary request inside `around` (streamed requests are not seen)."""
     deserialize, serialize = handler.request_deserializer, handler.response_serializer
 
     if handler.unary_unary is not None:
@@ -37,6 +41,8 @@ def wrap_handler(handler: grpc.RpcMethodHandler[Any, Any], around: Around) -> gr
 
         async def call_unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with around(context):
+                if on_request is not None:
+                    on_request(request)
                 return await unary_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(call_unary_unary, deserialize, serialize)
@@ -55,6 +61,8 @@ def wrap_handler(handler: grpc.RpcMethodHandler[Any, Any], around: Around) -> gr
 
         async def call_unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with around(context):
+                if on_request is not None:
+                    on_request(request)
                 async for item in _drain(unary_stream(request, context)):
                     yield item
 

@@ -67,7 +67,9 @@ class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
             return handler
         method = handler_call_details.method
-        return wrap_handler(handler, lambda context: self.around(method, context))
+        return wrap_handler(handler, lambda context: self.around(method, context), self.on_request)
+
+    on_request: Callable[[Any], None] | None = None
 
     def around(self, method: str, context: ServicerContext) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
@@ -81,8 +83,19 @@ def _deadline_passed(context: ServicerContext) -> bool:
 class CallContextInterceptor(_AroundInterceptor):
     """Sets the CallContext and logs one line per call: method, principal, code, duration, trace id.
 
-    Metadata values are never logged (they carry credentials).
+    A unary request's `request_id` (the idempotency key of mutations, DESIGN §4) joins the context, so
+    audit records and log lines carry it without each handler passing it on. Metadata values are
+    never logged (they carry credentials).
     """
+
+    @staticmethod
+    def _note_request_id(request: Any) -> None:
+        request_id = getattr(request, "request_id", None)
+        call = current_call()
+        if isinstance(request_id, str) and request_id and call is not None:
+            set_call(replace(call, request_id=request_id))
+
+    on_request = _note_request_id
 
     @asynccontextmanager
     async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
