@@ -139,6 +139,7 @@ def test_due_at_is_lead_time_ahead_of_effect_never_before_known() -> None:
     assert due_at(start, now, timedelta(hours=6)) == start - timedelta(hours=6)
     assert due_at(start, now, timedelta(days=3)) == now
     assert due_at(None, now, timedelta(hours=1)) == now
+    assert due_at(start, now, timedelta(0)) == now  # 0 = as soon as known, per the contract
 
 
 def test_idempotency_key_depends_on_the_set_of_entity_versions_only() -> None:

@@ -39,8 +39,10 @@ def is_pending(projected_version: int, delivered_version: int, dead: bool) -> bo
 
 
 def due_at(effective_from: datetime | None, projected_at: datetime, lead_time: timedelta) -> datetime:
-    """Deliver `lead_time` ahead of effect, never before the change was known (projected_at)."""
-    if effective_from is None:
+    """Deliver `lead_time` ahead of effect, never before the change was known (projected_at). A zero
+    lead time means "as soon as known" (channel.proto DeliveryPolicy.lead_time): the payload carries
+    the effective window, so the channel applies it at the right instant."""
+    if effective_from is None or lead_time <= timedelta(0):
         return projected_at
     return max(projected_at, effective_from - lead_time)
 
