@@ -491,11 +491,24 @@ async def test_validation_finds_each_seeded_problem_and_submit_refuses(suite: Su
 async def test_guardrail_suspends_that_sku_at_that_location_and_resumes_on_restore(suite: Suite) -> None:
     await seed_prices(suite)
     await seed_stock(suite, {("A", "L1"): 10, ("A", "L2"): 10})
+    # A campaign naming no location or region targets every location: its guardrail watches each one the
+    # replica knows (with the channels that may sell there), so wait for the replica before launching.
+    replica = await asyncpg.connect(suite.promotion_dsn)
+    try:
+
+        async def replicated() -> bool:
+            count = await replica.fetchval(
+                "select count(*) from locations where channel_ids = array['web']::text[]"
+            )
+            return bool(count == 2)
+
+        await eventually(replicated, "L1 and L2 (sold by web) reach the promotion's location replica")
+    finally:
+        await replica.close()
     campaign = campaign_pb(
         "C1",
         promotions=[percent_promotion_pb("P1", "10", ["A"])],
         channels=("web",),
-        location_ids=["L1", "L2"],
         stock_guardrail=campaign_pb2.StockGuardrail(min_available_to_sell=5, resume_on_restore=True),
         **window_now(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -27,34 +28,61 @@ def _skus(campaign: campaign_pb2.Campaign) -> list[str]:
     return sorted({sku for p in campaign.promotions for sku in p.eligibility.skus})
 
 
-async def _locations(pool: asyncpg.Pool[asyncpg.Record], campaign: campaign_pb2.Campaign) -> dict[str, str]:
-    """Targeted locations (explicit, plus the replica's locations of targeted regions) -> region."""
+@dataclass(frozen=True)
+class TargetedLocations:
+    """The locations a campaign targets -> region, and which channels may sell from each (None: not yet
+    known to the replica, so not filtered)."""
+
+    regions: dict[str, str]
+    sellers: dict[str, frozenset[str] | None]
+
+
+async def _locations(
+    pool: asyncpg.Pool[asyncpg.Record], campaign: campaign_pb2.Campaign
+) -> TargetedLocations:
+    """Targeted locations: explicit ones plus the replica's locations of targeted regions; a campaign
+    naming neither targets every active location the replica knows."""
+    everywhere = not campaign.location_ids and not campaign.region_ids
     rows = await pool.fetch(
-        "select location_id, region_id from locations where location_id = any($1::text[])"
-        " or region_id = any($2::text[])",
+        "select location_id, region_id, channel_ids from locations where ($3 and active)"
+        " or location_id = any($1::text[]) or region_id = any($2::text[])",
         list(campaign.location_ids),
         list(campaign.region_ids),
+        everywhere,
     )
     found = {r["location_id"]: r["region_id"] for r in rows}
-    return {loc: found.get(loc, "") for loc in campaign.location_ids} | found
+    sellers = {
+        r["location_id"]: None if r["channel_ids"] is None else frozenset(r["channel_ids"]) for r in rows
+    }
+    return TargetedLocations(
+        regions={loc: found.get(loc, "") for loc in campaign.location_ids} | found,
+        sellers={loc: sellers.get(loc) for loc in campaign.location_ids} | sellers,
+    )
 
 
 def guardrail_targets(
-    campaign: campaign_pb2.Campaign, locations: dict[str, str]
+    campaign: campaign_pb2.Campaign, locations: TargetedLocations
 ) -> list[tuple[str, str, str]]:
-    """(sku, location, channel) watched by the stock guardrail (none without a minimum)."""
+    """(sku, location, channel) watched by the stock guardrail (none without a minimum).
+
+    Only channels that may sell from a location are watched there (elsewhere their ATS is zero by
+    definition, which is no stock signal); a campaign for every channel watches each location's own.
+    """
     if campaign.stock_guardrail.min_available_to_sell <= 0:
         return []
     excluded = set(campaign.excluded_location_ids)
     excluded_regions = set(campaign.excluded_region_ids)
-    targets = [
-        loc
-        for loc, region in sorted(locations.items())
-        if loc not in excluded and region not in excluded_regions
-    ]
-    return [
-        (sku, loc, ch) for sku in _skus(campaign) for loc in targets for ch in sorted(campaign.channel_ids)
-    ]
+    channels = sorted(campaign.channel_ids)
+    targets: list[tuple[str, str, str]] = []
+    for sku in _skus(campaign):
+        for loc, region in sorted(locations.regions.items()):
+            if loc in excluded or region in excluded_regions:
+                continue
+            sells = locations.sellers.get(loc)
+            for channel in channels or sorted(sells or ()):
+                if sells is None or channel in sells:
+                    targets.append((sku, loc, channel))
+    return targets
 
 
 class CampaignFacts:
@@ -64,7 +92,7 @@ class CampaignFacts:
         self._inventory = inventory
 
     async def locations(self, campaign: campaign_pb2.Campaign) -> dict[str, str]:
-        return await _locations(self._pool, campaign)
+        return (await _locations(self._pool, campaign)).regions
 
     async def _others(self, campaign_id: str) -> list[Promotion]:
         rows = await self._pool.fetch(
@@ -106,7 +134,9 @@ class CampaignFacts:
                     watched, await self._inventory.available(channel, watched), strict=True
                 ):
                     available[(sku, loc, channel)] = ats
-        facts = Facts(products, priced, locations, available, await self._others(campaign.campaign_id))
+        facts = Facts(
+            products, priced, locations.regions, available, await self._others(campaign.campaign_id)
+        )
         return findings(
             campaign_id=campaign.campaign_id,
             channels=channels,

@@ -75,6 +75,7 @@ class Handlers:
             time_zone=loc.time_zone,
             active=loc.active,
             version=envelope.aggregate_version,
+            channel_ids=loc.channel_ids,
         )
 
     async def _campaign(self, conn: Connection, campaign_id: str) -> campaign_pb2.Campaign | None:

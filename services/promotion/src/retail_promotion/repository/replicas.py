@@ -37,19 +37,27 @@ async def upsert_product(
 
 
 async def upsert_location(
-    conn: Connection, *, location_id: str, region_id: str, time_zone: str, active: bool, version: int
+    conn: Connection,
+    *,
+    location_id: str,
+    region_id: str,
+    time_zone: str,
+    active: bool,
+    version: int,
+    channel_ids: Sequence[str] = (),
 ) -> bool:
     return bool(
         await conn.fetchval(
-            "insert into locations (location_id, region_id, time_zone, active, version)"
-            " values ($1, $2, $3, $4, $5) on conflict (location_id) do update"
+            "insert into locations (location_id, region_id, time_zone, active, version, channel_ids)"
+            " values ($1, $2, $3, $4, $5, $6) on conflict (location_id) do update"
             " set region_id = excluded.region_id, time_zone = excluded.time_zone,"
-            " active = excluded.active, version = excluded.version"
+            " active = excluded.active, version = excluded.version, channel_ids = excluded.channel_ids"
             " where locations.version < excluded.version returning true",
             location_id,
             region_id,
             time_zone,
             active,
             version,
+            list(channel_ids),
         )
     )
