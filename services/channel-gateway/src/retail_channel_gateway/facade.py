@@ -26,6 +26,7 @@ from retail.inventory.v1 import (
 from retail.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc, resolution_pb2
 from retail_channel_gateway.domain.money import from_money, round_money, to_money
 from retail_channel_gateway.downstream import call
+from retail_channel_gateway.offer_cache import OfferCache
 from retail_common.errors import NotFound
 
 __all__ = ["Facade", "NoPromotions", "PromotionSource", "SalePrice"]
@@ -99,11 +100,13 @@ class Facade:
         promotions: PromotionSource,
         *,
         timeout: float = 2.0,
+        cache: OfferCache | None = None,
     ) -> None:
         self._pricing = pricing_service_pb2_grpc.PricingServiceStub(pricing)
         self._inventory = inventory_service_pb2_grpc.InventoryServiceStub(inventory)
         self._promotions = promotions
         self.timeout = timeout
+        self.cache = cache
 
     async def _prices(
         self, channel_id: str, location_id: str, currency: str, quantities: Sequence[tuple[str, int]]
@@ -142,12 +145,80 @@ class Facade:
     async def offers(
         self, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
     ) -> list[offers_pb2.Offer]:
-        # The three are independent (promotion takes its unit prices from pricing itself): one round trip.
-        prices, ats, sales = await asyncio.gather(
-            self._prices(channel_id, location_id, currency, [(sku, 1) for sku in skus]),
-            self._availability(channel_id, location_id, skus),
-            self._promotions.sale_prices(channel_id, location_id, currency, skus, self.timeout),
-        )
+        cache = self.cache
+        if cache is not None and cache.usable and self._promotions.applied:
+            prices, ats, sales = await self._cached_components(cache, channel_id, location_id, currency, skus)
+        else:
+            # Independent (promotion takes its unit prices from pricing itself): one round trip.
+            prices, ats, sales = await asyncio.gather(
+                self._prices(channel_id, location_id, currency, [(sku, 1) for sku in skus]),
+                self._availability(channel_id, location_id, skus),
+                self._promotions.sale_prices(channel_id, location_id, currency, skus, self.timeout),
+            )
+        return self._compose(location_id, currency, skus, prices, ats, sales)
+
+    async def _cached_components(
+        self, cache: OfferCache, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
+    ) -> tuple[list[resolution_pb2.ResolvedPrice | None], list[int], dict[str, SalePrice]]:
+        """Each component from the cache; the misses of each fetched in one call per service, the
+        calls concurrent, only for the components that miss."""
+        now = cache.clock.now()
+        price_keys = [(sku, location_id, channel_id, currency) for sku in skus]
+        ats_keys = [(sku, location_id, channel_id) for sku in skus]
+        price_hits, price_misses = cache.prices.lookup(price_keys, now)
+        sale_hits, sale_misses = cache.sales.lookup(price_keys, now)
+        ats_hits, ats_misses = cache.ats.lookup(ats_keys, now)
+
+        async def fetch_prices() -> None:
+            with cache.prices.fetching() as token:
+                got = await self._prices(channel_id, location_id, currency, [(k[0], 1) for k in price_misses])
+                for key, price in zip(price_misses, got, strict=True):
+                    price_hits[key] = price
+                    cache.prices.store(key, price, token, now)
+
+        async def fetch_sales() -> None:
+            with cache.sales.fetching() as token:
+                wanted = [k[0] for k in sale_misses]
+                got = await self._promotions.sale_prices(
+                    channel_id, location_id, currency, wanted, self.timeout
+                )
+                for key in sale_misses:
+                    sale = got.get(key[0])
+                    sale_hits[key] = sale
+                    cache.sales.store(key, sale, token, now)
+
+        async def fetch_ats() -> None:
+            with cache.ats.fetching() as token:
+                got = await self._availability(channel_id, location_id, [k[0] for k in ats_misses])
+                for key, available in zip(ats_misses, got, strict=True):
+                    ats_hits[key] = available
+                    cache.ats.store(key, available, token, now)
+
+        fetches = [
+            fetch()
+            for fetch, misses in (
+                (fetch_prices, price_misses),
+                (fetch_sales, sale_misses),
+                (fetch_ats, ats_misses),
+            )
+            if misses
+        ]
+        if len(fetches) == 1:
+            await fetches[0]
+        elif fetches:
+            await asyncio.gather(*fetches)
+        sales = {key[0]: sale for key, sale in sale_hits.items() if sale is not None}
+        return [price_hits[k] for k in price_keys], [ats_hits[k] for k in ats_keys], sales
+
+    def _compose(
+        self,
+        location_id: str,
+        currency: str,
+        skus: Sequence[str],
+        prices: Sequence[resolution_pb2.ResolvedPrice | None],
+        ats: Sequence[int],
+        sales: dict[str, SalePrice],
+    ) -> list[offers_pb2.Offer]:
         out = []
         for sku, price, available in zip(skus, prices, ats, strict=True):
             offer = offers_pb2.Offer(

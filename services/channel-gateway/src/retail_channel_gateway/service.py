@@ -25,6 +25,8 @@ from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.events import EventWriter
 from retail_channel_gateway.facade import Facade, NoPromotions, PromotionSource
+from retail_channel_gateway.offer_cache import OfferCache
+from retail_channel_gateway.offer_invalidation import run_offer_invalidation
 from retail_channel_gateway.projector import Projector
 from retail_channel_gateway.promotions import PromotionClient
 from retail_channel_gateway.reconcile import Reconciler
@@ -60,9 +62,25 @@ class GatewaySettings(ServiceSettings):
     # A pull fetch waits up to this long for a full batch while messages trickle in: it bounds the
     # projection latency added at low event rates (price changes), at the cost of more pull requests.
     consumer_fetch_seconds: float = Field(default=0.1, gt=0, le=5)
+    # Per-replica GetOffers component cache (offer_cache.py): the TTL bounds staleness should an
+    # invalidating event be missed; 0 turns the cache off (every offer asks the three services).
+    offer_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    offer_cache_max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
 
 
 _PROJECTORS: dict[int, Projector] = {}
+_OFFER_CACHES: dict[int, OfferCache] = {}  # one per service context: the façade's, fed by its job
+
+
+def _offer_cache(ctx: ServiceContext[GatewaySettings]) -> OfferCache:
+    key = id(ctx)
+    if key not in _OFFER_CACHES:
+        _OFFER_CACHES[key] = OfferCache(
+            ctx.clock,
+            ttl_seconds=ctx.settings.offer_cache_ttl_seconds,
+            max_entries=ctx.settings.offer_cache_max_entries,
+        )
+    return _OFFER_CACHES[key]
 
 
 def _projector(ctx: ServiceContext[GatewaySettings]) -> Projector:
@@ -89,6 +107,7 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
         ctx.channel(settings.inventory_reservation_target, default_timeout=timeout),
         _promotions(ctx),
         timeout=timeout,
+        cache=_offer_cache(ctx),
     )
     channel_gateway_service_pb2_grpc.add_ChannelGatewayServiceServicer_to_server(
         GatewayServicer(
@@ -105,6 +124,13 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
         ),
         server,
     )
+
+
+async def offer_cache_invalidation(ctx: ServiceContext[GatewaySettings]) -> None:
+    cache = _offer_cache(ctx)
+    if not cache.enabled:
+        await asyncio.Event().wait()  # a background job must not end
+    await run_offer_invalidation(cache, ctx.jetstream)
 
 
 async def outbox_relay(ctx: ServiceContext[GatewaySettings]) -> None:
@@ -213,5 +239,5 @@ SPEC: ServiceSpec[GatewaySettings] = ServiceSpec(
     },
     register=_register,
     migrations=[MIGRATIONS],
-    background=[outbox_relay, consume_domain_events, deliver, prune_change_logs],
+    background=[outbox_relay, consume_domain_events, deliver, prune_change_logs, offer_cache_invalidation],
 )
