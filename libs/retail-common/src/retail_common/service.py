@@ -25,6 +25,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from nats.js import JetStreamContext
 from opentelemetry.metrics import Meter
 
+from retail.operations.v1.event_operations_service_pb2_grpc import (
+    add_EventOperationsServiceServicer_to_server,
+)
 from retail_common._nats_link import NatsLink
 from retail_common.auth import (
     AUTH_MIGRATIONS,
@@ -50,10 +53,24 @@ from retail_common.grpcx import (
     enable_reflection,
     interceptor_chain,
 )
+from retail_common.grpcx.event_operations import (
+    EVENT_OPERATIONS_POLICIES,
+    EVENT_OPERATIONS_SERVICE,
+    EventOperationsServicer,
+)
 from retail_common.messaging import MESSAGING_MIGRATIONS, StreamSpec, ensure_streams, suite_streams
 from retail_common.telemetry import configure_logging, meter, server_interceptor, setup_telemetry
 
-__all__ = ["RUNTIME_MIGRATIONS", "ServiceContext", "ServiceSpec", "StartupError", "run_service", "serve"]
+__all__ = [
+    "RUNTIME_MIGRATIONS",
+    "RUNTIME_POLICIES",
+    "RUNTIME_SERVICES",
+    "ServiceContext",
+    "ServiceSpec",
+    "StartupError",
+    "run_service",
+    "serve",
+]
 
 logger = logging.getLogger("retail_common.service")
 
@@ -66,6 +83,10 @@ RUNTIME_MIGRATIONS: tuple[MigrationSource, ...] = (
     IDEMPOTENCY_MIGRATIONS,
     MESSAGING_MIGRATIONS,
 )
+
+# gRPC services the runtime itself serves in every service (registered by `serve`), and their policies.
+RUNTIME_SERVICES: tuple[ServiceDescriptor, ...] = (EVENT_OPERATIONS_SERVICE,)
+RUNTIME_POLICIES: Mapping[str, MethodPolicy] = EVENT_OPERATIONS_POLICIES
 
 
 class StartupError(Exception):
@@ -121,8 +142,10 @@ class ServiceSpec(Generic[S]):
 
     `services`: descriptors of the gRPC services `register` adds (reflection, health entries and the
     policy completeness check use them). `policies`: full method name -> MethodPolicy, usually built
-    with auth.service_policies. `background`: long-running coroutines (relay, consumers); cancelled at
-    shutdown; one returning or failing early stops the service (so the orchestrator restarts it).
+    with auth.service_policies; the runtime's own (RUNTIME_POLICIES) are merged in, so whoever grants
+    credentials the roles that spec.policies name grants theirs too. `background`: long-running
+    coroutines (relay, consumers); cancelled at shutdown; one returning or failing early stops the
+    service (so the orchestrator restarts it).
     """
 
     name: str
@@ -136,12 +159,19 @@ class ServiceSpec(Generic[S]):
     error_domain: str | None = None  # ErrorInfo.domain; default: the first service's proto package
     db_check_interval: float = 1.0
 
+    def __post_init__(self) -> None:
+        clashes = sorted(m for m, p in self.policies.items() if RUNTIME_POLICIES.get(m, p) != p)
+        if clashes:
+            raise ValueError(f"{self.name}: policies for runtime methods {clashes} differ from the runtime's")
+        object.__setattr__(self, "policies", {**self.policies, **RUNTIME_POLICIES})
+
     @property
     def domain(self) -> str:
         return self.error_domain or self.services[0].file.package
 
     def check_policies(self) -> None:
-        methods = {full_method_name(s, m.name) for s in self.services for m in s.methods}
+        services = [*self.services, *RUNTIME_SERVICES]
+        methods = {full_method_name(s, m.name) for s in services for m in s.methods}
         missing = sorted(methods - set(self.policies))
         if missing:
             raise StartupError(f"no access policy for {missing}: every method needs one")
@@ -196,7 +226,7 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
-    names = [service.full_name for service in spec.services]
+    names = [service.full_name for service in (*spec.services, *RUNTIME_SERVICES)]
     health = HealthReporter(names)
     await health.start()
     nats_link = NatsLink(
@@ -227,6 +257,7 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         interceptors=interceptors, health=health, max_message_bytes=settings.grpc_max_message_bytes
     )
     spec.register(context, server)
+    add_EventOperationsServiceServicer_to_server(EventOperationsServicer(pool, nats_link.connected), server)
     enable_reflection(server, names)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,11 @@ from retail_common.db import MigrationSource
 from retail_common.messaging._broadcast import ReplicaSubscription, subscribe_per_replica
 from retail_common.messaging._deadletters import (
     DeadLetter,
+    count_dead_letters,
+    get_dead_letters,
     list_dead_letters,
+    mark_replayed,
+    publish_replay,
     replay_dead_letter,
     write_dead_letter,
 )
@@ -89,6 +93,7 @@ __all__ = [
     "StreamSpec",
     "UndecodableMessageError",
     "VersionPolicy",
+    "count_dead_letters",
     "current_trace_headers",
     "deadletter_subject",
     "decode_envelope",
@@ -100,10 +105,13 @@ __all__ = [
     "event_name",
     "event_subject",
     "extract_context",
+    "get_dead_letters",
     "inject_context",
     "list_dead_letters",
+    "mark_replayed",
     "new_event_id",
     "prune_inbox",
+    "publish_replay",
     "replay_dead_letter",
     "subject_token",
     "subscribe_per_replica",

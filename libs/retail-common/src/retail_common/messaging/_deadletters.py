@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +25,11 @@ __all__ = [
     "H_DL_ORIGINAL_SUBJECT",
     "H_DL_REASON",
     "DeadLetter",
+    "count_dead_letters",
+    "get_dead_letters",
     "list_dead_letters",
+    "mark_replayed",
+    "publish_replay",
     "replay_dead_letter",
     "write_dead_letter",
 ]
@@ -57,6 +61,7 @@ class DeadLetter:
     deadletter_seq: int | None
     replay_count: int
     replayed_at: datetime | None
+    last_replay_msg_id: uuid.UUID | None = None
 
 
 def _header_safe(text: str) -> str:
@@ -135,7 +140,7 @@ async def write_dead_letter(
 
 
 _COLUMNS = """id, consumer, stream, stream_seq, subject, event_id, headers::text as headers, payload, reason,
-              num_delivered, dead_at, deadletter_seq, replay_count, replayed_at"""
+              num_delivered, dead_at, deadletter_seq, replay_count, replayed_at, last_replay_msg_id"""
 
 
 def _from_row(row: asyncpg.Record) -> DeadLetter:
@@ -154,6 +159,7 @@ def _from_row(row: asyncpg.Record) -> DeadLetter:
         deadletter_seq=row["deadletter_seq"],
         replay_count=row["replay_count"],
         replayed_at=row["replayed_at"],
+        last_replay_msg_id=row["last_replay_msg_id"],
     )
 
 
@@ -180,6 +186,59 @@ async def list_dead_letters(
     return [_from_row(r) for r in rows]
 
 
+async def get_dead_letters(
+    conn: Connection | asyncpg.Pool[asyncpg.Record], ids: Sequence[int]
+) -> dict[int, DeadLetter]:
+    """The dead letters with these ids that exist, by id."""
+    rows = await conn.fetch(f"select {_COLUMNS} from dead_letters where id = any($1::bigint[])", list(ids))
+    return {row["id"]: _from_row(row) for row in rows}
+
+
+async def count_dead_letters(
+    conn: Connection | asyncpg.Pool[asyncpg.Record], *, consumer: str, include_replayed: bool = False
+) -> int:
+    count: int = await conn.fetchval(
+        "select count(*) from dead_letters where consumer = $1 and ($2 or replay_count = 0)",
+        consumer,
+        include_replayed,
+    )
+    return count
+
+
+async def publish_replay(
+    js: JetStreamContext, letter: DeadLetter, replay_id: uuid.UUID, *, publish_timeout: float = 5.0
+) -> None:
+    """Republish `letter` to its original subject and stream as message `replay_id`.
+
+    The message carries `Retail-Original-Event-Id` (the original event id), so the consumer's inbox
+    dedupes it by the original id. A caller that derives `replay_id` deterministically (per request)
+    also gets JetStream's duplicate window on a retried publish.
+    """
+    headers = dict(letter.headers)
+    if letter.event_id is not None:
+        headers[H_ORIGINAL_EVENT_ID] = str(letter.event_id)
+    headers[H_MSG_ID] = str(replay_id)
+    await js.publish(
+        letter.subject, letter.payload, headers=headers, timeout=publish_timeout, stream=letter.stream
+    )
+
+
+async def mark_replayed(
+    conn: Connection | asyncpg.Pool[asyncpg.Record], dead_letter_id: int, replay_id: uuid.UUID
+) -> DeadLetter:
+    """Record a replay (count, time, message id) and return the dead letter as it is now."""
+    row = await conn.fetchrow(
+        f"""update dead_letters set replay_count = replay_count + 1, replayed_at = now(),
+                                    last_replay_msg_id = $2 where id = $1
+            returning {_COLUMNS}""",
+        dead_letter_id,
+        replay_id,
+    )
+    if row is None:
+        raise LookupError(f"no dead letter {dead_letter_id}")
+    return _from_row(row)
+
+
 async def replay_dead_letter(
     pool: asyncpg.Pool[asyncpg.Record],
     js: JetStreamContext,
@@ -187,28 +246,14 @@ async def replay_dead_letter(
     *,
     publish_timeout: float = 5.0,
 ) -> uuid.UUID:
-    """Republish a dead letter to its original subject under a new Nats-Msg-Id.
+    """Republish a dead letter to its original subject under a new Nats-Msg-Id (see publish_replay).
 
-    The new message carries `Retail-Original-Event-Id` (the original event id), so the consumer's inbox
-    dedupes it by the original id: applied at most once however often it is replayed. Returns the new
-    message id.
+    Applied at most once by the consumer however often it is replayed. Returns the new message id.
     """
-    row = await pool.fetchrow(f"select {_COLUMNS} from dead_letters where id = $1", dead_letter_id)
-    if row is None:
+    letters = await get_dead_letters(pool, [dead_letter_id])
+    if dead_letter_id not in letters:
         raise LookupError(f"no dead letter {dead_letter_id}")
-    letter = _from_row(row)
-    headers = dict(letter.headers)
-    if letter.event_id is not None:
-        headers[H_ORIGINAL_EVENT_ID] = str(letter.event_id)
     replay_id = new_event_id()
-    headers[H_MSG_ID] = str(replay_id)
-    await js.publish(
-        letter.subject, letter.payload, headers=headers, timeout=publish_timeout, stream=letter.stream
-    )
-    await pool.execute(
-        """update dead_letters set replay_count = replay_count + 1, replayed_at = now(),
-                                   last_replay_msg_id = $2 where id = $1""",
-        dead_letter_id,
-        replay_id,
-    )
+    await publish_replay(js, letters[dead_letter_id], replay_id, publish_timeout=publish_timeout)
+    await mark_replayed(pool, dead_letter_id, replay_id)
     return replay_id
