@@ -51,4 +51,5 @@ BENCHES: list[Bench] = [
     Bench("pricing", "bench.pricing_service:run_pricing_bench"),
     Bench("promotion", "bench.promotion_service:run_promotion_bench"),
     Bench("channel-gateway", "bench.channel_gateway:run_channel_gateway_bench"),
+    Bench("campaign-fanout", "bench.campaign_fanout:run_campaign_fanout_bench"),
 ]
