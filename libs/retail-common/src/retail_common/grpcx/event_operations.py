@@ -248,8 +248,13 @@ class EventOperationsServicer(pb_grpc.EventOperationsServiceServicer):
             if first is not None:
                 return pb.ReplayEventDeadLettersResponse.FromString(first)
             letters = await _chosen(conn, request)
+            # Counted before republishing: a replay the consumer dead-letters again at once must not
+            # count as still pending (the answer describes the state this request found).
+            pending = await count_dead_letters(conn, consumer=request.consumer) if request.consumer else 0
             replayed = await self._replay(conn, client, scope, request.request_id, letters)
-            remaining = await count_dead_letters(conn, consumer=request.consumer) if request.consumer else 0
+            remaining = pending - sum(
+                1 for letter in letters if letter.consumer == request.consumer and letter.replay_count == 0
+            )
             response = pb.ReplayEventDeadLettersResponse(
                 dead_letters=[dead_letter_proto(letter) for letter in replayed], remaining_count=remaining
             )

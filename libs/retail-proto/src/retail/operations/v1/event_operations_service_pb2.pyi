@@ -196,8 +196,9 @@ class ReplayEventDeadLettersResponse(_message.Message):
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     REMAINING_COUNT_FIELD_NUMBER: _builtins.int
     remaining_count: _builtins.int
-    """Dead letters of the consumer still not replayed after this call (0 when dead_letter_ids were given
-    and no consumer).
+    """Dead letters of the consumer that were not replayed yet when this call began, less those it
+    replayed: call again for them (0 when dead_letter_ids were given and no consumer). A replayed
+    message the consumer dead-letters again is a new dead letter, not counted here.
     """
     @_builtins.property
     def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventDeadLetter]:
