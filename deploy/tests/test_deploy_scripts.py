@@ -4,6 +4,7 @@ Postgres databases, the secret-file entrypoint, and the grpc.health.v1 health ch
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import stat
 import subprocess
@@ -21,13 +22,30 @@ from retail_common.testing.postgres import PostgresServer
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 SERVICES = ("pricing", "inventory-reservation", "promotion", "channel-gateway")
-# Every role the service's policies grant operators (what the dev operators get).
-OPERATOR_ROLES = {
+MODULES = {
+    "pricing": "retail_pricing",
+    "inventory-reservation": "retail_inventory",
+    "promotion": "retail_promotion",
+    "channel-gateway": "retail_channel_gateway",
+}
+# The service's own operator roles (the runtime may add shared ones, e.g. for event operations).
+DOMAIN_ROLES = {
     "pricing": {"pricing.operator", "pricing.approver"},
     "inventory-reservation": {"inventory.operator"},
     "promotion": {"promotion.operator", "promotion.approver"},
     "channel-gateway": {"channel.admin"},
 }
+
+
+def operator_roles(service: str) -> set[str]:
+    """Every role the service's access policies name for operators: what the dev operators must hold."""
+    policies = importlib.import_module(f"{MODULES[service]}.service").SPEC.policies.values()
+    return {
+        role
+        for policy in policies
+        if policy.kinds is None or PrincipalKind.OPERATOR in policy.kinds
+        for role in policy.roles
+    }
 
 
 def key_files(directory: Path) -> dict[str, tuple[str, int]]:
@@ -82,7 +100,8 @@ async def test_provisioning_registers_operators_and_each_callers_service_key(
                 assert principal is not None
                 assert principal.kind is PrincipalKind.OPERATOR
                 assert principal.id == f"dev-{operator}"
-                assert principal.roles == OPERATOR_ROLES[service]
+                assert principal.roles == operator_roles(service)
+                assert DOMAIN_ROLES[service] <= principal.roles
             for caller in SERVICES:
                 principal = await store.resolve(keys[caller])
                 if caller == service:
