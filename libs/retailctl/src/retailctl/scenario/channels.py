@@ -56,6 +56,9 @@ def _policy(
 ) -> channel_pb2.DeliveryPolicy:
     policy = channel_pb2.DeliveryPolicy(
         lead_time=Duration(seconds=LEAD_SECONDS[kind]),
+        # Local endpoints answer in milliseconds; a short timeout also keeps the delivery lease short
+        # (3 x timeout), so a gateway that crashed hands its channels over within seconds.
+        timeout=Duration(seconds=2),
         retry=channel_pb2.RetryPolicy(
             max_attempts=3, initial_backoff=Duration(nanos=100_000_000), max_backoff=Duration(seconds=1)
         ),
