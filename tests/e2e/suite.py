@@ -136,6 +136,7 @@ async def start_suite(
                 "OTEL_SERVICE_NAME": name,
                 "DB_POOL_MAX": "6",  # four services and the test share one Postgres
                 "ALLOW_HTTP_WEBHOOKS": "true",
+                "DELIVERY_LEASE_SECONDS": "5",  # a crashed gateway's channels are taken over quickly
                 **{f"{_env_prefix(n)}_TARGET": p.address for n, p in suite.processes.items()},
                 **(extra_env or {}),
             }
