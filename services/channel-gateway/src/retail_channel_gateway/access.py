@@ -4,15 +4,16 @@ role for any channel (they must name it)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from retail_channel_gateway.repository import ChannelRecord, ChannelRepository
+from retail_channel_gateway.repository import ChannelRecord
 from retail_common.context import Principal, PrincipalKind, current_call
-from retail_common.db import Connection
 from retail_common.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 
 __all__ = [
     "ADMIN_ROLE",
     "VIEWER_ROLE",
+    "Registry",
     "caller",
     "require_assortment",
     "require_location",
@@ -39,7 +40,15 @@ def require_operator_role(*roles: str) -> Principal:
     return principal
 
 
-async def resolve_channel(conn: Connection, requested: str) -> ChannelRecord:
+class Registry(Protocol):
+    """Where the checks read the registry (registry_cache.RegistryCache: cached, or the database)."""
+
+    async def channel(self, channel_id: str) -> ChannelRecord | None: ...
+
+    async def outside_assortment(self, channel_id: str, skus: Sequence[str]) -> list[str]: ...
+
+
+async def resolve_channel(registry: Registry, requested: str) -> ChannelRecord:
     """The channel a façade call acts for. Channels: their own (requested empty or equal); another
     channel's id is PERMISSION_DENIED. Operators (role channel.admin): the named channel."""
     principal = caller()
@@ -54,7 +63,7 @@ async def resolve_channel(conn: Connection, requested: str) -> ChannelRecord:
         channel_id = requested
     else:
         raise PermissionDenied("only channels and operators use the channel façade")
-    record = await ChannelRepository().get(conn, channel_id, count_assortment=False)
+    record = await registry.channel(channel_id)
     if record is None:
         if principal.kind is PrincipalKind.CHANNEL:
             raise PermissionDenied("the calling channel is not registered")
@@ -65,9 +74,9 @@ async def resolve_channel(conn: Connection, requested: str) -> ChannelRecord:
 
 
 async def require_assortment(
-    conn: Connection, channel: ChannelRecord, skus: Sequence[str], field: str
+    registry: Registry, channel: ChannelRecord, skus: Sequence[str], field: str
 ) -> None:
-    outside = await ChannelRepository().skus_outside_assortment(conn, channel.channel_id, skus)
+    outside = await registry.outside_assortment(channel.channel_id, skus)
     if outside:
         raise PermissionDenied(
             f"SKU(s) not in channel {channel.channel_id}'s assortment: "

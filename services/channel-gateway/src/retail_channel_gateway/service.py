@@ -30,6 +30,7 @@ from retail_channel_gateway.offer_invalidation import run_offer_invalidation
 from retail_channel_gateway.projector import Projector
 from retail_channel_gateway.promotions import PromotionClient
 from retail_channel_gateway.reconcile import Reconciler
+from retail_channel_gateway.registry_cache import RegistryCache
 from retail_channel_gateway.repository import MIGRATIONS, ChannelRepository, LedgerRepository
 from retail_channel_gateway.servicer_gateway import GatewayServicer
 from retail_channel_gateway.servicer_operations import OperationsServicer
@@ -66,10 +67,26 @@ class GatewaySettings(ServiceSettings):
     # invalidating event be missed; 0 turns the cache off (every offer asks the three services).
     offer_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     offer_cache_max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
+    # Per-replica cache of channel records and assortment membership for façade checks
+    # (registry_cache.py), invalidated by NOTIFY; the max age is a backstop. 0 = always ask the DB.
+    registry_check_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
 
 
 _PROJECTORS: dict[int, Projector] = {}
 _OFFER_CACHES: dict[int, OfferCache] = {}  # one per service context: the façade's, fed by its job
+_REGISTRY_CACHES: dict[int, RegistryCache] = {}
+
+
+def _registry_cache(ctx: ServiceContext[GatewaySettings]) -> RegistryCache:
+    key = id(ctx)
+    if key not in _REGISTRY_CACHES:
+        _REGISTRY_CACHES[key] = RegistryCache(
+            ctx.pool,
+            ctx.settings.database_url,
+            ctx.clock,
+            max_age_seconds=ctx.settings.registry_check_cache_seconds,
+        )
+    return _REGISTRY_CACHES[key]
 
 
 def _offer_cache(ctx: ServiceContext[GatewaySettings]) -> OfferCache:
@@ -111,7 +128,11 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
     )
     channel_gateway_service_pb2_grpc.add_ChannelGatewayServiceServicer_to_server(
         GatewayServicer(
-            ctx, facade, EventWriter(OutboxWriter(ctx.clock)), stream_poll=settings.stream_poll_seconds
+            ctx,
+            facade,
+            EventWriter(OutboxWriter(ctx.clock)),
+            _registry_cache(ctx),
+            stream_poll=settings.stream_poll_seconds,
         ),
         server,
     )
@@ -121,9 +142,14 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
             _projector(ctx),
             Reconciler(ctx.channel(settings.inventory_reservation_target), ctx.clock, timeout),
             allow_http_webhooks=settings.allow_http_webhooks,
+            registry=_registry_cache(ctx),
         ),
         server,
     )
+
+
+async def registry_cache_listener(ctx: ServiceContext[GatewaySettings]) -> None:
+    await _registry_cache(ctx).run()
 
 
 async def offer_cache_invalidation(ctx: ServiceContext[GatewaySettings]) -> None:
@@ -239,5 +265,12 @@ SPEC: ServiceSpec[GatewaySettings] = ServiceSpec(
     },
     register=_register,
     migrations=[MIGRATIONS],
-    background=[outbox_relay, consume_domain_events, deliver, prune_change_logs, offer_cache_invalidation],
+    background=[
+        outbox_relay,
+        consume_domain_events,
+        deliver,
+        prune_change_logs,
+        offer_cache_invalidation,
+        registry_cache_listener,
+    ],
 )

@@ -16,7 +16,13 @@ from retail.channel.v1 import changes_pb2, events_pb2
 from retail.channel.v1 import channel_gateway_service_pb2 as pb
 from retail.channel.v1 import channel_gateway_service_pb2_grpc as pb_grpc
 from retail.inventory.v1 import inventory_service_pb2, reservation_pb2
-from retail_channel_gateway.access import caller, require_assortment, require_location, resolve_channel
+from retail_channel_gateway.access import (
+    Registry,
+    caller,
+    require_assortment,
+    require_location,
+    resolve_channel,
+)
 from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.errors import OutOfRange
 from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
@@ -78,9 +84,16 @@ def _stream_channel(channel: ChannelRecord) -> None:
 
 class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
     def __init__(
-        self, ctx: ServiceContext[Any], facade: Facade, events: EventWriter, *, stream_poll: float = 0.1
+        self,
+        ctx: ServiceContext[Any],
+        facade: Facade,
+        events: EventWriter,
+        registry: Registry,
+        *,
+        stream_poll: float = 0.1,
     ) -> None:
         self._ctx = ctx
+        self._registry = registry
         self._clock: Clock = ctx.clock
         self._facade = facade
         self._events = events
@@ -105,15 +118,13 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             )
 
     async def _channel(self, requested: str) -> ChannelRecord:
-        async with self._ctx.pool.acquire() as conn:
-            return await resolve_channel(conn, requested)
+        return await resolve_channel(self._registry, requested)
 
     async def GetOffers(self, request: pb.GetOffersRequest, context: Context) -> pb.GetOffersResponse:
         _require(_basics(request.location_id, request.currency_code) + _skus(list(request.skus), "skus", 200))
         channel = await self._channel(request.channel_id)
         require_location(channel, request.location_id)
-        async with self._ctx.pool.acquire() as conn:
-            await require_assortment(conn, channel, list(request.skus), "skus")
+        await require_assortment(self._registry, channel, list(request.skus), "skus")
         offers = await self._facade.offers(
             channel.channel_id, request.location_id, request.currency_code, list(request.skus)
         )
@@ -133,8 +144,7 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         _require(bad)
         channel = await self._channel(request.channel_id)
         require_location(channel, request.location_id)
-        async with self._ctx.pool.acquire() as conn:
-            await require_assortment(conn, channel, [line.sku for line in request.lines], "lines")
+        await require_assortment(self._registry, channel, [line.sku for line in request.lines], "lines")
         quote = await self._facade.quote(
             channel.channel_id,
             request.location_id,
@@ -166,8 +176,7 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         channel = await self._channel(request.channel_id)
         for line in request.lines:
             require_location(channel, line.location_id)
-        async with self._ctx.pool.acquire() as conn:
-            await require_assortment(conn, channel, [line.sku for line in request.lines], "lines")
+        await require_assortment(self._registry, channel, [line.sku for line in request.lines], "lines")
         downstream = inventory_service_pb2.ReserveStockRequest(
             reservation_id=request.reservation_id,
             channel_id=channel.channel_id,

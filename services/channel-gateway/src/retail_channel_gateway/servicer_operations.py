@@ -31,6 +31,7 @@ from retail_channel_gateway.domain.policy import DeliveryMode
 from retail_channel_gateway.paging import decode_token, encode_token, page_size
 from retail_channel_gateway.projector import Projector
 from retail_channel_gateway.reconcile import Reconciler
+from retail_channel_gateway.registry_cache import RegistryCache
 from retail_channel_gateway.repository import (
     ChannelRecord,
     ChannelRepository,
@@ -113,8 +114,10 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         reconciler: Reconciler,
         *,
         allow_http_webhooks: bool,
+        registry: RegistryCache | None = None,
     ) -> None:
         self._ctx = ctx
+        self._registry = registry
         self._clock: Clock = ctx.clock
         self._channels = ChannelRepository()
         self._ledger = LedgerRepository()
@@ -142,6 +145,8 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
                 return response_type.FromString(stored)
             response = await work(conn)
             await store_response(conn, scope=scope, request_id=request_id, response=response)
+        if self._registry is not None:
+            self._registry.clear()  # read-your-writes here; other replicas hear the NOTIFY
         return response
 
     async def _existing(self, conn: Connection, channel_id: str) -> ChannelRecord:
