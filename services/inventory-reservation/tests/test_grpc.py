@@ -790,3 +790,39 @@ async def test_location_default_fences_over_grpc(pool, operator, wms, web):
     )
     assert list(positions.positions[0].fences) == []  # the position's own policy has none
     await check_invariants(pool)
+
+
+async def test_batch_threshold_rules_register_like_single_ones_in_one_call(pool, operator, wms):
+    await setup_stock(operator, wms, {("A", "s1"): 12, ("A", "s2"): 12})
+
+    def request(n: int, loc: str, channel: str, below: int) -> pb.CreateThresholdRuleRequest:
+        rule = threshold_pb2.ThresholdRule(
+            sku="A",
+            location_id=loc,
+            channel_id=channel,
+            owner=threshold_pb2.ThresholdOwner(campaign_id="camp-9"),
+            absolute=threshold_pb2.AbsoluteThreshold(below_quantity=below),
+        )
+        return pb.CreateThresholdRuleRequest(request_id=f"b{n}", rule=rule)
+
+    batch = [request(0, "s2", "web", 10), request(1, "s1", "mkt", 20), request(2, "s1", "web", 10)]
+    created = await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=batch))
+    assert [(r.location_id, r.channel_id, r.state) for r in created.rules] == [  # request order
+        ("s2", "web", threshold_pb2.THRESHOLD_STATE_ABOVE),
+        ("s1", "mkt", threshold_pb2.THRESHOLD_STATE_BELOW),  # 12 < 20 at creation
+        ("s1", "web", threshold_pb2.THRESHOLD_STATE_ABOVE),
+    ]
+    again = await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=batch))
+    assert [r.rule_id for r in again.rules] == [r.rule_id for r in created.rules]  # idempotent per entry
+    single = await wms.CreateThresholdRule(batch[0])
+    assert single.rule.rule_id == created.rules[0].rule_id  # the same keys as CreateThresholdRule
+    bad = [request(3, "s1", "web", 5), request(4, "nowhere", "web", 5)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=bad))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in parse_error(caught.value).field_violations] == ["requests[1].rule.location_id"]
+    listed = await wms.ListThresholdRules(pb.ListThresholdRulesRequest(campaign_id="camp-9"))
+    assert len(listed.rules) == 3  # the refused batch created nothing
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

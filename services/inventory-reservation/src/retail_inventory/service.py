@@ -86,6 +86,7 @@ SPEC: ServiceSpec[InventorySettings] = ServiceSpec(
             "ListReservations": ANYONE,
             # operators; services for campaign-owned rules (checked in the servicer)
             "CreateThresholdRule": OPERATOR_OR_SERVICE,
+            "BatchCreateThresholdRules": OPERATOR_OR_SERVICE,
             "GetThresholdRule": OPERATOR_OR_SERVICE,
             "ListThresholdRules": OPERATOR_OR_SERVICE,
             "DeleteThresholdRule": OPERATOR_OR_SERVICE,

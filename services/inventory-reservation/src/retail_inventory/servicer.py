@@ -26,6 +26,7 @@ from retail.inventory.v1 import (
     location_pb2,
     reservation_pb2,
     stock_pb2,
+    threshold_pb2,
 )
 from retail.inventory.v1 import (
     inventory_service_pb2 as pb,
@@ -180,6 +181,59 @@ def _fences(
 
 def _as_dict(message: Message | None) -> Any:
     return None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _rule_input(request: pb.CreateThresholdRuleRequest, check: _Violations, prefix: str = "") -> RuleIn:
+    """A CreateThresholdRuleRequest validated into the repository's input; violations go to `check`
+    with field names under `prefix` (e.g. "requests[3].")."""
+    check.id(f"{prefix}request_id", request.request_id)
+    rule = request.rule
+    check.id(f"{prefix}rule.sku", rule.sku)
+    check.id(f"{prefix}rule.location_id", rule.location_id)
+    check.id(f"{prefix}rule.channel_id", rule.channel_id)
+    owner = rule.owner.WhichOneof("owner")
+    if owner is None:
+        check.add(f"{prefix}rule.owner", "set operator_id or campaign_id")
+    else:
+        check.id(f"{prefix}rule.owner.{owner}", getattr(rule.owner, owner))
+    principal = _principal()
+    if principal.kind is PrincipalKind.SERVICE and owner != "campaign_id":
+        raise PermissionDenied("services may only register campaign-owned rules")
+    kind = rule.WhichOneof("threshold")
+    data: dict[str, int | None] = {}
+    if kind == "absolute":
+        below = rule.absolute.below_quantity
+        restore = rule.absolute.restore_quantity or below
+        check.between(f"{prefix}rule.absolute.below_quantity", below, 1, limits.MAX_STOCK_QUANTITY)
+        if restore < below:
+            check.add(f"{prefix}rule.absolute.restore_quantity", "must be >= below_quantity")
+        data = {"below_quantity": below, "restore_quantity": restore}
+    elif kind == "days_of_cover":
+        d = rule.days_of_cover
+        restore_days = d.restore_days or d.below_days
+        check.between(f"{prefix}rule.days_of_cover.units_sold", d.units_sold, 1, limits.MAX_STOCK_QUANTITY)
+        check.between(f"{prefix}rule.days_of_cover.period_days", d.period_days, 1, 366)
+        check.between(f"{prefix}rule.days_of_cover.below_days", d.below_days, 1, 366)
+        if restore_days < d.below_days or restore_days > 366:
+            check.add(f"{prefix}rule.days_of_cover.restore_days", "must be below_days..366")
+        data = {
+            "units_sold": d.units_sold,
+            "period_days": d.period_days,
+            "below_days": d.below_days,
+            "restore_days": restore_days,
+        }
+    else:
+        check.add(f"{prefix}rule.threshold", "set absolute or days_of_cover")
+    return RuleIn(
+        request_id=request.request_id,
+        sku=rule.sku,
+        location_id=rule.location_id,
+        channel_id=rule.channel_id,
+        owner_kind="operator" if owner == "operator_id" else "campaign",
+        owner_id=getattr(rule.owner, owner or "operator_id"),
+        kind="ABSOLUTE" if kind == "absolute" else "DAYS_OF_COVER",
+        **data,
+    )
 
 
 class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
@@ -832,55 +886,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self, request: pb.CreateThresholdRuleRequest, context: Context
     ) -> pb.CreateThresholdRuleResponse:
         check = _Violations()
-        check.id("request_id", request.request_id)
-        rule = request.rule
-        check.id("rule.sku", rule.sku)
-        check.id("rule.location_id", rule.location_id)
-        check.id("rule.channel_id", rule.channel_id)
-        owner = rule.owner.WhichOneof("owner")
-        if owner is None:
-            check.add("rule.owner", "set operator_id or campaign_id")
-        else:
-            check.id(f"rule.owner.{owner}", getattr(rule.owner, owner))
-        principal = _principal()
-        if principal.kind is PrincipalKind.SERVICE and owner != "campaign_id":
-            raise PermissionDenied("services may only register campaign-owned rules")
-        kind = rule.WhichOneof("threshold")
-        data: dict[str, int | None] = {}
-        if kind == "absolute":
-            below = rule.absolute.below_quantity
-            restore = rule.absolute.restore_quantity or below
-            check.between("rule.absolute.below_quantity", below, 1, limits.MAX_STOCK_QUANTITY)
-            if restore < below:
-                check.add("rule.absolute.restore_quantity", "must be >= below_quantity")
-            data = {"below_quantity": below, "restore_quantity": restore}
-        elif kind == "days_of_cover":
-            d = rule.days_of_cover
-            restore_days = d.restore_days or d.below_days
-            check.between("rule.days_of_cover.units_sold", d.units_sold, 1, limits.MAX_STOCK_QUANTITY)
-            check.between("rule.days_of_cover.period_days", d.period_days, 1, 366)
-            check.between("rule.days_of_cover.below_days", d.below_days, 1, 366)
-            if restore_days < d.below_days or restore_days > 366:
-                check.add("rule.days_of_cover.restore_days", "must be below_days..366")
-            data = {
-                "units_sold": d.units_sold,
-                "period_days": d.period_days,
-                "below_days": d.below_days,
-                "restore_days": restore_days,
-            }
-        else:
-            check.add("rule.threshold", "set absolute or days_of_cover")
+        rule_in = _rule_input(request, check)
         check.raise_if_any()
-        rule_in = RuleIn(
-            request_id=request.request_id,
-            sku=rule.sku,
-            location_id=rule.location_id,
-            channel_id=rule.channel_id,
-            owner_kind="operator" if owner == "operator_id" else "campaign",
-            owner_id=getattr(rule.owner, owner or "operator_id"),
-            kind="ABSOLUTE" if kind == "absolute" else "DAYS_OF_COVER",
-            **data,
-        )
+        rule = request.rule
 
         async def work(conn: Connection) -> pb.CreateThresholdRuleResponse:
             found = _Violations()
@@ -893,6 +901,35 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             if created:
                 await self._audit(conn, "retail.inventory.v1.ThresholdRule", proto.rule_id, None, proto)
             return pb.CreateThresholdRuleResponse(rule=proto)
+
+        return await self._tx(work)
+
+    async def BatchCreateThresholdRules(
+        self, request: pb.BatchCreateThresholdRulesRequest, context: Context
+    ) -> pb.BatchCreateThresholdRulesResponse:
+        check = _Violations()
+        check.count("requests", len(request.requests), limits.MAX_MOVEMENTS_PER_REQUEST)
+        inputs = [_rule_input(r, check, f"requests[{i}].") for i, r in enumerate(request.requests)]
+        check.raise_if_any()
+
+        async def work(conn: Connection) -> pb.BatchCreateThresholdRulesResponse:
+            found = _Violations()
+            fields = [(f"requests[{i}].rule.location_id", r.location_id) for i, r in enumerate(inputs)]
+            await self._check_locations(conn, fields, found)
+            unknown = await self._repo.unknown_skus(conn, [r.sku for r in inputs])
+            for i, r in enumerate(inputs):
+                if r.sku in unknown:
+                    found.add(f"requests[{i}].rule.sku", f"unknown SKU {r.sku!r}")
+            found.raise_if_any()
+            rules: dict[int, threshold_pb2.ThresholdRule] = {}
+            # Positions are locked in one order (SKU, location), as every other writer does.
+            for i in sorted(range(len(inputs)), key=lambda k: (inputs[k].sku, inputs[k].location_id)):
+                row, created = await self._repo.create_rule(conn, inputs[i])
+                proto = events.threshold_rule_proto(row)
+                if created:
+                    await self._audit(conn, "retail.inventory.v1.ThresholdRule", proto.rule_id, None, proto)
+                rules[i] = proto
+            return pb.BatchCreateThresholdRulesResponse(rules=[rules[i] for i in range(len(inputs))])
 
         return await self._tx(work)
 

@@ -992,6 +992,50 @@ class CreateThresholdRuleResponse(_message.Message):
 Global___CreateThresholdRuleResponse: _TypeAlias = CreateThresholdRuleResponse  # noqa: Y015
 
 @_typing.final
+class BatchCreateThresholdRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateThresholdRuleRequest]:
+        """1..1,000 rules, each with its own idempotency key."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateThresholdRuleRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateThresholdRulesRequest: _TypeAlias = BatchCreateThresholdRulesRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateThresholdRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_threshold_pb2.ThresholdRule]:
+        """One per request, same order."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[_threshold_pb2.ThresholdRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateThresholdRulesResponse: _TypeAlias = BatchCreateThresholdRulesResponse  # noqa: Y015
+
+@_typing.final
 class GetThresholdRuleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -123,6 +123,11 @@ class InventoryServiceStub:
                 request_serializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleRequest.SerializeToString,
                 response_deserializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateThresholdRules = channel.unary_unary(
+                '/retail.inventory.v1.InventoryService/BatchCreateThresholdRules',
+                request_serializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesRequest.SerializeToString,
+                response_deserializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesResponse.FromString,
+                _registered_method=True)
         self.GetThresholdRule = channel.unary_unary(
                 '/retail.inventory.v1.InventoryService/GetThresholdRule',
                 request_serializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.GetThresholdRuleRequest.SerializeToString,
@@ -276,6 +281,15 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreateThresholdRules(self, request, context):
+        """Registers up to 1,000 rules in one transaction, each exactly as CreateThresholdRule would (idempotent
+        per entry by its own request_id); all-or-nothing validation (fields named "requests[i].rule...").
+        For launches: a campaign over 600 stores and 5 channels needs 3,000 rules per guarded SKU.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetThresholdRule(self, request, context):
         """Returns one rule with its current state.
         """
@@ -386,6 +400,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.CreateThresholdRule,
                     request_deserializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleRequest.FromString,
                     response_serializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleResponse.SerializeToString,
+            ),
+            'BatchCreateThresholdRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateThresholdRules,
+                    request_deserializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesRequest.FromString,
+                    response_serializer=retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesResponse.SerializeToString,
             ),
             'GetThresholdRule': grpc.unary_unary_rpc_method_handler(
                     servicer.GetThresholdRule,
@@ -849,6 +868,33 @@ class InventoryService:
             '/retail.inventory.v1.InventoryService/CreateThresholdRule',
             retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleRequest.SerializeToString,
             retail_dot_inventory_dot_v1_dot_inventory__service__pb2.CreateThresholdRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateThresholdRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retail.inventory.v1.InventoryService/BatchCreateThresholdRules',
+            retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesRequest.SerializeToString,
+            retail_dot_inventory_dot_v1_dot_inventory__service__pb2.BatchCreateThresholdRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

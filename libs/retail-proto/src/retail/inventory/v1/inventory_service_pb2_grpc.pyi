@@ -85,6 +85,11 @@ class InventoryServiceStub:
     """Lists reservations, newest first."""
     CreateThresholdRule: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.CreateThresholdRuleRequest, _inventory_service_pb2.CreateThresholdRuleResponse]
     """Registers a low-stock rule (operators; services for campaign-owned rules)."""
+    BatchCreateThresholdRules: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchCreateThresholdRulesRequest, _inventory_service_pb2.BatchCreateThresholdRulesResponse]
+    """Registers up to 1,000 rules in one transaction, each exactly as CreateThresholdRule would (idempotent
+    per entry by its own request_id); all-or-nothing validation (fields named "requests[i].rule...").
+    For launches: a campaign over 600 stores and 5 channels needs 3,000 rules per guarded SKU.
+    """
     GetThresholdRule: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetThresholdRuleRequest, _inventory_service_pb2.GetThresholdRuleResponse]
     """Returns one rule with its current state."""
     ListThresholdRules: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ListThresholdRulesRequest, _inventory_service_pb2.ListThresholdRulesResponse]
@@ -151,6 +156,11 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Lists reservations, newest first."""
     CreateThresholdRule: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.CreateThresholdRuleRequest, _inventory_service_pb2.CreateThresholdRuleResponse]  # type: ignore[assignment]
     """Registers a low-stock rule (operators; services for campaign-owned rules)."""
+    BatchCreateThresholdRules: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchCreateThresholdRulesRequest, _inventory_service_pb2.BatchCreateThresholdRulesResponse]  # type: ignore[assignment]
+    """Registers up to 1,000 rules in one transaction, each exactly as CreateThresholdRule would (idempotent
+    per entry by its own request_id); all-or-nothing validation (fields named "requests[i].rule...").
+    For launches: a campaign over 600 stores and 5 channels needs 3,000 rules per guarded SKU.
+    """
     GetThresholdRule: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetThresholdRuleRequest, _inventory_service_pb2.GetThresholdRuleResponse]  # type: ignore[assignment]
     """Returns one rule with its current state."""
     ListThresholdRules: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ListThresholdRulesRequest, _inventory_service_pb2.ListThresholdRulesResponse]  # type: ignore[assignment]
@@ -310,6 +320,17 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.CreateThresholdRuleResponse, _abc.Awaitable[_inventory_service_pb2.CreateThresholdRuleResponse]]:
         """Registers a low-stock rule (operators; services for campaign-owned rules)."""
+
+    @_abc_1.abstractmethod
+    def BatchCreateThresholdRules(
+        self,
+        request: _inventory_service_pb2.BatchCreateThresholdRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_service_pb2.BatchCreateThresholdRulesResponse, _abc.Awaitable[_inventory_service_pb2.BatchCreateThresholdRulesResponse]]:
+        """Registers up to 1,000 rules in one transaction, each exactly as CreateThresholdRule would (idempotent
+        per entry by its own request_id); all-or-nothing validation (fields named "requests[i].rule...").
+        For launches: a campaign over 600 stores and 5 channels needs 3,000 rules per guarded SKU.
+        """
 
     @_abc_1.abstractmethod
     def GetThresholdRule(
