@@ -3,7 +3,6 @@ inventory and the database, and registers the stock guardrails with inventory.""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,16 +11,13 @@ import asyncpg
 
 from retail.promotion.v1 import campaign_pb2
 from retail_promotion.convert import promotions_of, window_from_proto
-from retail_promotion.dependencies import Inventory, PriceQuery, Pricing, RegisteredRule
+from retail_promotion.dependencies import Inventory, PriceQuery, Pricing, RegisteredRule, RuleTarget
 from retail_promotion.domain.findings import Facts, Finding, findings
 from retail_promotion.domain.model import Promotion
 
 __all__ = ["CampaignFacts", "guardrail_targets"]
 
 _CONTENDERS = ("SUBMITTED", "APPROVED", "SCHEDULED", "ACTIVE")
-# Guardrail rules registered with inventory at once: a 600-store campaign over 5 channels has 3,000 per
-# guarded SKU, which one at a time took ~50 s (past the launch call's deadline).
-_REGISTER_PARALLEL = 16
 
 
 def _skus(campaign: campaign_pb2.Campaign) -> list[str]:
@@ -155,19 +151,17 @@ class CampaignFacts:
         """Create the campaign-owned threshold rules (idempotent per target at inventory)."""
         targets = guardrail_targets(campaign, await _locations(self._pool, campaign))
         below = campaign.stock_guardrail.min_available_to_sell
-        gate = asyncio.Semaphore(_REGISTER_PARALLEL)
-
-        async def register(sku: str, loc: str, ch: str) -> RegisteredRule:
-            key = (
+        rules = [
+            RuleTarget(
                 "guardrail-"
-                + hashlib.sha256(f"{campaign.campaign_id}\0{sku}\0{loc}\0{ch}".encode()).hexdigest()
+                + hashlib.sha256(f"{campaign.campaign_id}\0{sku}\0{loc}\0{ch}".encode()).hexdigest(),
+                sku,
+                loc,
+                ch,
             )
-            async with gate:
-                return await self._inventory.create_campaign_rule(
-                    key, campaign.campaign_id, sku, loc, ch, below
-                )
-
-        return list(await asyncio.gather(*(register(*target) for target in targets)))
+            for sku, loc, ch in targets
+        ]
+        return await self._inventory.create_campaign_rules(campaign.campaign_id, below, rules)
 
     async def retire_guardrails(self, limit: int = 100) -> int:
         """Delete at inventory the rules of campaigns that ended or were rolled back; returns how many."""

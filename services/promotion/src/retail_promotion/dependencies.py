@@ -81,12 +81,26 @@ class RegisteredRule:
     version: int
 
 
+@dataclass(frozen=True)
+class RuleTarget:
+    """One campaign-owned threshold rule to register, with its idempotency key."""
+
+    request_id: str
+    sku: str
+    location_id: str
+    channel_id: str
+
+
+# BatchCreateThresholdRules takes at most 1,000 rules per call (one inventory transaction each).
+_RULES_PER_CALL = 1000
+
+
 class Inventory(Protocol):
     async def available(self, channel_id: str, pairs: Sequence[tuple[str, str]]) -> list[int]: ...
 
-    async def create_campaign_rule(
-        self, request_id: str, campaign_id: str, sku: str, location_id: str, channel_id: str, below: int
-    ) -> RegisteredRule: ...
+    async def create_campaign_rules(
+        self, campaign_id: str, below: int, rules: Sequence[RuleTarget]
+    ) -> list[RegisteredRule]: ...
 
     async def delete_rule(self, request_id: str, rule_id: str) -> None: ...
 
@@ -165,31 +179,43 @@ class GrpcInventory:
             out.extend(a.available_to_sell for a in response.availabilities)
         return out
 
-    async def create_campaign_rule(
-        self, request_id: str, campaign_id: str, sku: str, location_id: str, channel_id: str, below: int
-    ) -> RegisteredRule:
-        rule = threshold_pb2.ThresholdRule(
-            sku=sku,
-            location_id=location_id,
-            channel_id=channel_id,
-            owner=threshold_pb2.ThresholdOwner(campaign_id=campaign_id),
-            absolute=threshold_pb2.AbsoluteThreshold(below_quantity=below),
-        )
-        try:
-            response = await self._stub.CreateThresholdRule(
-                inventory_service_pb2.CreateThresholdRuleRequest(request_id=request_id, rule=rule)
+    async def create_campaign_rules(
+        self, campaign_id: str, below: int, rules: Sequence[RuleTarget]
+    ) -> list[RegisteredRule]:
+        out: list[RegisteredRule] = []
+        for start in range(0, len(rules), _RULES_PER_CALL):
+            chunk = rules[start : start + _RULES_PER_CALL]
+            request = inventory_service_pb2.BatchCreateThresholdRulesRequest(
+                requests=[
+                    inventory_service_pb2.CreateThresholdRuleRequest(
+                        request_id=r.request_id,
+                        rule=threshold_pb2.ThresholdRule(
+                            sku=r.sku,
+                            location_id=r.location_id,
+                            channel_id=r.channel_id,
+                            owner=threshold_pb2.ThresholdOwner(campaign_id=campaign_id),
+                            absolute=threshold_pb2.AbsoluteThreshold(below_quantity=below),
+                        ),
+                    )
+                    for r in chunk
+                ]
             )
-        except grpc.aio.AioRpcError as error:
-            raise _unavailable("inventory", error) from error
-        created = response.rule
-        return RegisteredRule(
-            created.rule_id,
-            sku,
-            location_id,
-            channel_id,
-            created.state == threshold_pb2.THRESHOLD_STATE_BELOW,
-            created.version,
-        )
+            try:
+                response = await self._stub.BatchCreateThresholdRules(request)
+            except grpc.aio.AioRpcError as error:
+                raise _unavailable("inventory", error) from error
+            out.extend(
+                RegisteredRule(
+                    created.rule_id,
+                    r.sku,
+                    r.location_id,
+                    r.channel_id,
+                    created.state == threshold_pb2.THRESHOLD_STATE_BELOW,
+                    created.version,
+                )
+                for r, created in zip(chunk, response.rules, strict=True)
+            )
+        return out
 
     async def delete_rule(self, request_id: str, rule_id: str) -> None:
         try:
