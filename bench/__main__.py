@@ -46,6 +46,12 @@ def _number(value: float, unit: str) -> str:
     return f"{text}{unit}"
 
 
+def _ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}" if abs(ratio) >= 0.1 else f"{ratio:.2g}"  # 0.00013, not 0.00
+
+
 def format_table(rows: list[Row]) -> str:
     header = ("benchmark", "figure", "raw baseline", "ratio", "target", "note")
     lines = [header]
@@ -63,7 +69,7 @@ def format_table(rows: list[Row]) -> str:
                 r.name,
                 _number(r.figure, r.unit),
                 _number(r.raw, r.unit) if r.raw else "-",
-                f"{ratio:.2f}" if ratio is not None else "-",
+                _ratio(ratio),
                 target + verdict,
                 r.note,
             )

@@ -49,7 +49,7 @@ from retail.inventory.v1 import inventory_service_pb2 as inv
 from retail.inventory.v1 import inventory_service_pb2_grpc, location_pb2, stock_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail.pricing.v1 import pricing_service_pb2_grpc
-from retail.promotion.v1 import deployment_pb2, promotion_service_pb2_grpc
+from retail.promotion.v1 import campaign_pb2, deployment_pb2, promotion_service_pb2_grpc
 from retail.promotion.v1 import promotion_service_pb2 as promo_pb
 from retail_channel_gateway.testing import FakeMarketplace
 from retail_pricing.testing import price_list, product
@@ -61,6 +61,8 @@ FULL_SKUS, FULL_STORES = 10_000, 600
 SCALE = float(os.environ.get("BENCH_FANOUT_SCALE", "1"))
 SKUS = int(os.environ.get("BENCH_FANOUT_SKUS", "0"))  # overrides the scaled SKU count
 STORES = int(os.environ.get("BENCH_FANOUT_STORES", "0"))  # overrides the scaled store count
+# A second launch with a stock guardrail over this many SKUs (0 = none): its rule registration rate
+GUARDRAIL_SKUS = int(os.environ.get("BENCH_FANOUT_GUARDRAIL_SKUS", "20"))
 REGIONS = 8
 PROMOTIONS = 10
 WEBHOOK_CHANNELS = (
@@ -256,8 +258,9 @@ def _market_receipts(markets: list[FakeMarketplace], receipts: _Receipts) -> Non
 
 
 async def _approved_campaign(
-    suite: Suite, skus: int
+    suite: Suite, campaign_id: str, skus: int, guardrail: int = 0
 ) -> tuple[promotion_service_pb2_grpc.PromotionServiceAsyncStub, promo_pb.ApproveCampaignResponse]:
+    """Created by the operator, submitted, approved by the approver (both validate it)."""
     operator: promotion_service_pb2_grpc.PromotionServiceAsyncStub = (
         promotion_service_pb2_grpc.PromotionServiceStub(suite.channel("promotion"))
     )
@@ -265,33 +268,68 @@ async def _approved_campaign(
     per = -(-skus // PROMOTIONS)
     promotions = [
         percent_promotion_pb(
-            f"p-{p}", str(10 + p), [_sku(s) for s in range(p * per, min(skus, (p + 1) * per))]
+            f"{campaign_id}-{p}", str(10 + p), [_sku(s) for s in range(p * per, min(skus, (p + 1) * per))]
         )
         for p in range(PROMOTIONS)
         if p * per < skus
     ]
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     campaign = campaign_pb(
-        CAMPAIGN,
+        campaign_id,
         promotions=promotions,
         channels=CHANNELS,
         start=start,
         end=start + timedelta(hours=48),
         display_name="Weekend promotion",
         region_ids=[f"region-{r}" for r in range(REGIONS)],
+        stock_guardrail=campaign_pb2.StockGuardrail(min_available_to_sell=guardrail),
     )
     created = (
-        await operator.CreateCampaign(promo_pb.CreateCampaignRequest(request_id="create", campaign=campaign))
+        await operator.CreateCampaign(
+            promo_pb.CreateCampaignRequest(request_id=f"create-{campaign_id}", campaign=campaign)
+        )
     ).campaign
     submitted = await operator.SubmitCampaign(
-        promo_pb.SubmitCampaignRequest(request_id="submit", campaign_id=CAMPAIGN, etag=created.etag)
+        promo_pb.SubmitCampaignRequest(
+            request_id=f"submit-{campaign_id}", campaign_id=campaign_id, etag=created.etag
+        )
     )
     approved = await approver.ApproveCampaign(
         promo_pb.ApproveCampaignRequest(
-            request_id="approve", campaign_id=CAMPAIGN, etag=submitted.campaign.etag
+            request_id=f"approve-{campaign_id}", campaign_id=campaign_id, etag=submitted.campaign.etag
         )
     )
     return operator, approved
+
+
+async def _guardrail_launch(suite: Suite, skus: int, stores: int) -> Row:
+    """LaunchCampaign of a campaign with a stock guardrail over `skus` SKUs: one threshold rule per
+    SKU x store x channel, each registered with inventory by its own call before the commit."""
+    campaign_id = "guarded"
+    promotion, approved = await _approved_campaign(suite, campaign_id, skus, guardrail=5)
+    await suite.settled()
+    started = time.monotonic()
+    with sampled({n: p.pid for n, p in suite.processes.items()}, f"guardrail-{skus}x{stores}"):
+        await promotion.LaunchCampaign(
+            promo_pb.LaunchCampaignRequest(
+                request_id=f"launch-{campaign_id}", campaign_id=campaign_id, etag=approved.campaign.etag
+            )
+        )
+    elapsed = time.monotonic() - started
+    rules = int(  # the rules inventory holds for the campaign: one CreateThresholdRule call each
+        await suite.pools["inventory"].fetchval(
+            "select count(*) from threshold_rules where owner_id = $1", campaign_id
+        )
+    )
+    # rules per SKU and store follow the stores' channels (only channels that sell there are watched)
+    full = round(rules / (skus * stores) * FULL_SKUS * FULL_STORES)
+    _say(f"guarded launch: {rules:,} rules in {elapsed:.1f}s")
+    hours = full / (rules / elapsed) / 3600
+    return Row(
+        f"guardrail rules/s registered by LaunchCampaign ({skus} SKUs x {stores} stores x {len(CHANNELS)})",
+        rules / elapsed,
+        note=f"{rules:,} rules in {elapsed:.1f}s; at full size ({full:,} rules) ~{hours:,.0f} h",
+    )
 
 
 def _all_acknowledged(deployment: deployment_pb2.CampaignDeployment, version: int) -> bool:
@@ -378,7 +416,7 @@ async def run_campaign_fanout_bench(
         await suite.settled()
         _say(f"settled (every outbox relayed, every consumer caught up) in {time.monotonic() - t:.0f}s")
         markets = await _channels(suite, stores, receipts)
-        promotion, approved = await _approved_campaign(suite, skus)
+        promotion, approved = await _approved_campaign(suite, CAMPAIGN, skus)
         await suite.settled()  # the draft/submitted/approved versions' deliveries are done too
         _say(f"campaign approved; seeding took {time.monotonic() - started:.0f}s in all; launching")
 
@@ -398,15 +436,21 @@ async def run_campaign_fanout_bench(
             f"launch RPC {t_launched - t0:.3f}s, last channel received {max(received.values()) - t0:.3f}s,"
             f" deployment view all acknowledged {total:.3f}s; raw publish {raw:,.0f}/s"
         )
-        return [
+        rows = [
             Row(
                 f"LaunchCampaign -> all {len(CHANNELS)} channels acknowledged (deployment view; {size})",
-                total,
-                "s",
+                total * 1000,
+                " ms",
                 note=f"deployment state {deployment_pb2.DeploymentState.Name(deployment.state)}",
             ),
-            Row("  of which the LaunchCampaign call (validation, guardrails, commit)", t_launched - t0, "s"),
-            Row("  launch -> last channel received the campaign", max(received.values()) - t0, "s"),
+            Row(
+                "  of which the LaunchCampaign call (validation, guardrails, commit)",
+                (t_launched - t0) * 1000,
+                " ms",
+            ),
+            Row(
+                "  launch -> last channel received the campaign", (max(received.values()) - t0) * 1000, " ms"
+            ),
             Row(
                 f"campaign deliveries/s ({deliveries} acknowledged) vs raw JetStream publish of {deliveries}",
                 deliveries / total,
@@ -414,6 +458,9 @@ async def run_campaign_fanout_bench(
                 note=f"{violations} order/dedupe violations at the webhooks",
             ),
         ]
+        if GUARDRAIL_SKUS:
+            rows.append(await _guardrail_launch(suite, min(GUARDRAIL_SKUS, skus), stores))
+        return rows
     finally:
         for market in markets:
             await market.close()
