@@ -260,8 +260,12 @@ Global___PriceEntry: _TypeAlias = PriceEntry  # noqa: Y015
 
 @_typing.final
 class TaxRate(_message.Message):
-    """A tax rate for a region and tax class. The rate for (region, tax class) is used when found, else the
-    rate with an empty region_id for that tax class (a default), else 0.
+    """A tax rate for a region and tax class, effective from an instant on. Rates form a history per
+    (region, tax class): at instant t the rate of (region, tax class) is the one whose effective_time is
+    the latest <= t; if that key has none at t, the rate with an empty region_id (the default) of the tax
+    class effective at t is used, else 0. A rate scheduled for the future takes effect at its instant
+    (PriceChanged with cause ACTIVATION for every SKU whose price changes then); past rates are never
+    rewritten.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -270,6 +274,7 @@ class TaxRate(_message.Message):
     TAX_CLASS_FIELD_NUMBER: _builtins.int
     RATE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_TIME_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     """Empty = the default for every region without its own rate."""
     tax_class: _builtins.str
@@ -280,7 +285,17 @@ class TaxRate(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only."""
+        """Output only: when this rate was recorded (SetTaxRate's commit)."""
+
+    @_builtins.property
+    def effective_time(self) -> _timestamp_pb2.Timestamp:
+        """When the rate takes effect (inclusive). On input: empty = immediately (the SetTaxRate's commit
+        time); otherwise it must not lie before the server's current time (INVALID_ARGUMENT on
+        "tax_rate.effective_time": history is never rewritten). A future instant schedules the rate; the
+        same (region, tax class, effective_time) again replaces a rate still scheduled. On output: unset
+        only for a rate in effect since before effective dating was introduced (it applies at every
+        earlier instant).
+        """
 
     def __init__(
         self,
@@ -289,10 +304,11 @@ class TaxRate(_message.Message):
         tax_class: _builtins.str = ...,
         rate: _decimal_pb2.Decimal | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        effective_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_time", b"effective_time", "rate", b"rate", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate", "region_id", b"region_id", "tax_class", b"tax_class", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_time", b"effective_time", "rate", b"rate", "region_id", b"region_id", "tax_class", b"tax_class", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -479,17 +479,26 @@ class ListTaxRatesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SHOW_SUPERSEDED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """Ignored: every matching rate is returned in one page (there are few: regions x tax classes x
+    changes).
+    """
     page_token: _builtins.str
+    show_superseded: _builtins.bool
+    """false: per (region, tax class) the rate in effect now and every scheduled one; true: also every
+    superseded rate (the full history, AIP-162 style revisions of the key).
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        show_superseded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "show_superseded", b"show_superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

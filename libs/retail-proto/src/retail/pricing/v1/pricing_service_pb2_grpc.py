@@ -52,7 +52,8 @@ class PricingServiceStub:
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     def __init__(self, channel):
@@ -225,7 +226,8 @@ class PricingServiceServicer:
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     def BatchUpsertProducts(self, request, context):
@@ -290,14 +292,19 @@ class PricingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetTaxRate(self, request, context):
-        """Create or replace the rate of (region, tax class).
+        """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
+        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
+        PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
+        PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTaxRates(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
+        tax class, effective time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -585,7 +592,8 @@ class PricingService:
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     @staticmethod

@@ -53,7 +53,8 @@ class PricingServiceStub:
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     @_typing.overload
@@ -79,8 +80,15 @@ class PricingServiceStub:
     ListPriceEntries: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListPriceEntriesRequest, _pricing_service_pb2.ListPriceEntriesResponse]
     """The entries of one list, optionally of one SKU, by entry id."""
     SetTaxRate: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.SetTaxRateRequest, _pricing_service_pb2.SetTaxRateResponse]
-    """Create or replace the rate of (region, tax class)."""
+    """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
+    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
+    PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
+    PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+    """
     ListTaxRates: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListTaxRatesRequest, _pricing_service_pb2.ListTaxRatesResponse]
+    """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
+    tax class, effective time.
+    """
     CreateChangeSet: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.CreateChangeSetRequest, _pricing_service_pb2.CreateChangeSetResponse]
     """Create a DRAFT change set authored by the caller."""
     UpdateChangeSet: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.UpdateChangeSetRequest, _pricing_service_pb2.UpdateChangeSetResponse]
@@ -140,7 +148,8 @@ class PricingServiceAsyncStub(PricingServiceStub):
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -163,8 +172,15 @@ class PricingServiceAsyncStub(PricingServiceStub):
     ListPriceEntries: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListPriceEntriesRequest, _pricing_service_pb2.ListPriceEntriesResponse]  # type: ignore[assignment]
     """The entries of one list, optionally of one SKU, by entry id."""
     SetTaxRate: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.SetTaxRateRequest, _pricing_service_pb2.SetTaxRateResponse]  # type: ignore[assignment]
-    """Create or replace the rate of (region, tax class)."""
+    """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
+    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
+    PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
+    PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+    """
     ListTaxRates: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListTaxRatesRequest, _pricing_service_pb2.ListTaxRatesResponse]  # type: ignore[assignment]
+    """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
+    tax class, effective time.
+    """
     CreateChangeSet: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.CreateChangeSetRequest, _pricing_service_pb2.CreateChangeSetResponse]  # type: ignore[assignment]
     """Create a DRAFT change set authored by the caller."""
     UpdateChangeSet: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.UpdateChangeSetRequest, _pricing_service_pb2.UpdateChangeSetResponse]  # type: ignore[assignment]
@@ -223,7 +239,8 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
     Amounts are computed with full precision and rounded half-even to the currency's ISO 4217 minor unit
     at the end: for a tax-included list, gross = amount and net = gross / (1 + rate); for a tax-excluded
     list, net = amount and gross = net * (1 + rate); tax = gross - net after rounding. The tax rate is
-    that of the location's (or request's) region and the product's tax class (see TaxRate).
+    that of the location's (or request's) region and the product's tax class in effect at the resolved
+    instant (see TaxRate).
     """
 
     @_abc_1.abstractmethod
@@ -304,14 +321,21 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pricing_service_pb2.SetTaxRateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.SetTaxRateResponse, _abc.Awaitable[_pricing_service_pb2.SetTaxRateResponse]]:
-        """Create or replace the rate of (region, tax class)."""
+        """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
+        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
+        PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
+        PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+        """
 
     @_abc_1.abstractmethod
     def ListTaxRates(
         self,
         request: _pricing_service_pb2.ListTaxRatesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_pricing_service_pb2.ListTaxRatesResponse, _abc.Awaitable[_pricing_service_pb2.ListTaxRatesResponse]]: ...
+    ) -> _typing.Union[_pricing_service_pb2.ListTaxRatesResponse, _abc.Awaitable[_pricing_service_pb2.ListTaxRatesResponse]]:
+        """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
+        tax class, effective time.
+        """
 
     @_abc_1.abstractmethod
     def CreateChangeSet(
