@@ -816,13 +816,18 @@ async def test_batch_threshold_rules_register_like_single_ones_in_one_call(pool,
     assert [r.rule_id for r in again.rules] == [r.rule_id for r in created.rules]  # idempotent per entry
     single = await wms.CreateThresholdRule(batch[0])
     assert single.rule.rule_id == created.rules[0].rule_id  # the same keys as CreateThresholdRule
+    twice = await wms.BatchCreateThresholdRules(
+        pb.BatchCreateThresholdRulesRequest(requests=[request(5, "s2", "mkt", 5), request(5, "s2", "mkt", 5)])
+    )
+    assert twice.rules[0].rule_id == twice.rules[1].rule_id  # one key in one batch: one rule
+    assert await pool.fetchval("select rule_count from stock where sku = 'A' and location_id = 's2'") == 2
     bad = [request(3, "s1", "web", 5), request(4, "nowhere", "web", 5)]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=bad))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in parse_error(caught.value).field_violations] == ["requests[1].rule.location_id"]
     listed = await wms.ListThresholdRules(pb.ListThresholdRulesRequest(campaign_id="camp-9"))
-    assert len(listed.rules) == 3  # the refused batch created nothing
+    assert len(listed.rules) == 4  # the refused batch created nothing
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

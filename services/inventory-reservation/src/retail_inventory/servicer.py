@@ -921,15 +921,13 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 if r.sku in unknown:
                     found.add(f"requests[{i}].rule.sku", f"unknown SKU {r.sku!r}")
             found.raise_if_any()
-            rules: dict[int, threshold_pb2.ThresholdRule] = {}
-            # Positions are locked in one order (SKU, location), as every other writer does.
-            for i in sorted(range(len(inputs)), key=lambda k: (inputs[k].sku, inputs[k].location_id)):
-                row, created = await self._repo.create_rule(conn, inputs[i])
+            rules: list[threshold_pb2.ThresholdRule] = []
+            for row, created in await self._repo.create_rules(conn, inputs):
                 proto = events.threshold_rule_proto(row)
                 if created:
                     await self._audit(conn, "retail.inventory.v1.ThresholdRule", proto.rule_id, None, proto)
-                rules[i] = proto
-            return pb.BatchCreateThresholdRulesResponse(rules=[rules[i] for i in range(len(inputs))])
+                rules.append(proto)
+            return pb.BatchCreateThresholdRulesResponse(rules=rules)
 
         return await self._tx(work)
 

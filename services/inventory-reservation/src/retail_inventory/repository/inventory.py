@@ -48,7 +48,7 @@ from retail_inventory.domain.allocation import (
 )
 from retail_inventory.domain.ats import ats
 from retail_inventory.domain.stock import shortage_cuts
-from retail_inventory.domain.threshold import AbsoluteRule, DaysOfCoverRule, initial_state
+from retail_inventory.domain.threshold import AbsoluteRule, DaysOfCoverRule, ThresholdState, initial_state
 
 __all__ = [
     "MIGRATIONS",
@@ -176,6 +176,20 @@ def out_of_stock(sku: str, description: str = "not enough available-to-sell") ->
 
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _rule_state(rule: RuleIn, position: Row) -> ThresholdState:
+    """A new rule's state from its position (joined with its location): BELOW when already low."""
+    sellable = position["active"] and rule.channel_id in position["channel_ids"]
+    value = ats(events.position_of(position), rule.channel_id).available_to_sell if sellable else 0
+    domain_rule: AbsoluteRule | DaysOfCoverRule
+    if rule.kind == "ABSOLUTE":
+        domain_rule = AbsoluteRule(rule.below_quantity or 0, rule.restore_quantity or 0)
+    else:
+        domain_rule = DaysOfCoverRule(
+            rule.units_sold or 0, rule.period_days or 0, rule.below_days or 0, rule.restore_days or 0
+        )
+    return initial_state(domain_rule, value)
 
 
 class InventoryRepository:
@@ -1099,16 +1113,7 @@ class InventoryRepository:
         await self._ensure_positions(conn, [(rule.sku, rule.location_id)])
         await self._lock(conn, [(rule.sku, rule.location_id)])
         (position,) = await self.positions(conn, [(rule.sku, rule.location_id)])  # with its location
-        sellable = position["active"] and rule.channel_id in position["channel_ids"]
-        value = ats(events.position_of(position), rule.channel_id).available_to_sell if sellable else 0
-        domain_rule: AbsoluteRule | DaysOfCoverRule
-        if rule.kind == "ABSOLUTE":
-            domain_rule = AbsoluteRule(rule.below_quantity or 0, rule.restore_quantity or 0)
-        else:
-            domain_rule = DaysOfCoverRule(
-                rule.units_sold or 0, rule.period_days or 0, rule.below_days or 0, rule.restore_days or 0
-            )
-        state = initial_state(domain_rule, value)
+        state = _rule_state(rule, position)
         row = await conn.fetchrow(
             """
             insert into threshold_rules (rule_id, request_id, sku, location_id, channel_id, owner_kind,
@@ -1140,6 +1145,73 @@ class InventoryRepository:
             rule.location_id,
         )
         return row, True
+
+    async def create_rules(self, conn: Connection, rules: Sequence[RuleIn]) -> list[tuple[Row, bool]]:
+        """create_rule for many rules in a fixed number of statements (BatchCreateThresholdRules);
+        (row, created) per input, in input order. A request_id seen before returns its first rule."""
+        ids = [r.request_id for r in rules]
+        rows = await conn.fetch("select * from threshold_rules where request_id = any($1::text[])", ids)
+        known: dict[str, Row] = {r["request_id"]: r for r in rows}
+        fresh: list[RuleIn] = []
+        seen = set(known)
+        for r in rules:
+            if r.request_id not in seen:
+                seen.add(r.request_id)
+                fresh.append(r)
+        if fresh:
+            keys = sorted({(r.sku, r.location_id) for r in fresh})
+            await self._ensure_positions(conn, keys)
+            await self._lock(conn, keys)
+            positions = {(p["sku"], p["location_id"]): p for p in await self.positions(conn, keys)}
+            inserted = await conn.fetch(
+                """
+                insert into threshold_rules (rule_id, request_id, sku, location_id, channel_id, owner_kind,
+                    owner_id, kind, below_quantity, restore_quantity, units_sold, period_days, below_days,
+                    restore_days, state)
+                select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::int[],
+                    $13::int[], $14::int[], $15::text[])
+                returning *
+                """,
+                [uuid.uuid4() for _ in fresh],
+                *(
+                    [getattr(r, name) for r in fresh]
+                    for name in (
+                        "request_id",
+                        "sku",
+                        "location_id",
+                        "channel_id",
+                        "owner_kind",
+                        "owner_id",
+                        "kind",
+                        "below_quantity",
+                        "restore_quantity",
+                        "units_sold",
+                        "period_days",
+                        "below_days",
+                        "restore_days",
+                    )
+                ),
+                [_rule_state(r, positions[(r.sku, r.location_id)]).value for r in fresh],
+            )
+            known.update({r["request_id"]: r for r in inserted})
+            added: dict[Key, int] = defaultdict(int)
+            for r in fresh:
+                added[(r.sku, r.location_id)] += 1
+            await conn.execute(
+                "update stock s set rule_count = s.rule_count + a.n"
+                " from unnest($1::text[], $2::text[], $3::bigint[]) as a(sku, location_id, n)"
+                " where s.sku = a.sku and s.location_id = a.location_id",
+                [k[0] for k in added],
+                [k[1] for k in added],
+                list(added.values()),
+            )
+        created = {r.request_id for r in fresh}
+        out = []
+        for r in rules:
+            out.append((known[r.request_id], r.request_id in created))
+            created.discard(r.request_id)  # a repeated request_id in one batch created one rule
+        return out
 
     async def get_rule(self, conn: Connection, rule_id: uuid.UUID) -> Row | None:
         return await conn.fetchrow("select * from threshold_rules where rule_id = $1", rule_id)
