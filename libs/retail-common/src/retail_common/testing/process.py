@@ -22,6 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 __all__ = ["ServiceProcess"]
 
 _LOG_TAIL_LINES = 40
+# Settings a service requires that tests and benches need not care about; a caller's env overrides.
+# WEBHOOK_SECRETS_KEY: the channel gateway's at-rest key for webhook secrets (a fixed test-only key,
+# the same in every process, so several gateways on one database read each other's rows).
+_TEST_DEFAULTS = {"WEBHOOK_SECRETS_KEY": "dGVzdC1vbmx5LXdlYmhvb2stc2VjcmV0cy1rZXktMzI="}
 
 
 class ServiceProcess:
@@ -42,6 +46,7 @@ class ServiceProcess:
         self.log_path = self._dir / f"{module.rsplit('.', 1)[-1]}.log"
         self._port_file = self._dir / "grpc.port"
         self._env = {
+            **_TEST_DEFAULTS,
             **os.environ,
             **env,
             "GRPC_LISTEN": listen,
