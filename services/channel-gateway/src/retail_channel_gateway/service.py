@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import grpc
 from nats.js import JetStreamContext
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from retail.channel.v1 import (
     channel_gateway_service_pb2,
@@ -23,6 +23,7 @@ from retail_channel_gateway.delivery import DeliveryEngine, NatsTransport, Webho
 from retail_channel_gateway.delivery.composer import PriceComposer
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.domain.secret_box import SecretBox, check_key_id, parse_key, parse_keyring
 from retail_channel_gateway.events import EventWriter
 from retail_channel_gateway.facade import Facade, NoPromotions, PromotionSource
 from retail_channel_gateway.offer_cache import OfferCache
@@ -34,6 +35,7 @@ from retail_channel_gateway.registry_cache import RegistryCache
 from retail_channel_gateway.repository import MIGRATIONS, ChannelRepository, LedgerRepository
 from retail_channel_gateway.servicer_gateway import GatewayServicer
 from retail_channel_gateway.servicer_operations import OperationsServicer
+from retail_channel_gateway.webhook_secrets import WebhookSecrets
 from retail_common.auth import MethodPolicy, service_policies
 from retail_common.config import ServiceSettings
 from retail_common.context import PrincipalKind
@@ -70,6 +72,47 @@ class GatewaySettings(ServiceSettings):
     # Per-replica cache of channel records and assortment membership for façade checks
     # (registry_cache.py), invalidated by NOTIFY; the max age is a backstop. 0 = always ask the DB.
     registry_check_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Webhook signing secrets are sealed at rest (domain/secret_box.py). Required: without a key the
+    # gateway does not start (dev: scripts/run_suite.py generates one; tests: ServiceProcess passes one).
+    webhook_secrets_key: SecretStr = Field(
+        description="base64 of 32 random bytes: AES-256-GCM key sealing webhook signing secrets at rest"
+    )
+    webhook_secrets_key_id: str = Field(
+        default="k1", description="id of WEBHOOK_SECRETS_KEY (stored with each secret)"
+    )
+    webhook_secrets_previous_keys: SecretStr = Field(
+        default=SecretStr(""), description="earlier keys still readable, as <id>:<base64>,<id>:<base64>"
+    )
+
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        parse_key(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_secrets_key_id")
+    @classmethod
+    def _key_id(cls, value: str) -> str:
+        return check_key_id(value)
+
+    @field_validator("webhook_secrets_previous_keys")
+    @classmethod
+    def _previous(cls, value: SecretStr) -> SecretStr:
+        parse_keyring(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ids(self) -> GatewaySettings:
+        if self.webhook_secrets_key_id in parse_keyring(
+            self.webhook_secrets_previous_keys.get_secret_value()
+        ):
+            raise ValueError("WEBHOOK_SECRETS_KEY_ID is also listed in WEBHOOK_SECRETS_PREVIOUS_KEYS")
+        return self
+
+    def secret_box(self) -> SecretBox:
+        keys = parse_keyring(self.webhook_secrets_previous_keys.get_secret_value())
+        keys[self.webhook_secrets_key_id] = parse_key(self.webhook_secrets_key.get_secret_value())
+        return SecretBox(self.webhook_secrets_key_id, keys)
 
 
 _PROJECTORS: dict[int, Projector] = {}
@@ -143,6 +186,7 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
             Reconciler(ctx.channel(settings.inventory_reservation_target), ctx.clock, timeout),
             allow_http_webhooks=settings.allow_http_webhooks,
             registry=_registry_cache(ctx),
+            secrets=WebhookSecrets(ctx.pool, settings.secret_box()),
         ),
         server,
     )
@@ -177,11 +221,7 @@ async def consume_domain_events(ctx: ServiceContext[GatewaySettings]) -> None:
 
 
 async def deliver(ctx: ServiceContext[GatewaySettings]) -> None:
-    channels = ChannelRepository()
-
-    async def secret(channel_id: str) -> bytes | None:
-        async with ctx.pool.acquire() as conn:
-            return await channels.webhook_secret(conn, channel_id)
+    secret = WebhookSecrets(ctx.pool, ctx.settings.secret_box()).read
 
     def js() -> JetStreamContext | None:
         client = ctx.nats.client
@@ -206,6 +246,23 @@ async def deliver(ctx: ServiceContext[GatewaySettings]) -> None:
         await engine.run()
     finally:
         await webhook.close()
+
+
+async def reseal_webhook_secrets(ctx: ServiceContext[GatewaySettings]) -> None:
+    """Once at start: seal clear rows and re-seal previous-key rows under the current key."""
+    secrets = WebhookSecrets(ctx.pool, ctx.settings.secret_box())
+    while True:
+        try:
+            resealed = await secrets.reseal_all()
+            break
+        except Exception:  # the DB may be down for a while; keep trying
+            logger.exception("webhook secret re-seal sweep failed")
+            await asyncio.sleep(5)
+    if resealed:
+        logger.info(
+            "re-sealed %d webhook secrets under key id %s", resealed, ctx.settings.webhook_secrets_key_id
+        )
+    await asyncio.Event().wait()  # a background job must not end
 
 
 async def prune_change_logs(ctx: ServiceContext[GatewaySettings]) -> None:
@@ -272,5 +329,6 @@ SPEC: ServiceSpec[GatewaySettings] = ServiceSpec(
         prune_change_logs,
         offer_cache_invalidation,
         registry_cache_listener,
+        reseal_webhook_secrets,
     ],
 )

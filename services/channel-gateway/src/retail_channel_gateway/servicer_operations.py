@@ -37,6 +37,7 @@ from retail_channel_gateway.repository import (
     ChannelRepository,
     LedgerRepository,
 )
+from retail_channel_gateway.webhook_secrets import WebhookSecrets
 from retail_common.auth import CredentialInfo, IssuedCredential
 from retail_common.clock import Clock
 from retail_common.context import PrincipalKind
@@ -114,9 +115,11 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         reconciler: Reconciler,
         *,
         allow_http_webhooks: bool,
+        secrets: WebhookSecrets,
         registry: RegistryCache | None = None,
     ) -> None:
         self._ctx = ctx
+        self._secrets = secrets
         self._registry = registry
         self._clock: Clock = ctx.clock
         self._channels = ChannelRepository()
@@ -193,7 +196,7 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
                 location_ids=list(channel.location_ids),
                 settings=settings,
                 active=channel.active,
-                webhook_secret=secret.encode() if webhook else None,
+                webhook_secret=self._secrets.seal(channel.channel_id, secret) if webhook else None,
                 signing_key_id=f"whk_{secrets.token_hex(6)}" if webhook else None,
             )
             if record is None:
@@ -338,7 +341,8 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             # Any mode: a channel about to switch to webhooks gets its secret first (see UpdateChannel).
             await self._existing(conn, request.channel_id)
             secret, key_id = secrets.token_urlsafe(32), f"whk_{secrets.token_hex(6)}"
-            await self._channels.set_webhook_secret(conn, request.channel_id, secret.encode(), key_id)
+            sealed = self._secrets.seal(request.channel_id, secret)
+            await self._channels.set_webhook_secret(conn, request.channel_id, sealed, key_id)
             await self._audit(
                 request.request_id,
                 conn,

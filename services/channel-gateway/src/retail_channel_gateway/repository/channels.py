@@ -160,6 +160,23 @@ class ChannelRepository:
         value = await conn.fetchval("select webhook_secret from channels where channel_id = $1", channel_id)
         return None if value is None else bytes(value)
 
+    async def stored_webhook_secrets(self, conn: Connection) -> list[tuple[str, bytes]]:
+        rows = await conn.fetch(
+            "select channel_id, webhook_secret from channels"
+            " where webhook_secret is not null order by channel_id"
+        )
+        return [(row["channel_id"], bytes(row["webhook_secret"])) for row in rows]
+
+    async def reseal_webhook_secret(self, conn: Connection, channel_id: str, old: bytes, new: bytes) -> bool:
+        """Replace the stored form of the same secret, unless it changed meanwhile (a rotation wins)."""
+        status = await conn.execute(
+            "update channels set webhook_secret = $3 where channel_id = $1 and webhook_secret = $2",
+            channel_id,
+            old,
+            new,
+        )
+        return status.endswith(" 1")
+
     async def set_webhook_secret(self, conn: Connection, channel_id: str, secret: bytes, key_id: str) -> bool:
         status = await conn.execute(
             "update channels set webhook_secret = $2, signing_key_id = $3, updated_at = now()"
