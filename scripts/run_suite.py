@@ -14,12 +14,14 @@ registered in every service's database. Ctrl-C (or SIGTERM) stops the suite grac
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +109,19 @@ def _roles(policies: Iterable[MethodPolicy], kind: PrincipalKind | None = None) 
     }
 
 
-def _stored_key(name: str) -> SecretStr:
+def _aes_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _stored_key(
+    name: str, generate: Callable[[], str] = lambda: generate_key()[1].get_secret_value()
+) -> SecretStr:
     """A key kept across runs under .run/credentials/<name>.key, created on first use."""
     path = RUN_DIR / "credentials" / f"{name}.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_text(generate_key()[1].get_secret_value())
+        path.write_text(generate())
     return SecretStr(path.read_text().strip())
 
 
@@ -171,6 +179,12 @@ async def _start_services(postgres: PostgresServer, nats_url: str) -> Started:
             **{f"{name}_TARGET": address for name, address in addresses.items()},
             # Dev loop: `make demo` hosts its fake marketplace webhook on http://127.0.0.1.
             **({"ALLOW_HTTP_WEBHOOKS": "true"} if service.name == "channel-gateway" else {}),
+            # The gateway seals webhook signing secrets at rest under this key (base64 of 32 bytes).
+            **(
+                {"WEBHOOK_SECRETS_KEY": _stored_key("webhook-secrets", _aes_key).get_secret_value()}
+                if service.name == "channel-gateway"
+                else {}
+            ),
         }
         process = ServiceProcess(service.module, env, listen=listen, workdir=str(RUN_DIR / service.name))
         process.start()
