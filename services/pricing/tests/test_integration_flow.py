@@ -16,6 +16,7 @@ from retail_pricing.handlers import change_sets as cs
 from retail_pricing.handlers import price_lists as pl
 from retail_pricing.handlers import products as products_h
 from retail_pricing.handlers import resolution as res
+from retail_pricing.handlers import tax_rates as tax_rates_h
 from retail_pricing.testing import add, as_decimal, end, price_list, product, query, ts
 
 from .conftest import START
@@ -433,7 +434,7 @@ async def test_tax_rate_change_moves_net_gross_and_announces_priced_skus(deps, a
     await setup_catalog(deps, "A", "B")
     await approved(deps, acting, "base", add("base", "A", "11.90", START))
     rate = price_lists_pb2.TaxRate(region_id="", tax_class="standard", rate=decimal_pb2.Decimal(value="0.19"))
-    await pl.set_tax_rate(deps, pb.SetTaxRateRequest(request_id="t1", tax_rate=rate))
+    await tax_rates_h.set_tax_rate(deps, pb.SetTaxRateRequest(request_id="t1", tax_rate=rate))
     resolved = await res.resolve_price(deps, pb.ResolvePriceRequest(query=query("A")))
     assert (as_decimal(resolved.price.price.net), as_decimal(resolved.price.price.gross)) == (
         Decimal("10.00"),

@@ -18,8 +18,9 @@ import asyncpg
 from retail_pricing.domain.model import PriceEntry
 from retail_pricing.domain.pricer import Pricer, ProductInfo
 from retail_pricing.repository.entries import entries_for_skus
-from retail_pricing.repository.price_lists import load_locations, load_price_lists, load_tax_rates
+from retail_pricing.repository.price_lists import load_locations, load_price_lists
 from retail_pricing.repository.products import get_products
+from retail_pricing.repository.tax_rates import load_tax_rates
 
 __all__ = ["Catalog", "SkuData"]
 

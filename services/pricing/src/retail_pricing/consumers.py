@@ -33,6 +33,10 @@ __all__ = [
 
 logger = logging.getLogger("retail_pricing.consumers")
 LOCATION_SUBJECT = event_filter("inventory", "location_upserted")
+_SCHEDULING_EVENTS = {
+    f"retail.pricing.v1.{events.PRICE_CHANGED}",
+    f"retail.pricing.v1.{events.TAX_RATE_CHANGED}",
+}
 _SKU_EVENTS = {f"retail.pricing.v1.{events.PRICE_CHANGED}", f"retail.pricing.v1.{events.PRODUCT_UPSERTED}"}
 
 
@@ -48,11 +52,12 @@ async def watch_for_invalidation(
     js: JetStreamContext, catalog: Catalog, on_price_changed: Callable[[], None] = lambda: None
 ) -> list[ReplicaSubscription]:
     """Per-replica (ephemeral ordered) subscriptions; everything cached before them is dropped.
-    `on_price_changed` runs for every PriceChanged (an approval elsewhere may have scheduled instants)."""
+    `on_price_changed` runs for every PriceChanged and TaxRateChanged (an approval or a scheduled tax
+    rate elsewhere may have added due instants)."""
 
     async def on_event(envelope: Envelope) -> None:
         invalidate_on(catalog, envelope)
-        if envelope.event_type == f"retail.pricing.v1.{events.PRICE_CHANGED}":
+        if envelope.event_type in _SCHEDULING_EVENTS:
             on_price_changed()
 
     subscriptions = [

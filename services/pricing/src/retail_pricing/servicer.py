@@ -13,7 +13,7 @@ import grpc
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail.pricing.v1 import pricing_service_pb2_grpc
 from retail_pricing.errors import to_grpc_error
-from retail_pricing.handlers import change_sets, imports, price_lists, products, resolution
+from retail_pricing.handlers import change_sets, imports, price_lists, products, resolution, tax_rates
 from retail_pricing.handlers.common import Deps
 
 __all__ = ["PricingServicer"]
@@ -80,12 +80,12 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         return await _call(price_lists.list_price_entries(self._deps, request))
 
     async def SetTaxRate(self, request: pb.SetTaxRateRequest, context: Context) -> pb.SetTaxRateResponse:
-        return await _call(price_lists.set_tax_rate(self._deps, request))
+        return await _call(tax_rates.set_tax_rate(self._deps, request))
 
     async def ListTaxRates(
         self, request: pb.ListTaxRatesRequest, context: Context
     ) -> pb.ListTaxRatesResponse:
-        return await _call(price_lists.list_tax_rates(self._deps, request))
+        return await _call(tax_rates.list_tax_rates(self._deps, request))
 
     async def CreateChangeSet(
         self, request: pb.CreateChangeSetRequest, context: Context

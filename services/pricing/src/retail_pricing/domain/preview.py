@@ -9,12 +9,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from retail_pricing.domain.change_sets import Insert, Operation, Shorten, apply_plan
 from retail_pricing.domain.errors import RuleError
-from retail_pricing.domain.model import PriceEntry, PriceList, PriceQuery, Window
+from retail_pricing.domain.model import Location, PriceEntry, PriceList, PriceQuery, Window
 from retail_pricing.domain.pricer import Pricer, ProductInfo
 from retail_pricing.domain.tax import Amounts
 from retail_pricing.domain.windows import bounds
 
-__all__ = ["Diff", "Probe", "preview", "probes_for"]
+__all__ = ["Diff", "Probe", "preview", "probes_for", "probes_for_rate"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,26 @@ def probes_for(price_list: PriceList) -> list[Probe]:
     if scope.region_ids:
         return [Probe(c, r, "", segment) for c in channels for r in sorted(scope.region_ids)]
     return [Probe(c, "", "", segment) for c in channels]
+
+
+def probes_for_rate(price_list: PriceList, region_id: str, locations: Mapping[str, Location]) -> list[Probe]:
+    """The scopes of a list that a tax rate of `region_id` can reach: its probes in that region (its
+    stores there, the region itself, or, for channel-wide and global lists, the region as a query
+    region). The default rate (empty region) reaches every region without its own rate, so a wide
+    list is probed in each known region and with no region at all."""
+    regions = [region_id] if region_id else sorted({""} | {loc.region_id for loc in locations.values()})
+    result: list[Probe] = []
+    for probe in probes_for(price_list):
+        if probe.location_id:
+            location = locations.get(probe.location_id)
+            if not region_id or (location is not None and location.region_id == region_id):
+                result.append(probe)
+        elif probe.region_id:
+            if not region_id or probe.region_id == region_id:
+                result.append(probe)
+        else:
+            result.extend(Probe(probe.channel_id, r, "", probe.customer_segment) for r in regions)
+    return result
 
 
 def _change_window(op: Operation) -> tuple[Window, bool]:

@@ -1,4 +1,7 @@
-"""The resolution facade: one SKU's entries + lists + locations + tax rates -> a resolved price."""
+"""The resolution facade: one SKU's entries + lists + locations + tax rates -> a resolved price.
+
+Tax rates are effective-dated: every amount uses the rate in effect at its own instant, and the rate's
+changes are breakpoints of the price history like entry windows are."""
 
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from retail_pricing.domain.resolution import (
     query_region,
 )
 from retail_pricing.domain.tax import Amounts, split_tax
+from retail_pricing.domain.tax_rates import RateTimeline, TaxRates
 
-__all__ = ["PricedPeriod", "Pricer", "ProductInfo", "Resolved", "tax_rate_for"]
+__all__ = ["PricedPeriod", "Pricer", "ProductInfo", "Resolved"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,6 @@ class PricedPeriod:
     amounts: Amounts | None
 
 
-def tax_rate_for(rates: Mapping[tuple[str, str], Decimal], region: str, tax_class: str) -> Decimal:
-    """The rate of (region, tax class), else the default (empty region) of the class, else 0."""
-    rate = rates.get((region, tax_class))
-    if rate is None:
-        rate = rates.get(("", tax_class), Decimal(0))
-    return rate
-
-
 class Pricer:
     """Stateless over its inputs; the caller supplies a consistent snapshot."""
 
@@ -61,24 +57,26 @@ class Pricer:
         self,
         lists: Mapping[str, PriceList],
         locations: Mapping[str, Location],
-        tax_rates: Mapping[tuple[str, str], Decimal],
+        tax_rates: TaxRates | Mapping[tuple[str, str], Decimal],
     ) -> None:
+        """`tax_rates`: the history, or plain current rates (each then in effect at every instant)."""
         self.lists = lists
         self.locations = locations
-        self.tax_rates = tax_rates
+        self.tax_rates = tax_rates if isinstance(tax_rates, TaxRates) else TaxRates.constant(tax_rates)
 
     def _location(self, query: PriceQuery) -> Location | None:
         return self.locations.get(query.location_id) if query.location_id else None
 
+    def _timeline(self, query: PriceQuery, product: ProductInfo) -> RateTimeline:
+        return self.tax_rates.timeline(query_region(query, self._location(query)), product.tax_class)
+
     def tax_rate(self, query: PriceQuery, product: ProductInfo) -> Decimal:
-        return tax_rate_for(self.tax_rates, query_region(query, self._location(query)), product.tax_class)
+        """The rate applied at the query's instant."""
+        return self._timeline(query, product).at(query.at)
 
     def _check(self, product: ProductInfo) -> None:
         if not product.active:
             raise RuleError("PRODUCT_INACTIVE", product.sku, "the product is not active")
-
-    def _price_of(self, query: PriceQuery, rate: Decimal) -> _PriceOf:
-        return _PriceOf(query.currency, rate)
 
     def resolve(
         self, query: PriceQuery, product: ProductInfo, entries: Sequence[PriceEntry]
@@ -88,13 +86,13 @@ class Pricer:
         winner = pick_winner(items, query.at, query.quantity)
         if winner is None:
             return None
-        rate = self.tax_rate(query, product)
-        price_of = self._price_of(query, rate)
-        points = breakpoints(items)
+        timeline = self._timeline(query, product)
+        price_of = _PriceOf(query.currency, timeline)
+        points = breakpoints(items, timeline.changes)
         since = effective_since(items, query.quantity, query.at, price_of, points)
         assert since is not None
         reference = reference_price(items, query.quantity, since, price_of, points)
-        return Resolved(query, winner, price_of(winner), rate, since, reference)
+        return Resolved(query, winner, price_of(winner, query.at), timeline.at(query.at), since, reference)
 
     def explain(
         self, query: PriceQuery, product: ProductInfo, entries: Sequence[PriceEntry]
@@ -112,17 +110,20 @@ class Pricer:
         end: datetime,
     ) -> list[PricedPeriod]:
         items = applicable_entries(query, entries, self.lists, self._location(query))
-        price_of = self._price_of(query, self.tax_rate(query, product))
+        timeline = self._timeline(query, product)
+        price_of = _PriceOf(query.currency, timeline)
+        points = breakpoints(items, timeline.changes)
         return [
-            PricedPeriod(p, None if p.winner is None else price_of(p.winner))
-            for p in periods(items, query.quantity, start, end)
+            PricedPeriod(p, None if p.winner is None else price_of(p.winner, p.start))
+            for p in periods(items, query.quantity, start, end, price_of, points)
         ]
 
 
 @dataclass(frozen=True)
 class _PriceOf:
     currency: str
-    rate: Decimal
+    rates: RateTimeline
 
-    def __call__(self, item: Applicable) -> Amounts:
-        return split_tax(item.entry.amount, item.price_list.tax_treatment, self.rate, self.currency)
+    def __call__(self, item: Applicable, at: datetime) -> Amounts:
+        rate = self.rates.at(at)
+        return split_tax(item.entry.amount, item.price_list.tax_treatment, rate, self.currency)

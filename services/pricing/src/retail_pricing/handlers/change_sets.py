@@ -48,6 +48,7 @@ from retail_pricing.repository import entries as entries_repo
 from retail_pricing.repository import price_lists as lists_repo
 from retail_pricing.repository import products as products_repo
 from retail_pricing.repository.change_sets import StoredChangeSet
+from retail_pricing.repository.tax_rates import load_tax_rates
 
 __all__ = [
     "approve_change_set",
@@ -250,7 +251,7 @@ async def _preview(deps: Deps, conn: Connection, items: Sequence[Item]) -> tuple
     pricer = Pricer(
         await lists_repo.load_price_lists(conn),
         await lists_repo.load_locations(conn),
-        await lists_repo.load_tax_rates(conn),
+        await load_tax_rates(conn),
     )
     infos = {sku: ProductInfo(sku, p.active, p.tax_class) for sku, p in products.items()}
     diffs = preview(plan, before, pricer, infos, now, _FAR_ID)

@@ -1,22 +1,19 @@
-"""Price lists, their entries, and tax rates."""
+"""Price lists and their entries."""
 
 from __future__ import annotations
 
-from retail.pricing.v1 import events_pb2, price_lists_pb2
+from retail.pricing.v1 import events_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.db import Connection
 from retail_pricing import events
 from retail_pricing.convert import (
-    decimal_from_proto,
-    decimal_to_proto,
     entry_to_proto,
     price_list_from_proto,
     price_list_to_proto,
-    timestamp_to_proto,
 )
 from retail_pricing.domain.errors import ConflictError, NotFoundError, RuleError, Violation
 from retail_pricing.domain.model import PriceList
-from retail_pricing.domain.preview import Probe, probes_for
+from retail_pricing.domain.preview import probes_for
 from retail_pricing.handlers.common import (
     Deps,
     audit,
@@ -34,8 +31,6 @@ __all__ = [
     "get_price_list",
     "list_price_entries",
     "list_price_lists",
-    "list_tax_rates",
-    "set_tax_rate",
     "update_price_list",
 ]
 
@@ -150,65 +145,4 @@ async def list_price_entries(deps: Deps, request: pb.ListPriceEntriesRequest) ->
     token = encode_page_token(str(rows[size - 1][0].entry_id)) if len(rows) > size else ""
     return pb.ListPriceEntriesResponse(
         entries=[entry_to_proto(e, currency, cs, at) for e, cs, at in rows[:size]], next_page_token=token
-    )
-
-
-async def set_tax_rate(deps: Deps, request: pb.SetTaxRateRequest) -> pb.SetTaxRateResponse:
-    problems: list[Violation] = []
-    rate_in = request.tax_rate
-    if not rate_in.tax_class:
-        problems.append(Violation("tax_rate.tax_class", "required"))
-    rate = decimal_from_proto(rate_in.rate, "tax_rate.rate", problems)
-    if rate is not None and not 0 <= rate <= 1:
-        problems.append(Violation("tax_rate.rate", "must be a fraction between 0 and 1"))
-    raise_if(problems)
-    assert rate is not None
-
-    async def body(conn: Connection) -> pb.SetTaxRateResponse:
-        now = deps.clock.now()
-        _, before = await repo.upsert_tax_rate(conn, rate_in.region_id, rate_in.tax_class, rate, now)
-        out = price_lists_pb2.TaxRate(
-            region_id=rate_in.region_id,
-            tax_class=rate_in.tax_class,
-            rate=decimal_to_proto(rate),
-            update_time=timestamp_to_proto(now),
-        )
-        previous = (
-            None
-            if before is None
-            else price_lists_pb2.TaxRate(
-                region_id=rate_in.region_id, tax_class=rate_in.tax_class, rate=decimal_to_proto(before)
-            )
-        )
-        if before != rate:  # net/gross of every priced SKU of the class change in that region
-            region = frozenset({Probe(region_id=rate_in.region_id)})
-            skus = await entries_repo.priced_skus_of_tax_class(conn, rate_in.tax_class)
-            await events.price_changed_many(
-                deps.writer,
-                conn,
-                [
-                    events.PriceChange(sku, region, now, events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
-                    for sku in skus
-                ],
-            )
-        key = f"{rate_in.region_id}/{rate_in.tax_class}"
-        await audit(conn, "SetTaxRate", "retail.pricing.v1.TaxRate", key, previous, out)
-        await events.tax_rate_changed(deps.writer, conn, out)
-        return pb.SetTaxRateResponse(tax_rate=out)
-
-    response = await run_idempotent(
-        deps, "SetTaxRate", request.request_id, request, pb.SetTaxRateResponse, body
-    )
-    deps.catalog.invalidate_config()
-    return response
-
-
-async def list_tax_rates(deps: Deps, request: pb.ListTaxRatesRequest) -> pb.ListTaxRatesResponse:
-    async with deps.pool.acquire() as conn:
-        rates = await repo.load_tax_rates(conn)
-    return pb.ListTaxRatesResponse(
-        tax_rates=[
-            price_lists_pb2.TaxRate(region_id=region, tax_class=tax_class, rate=decimal_to_proto(rate))
-            for (region, tax_class), rate in sorted(rates.items())
-        ]
     )

@@ -1,10 +1,9 @@
-"""Price lists, tax rates and the location replica (the small, slowly changing configuration)."""
+"""Price lists and the location replica (the small, slowly changing configuration)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from retail_common.db import Connection
@@ -17,10 +16,8 @@ __all__ = [
     "list_price_lists",
     "load_locations",
     "load_price_lists",
-    "load_tax_rates",
     "update_price_list",
     "upsert_location",
-    "upsert_tax_rate",
 ]
 
 
@@ -139,33 +136,6 @@ async def list_price_lists(conn: Connection, after_id: str, limit: int) -> list[
 async def load_price_lists(conn: Connection) -> dict[str, PriceList]:
     rows = await conn.fetch(f"select {_COLUMNS} from price_lists")
     return {r["price_list_id"]: _stored(r).price_list for r in rows}
-
-
-async def load_tax_rates(conn: Connection) -> dict[tuple[str, str], Decimal]:
-    rows = await conn.fetch("select region_id, tax_class, rate from tax_rates")
-    return {(r["region_id"], r["tax_class"]): r["rate"] for r in rows}
-
-
-async def upsert_tax_rate(
-    conn: Connection, region_id: str, tax_class: str, rate: Decimal, now: datetime
-) -> tuple[int, Decimal | None]:
-    """Returns (new version, previous rate)."""
-    before = await conn.fetchval(
-        "select rate from tax_rates where region_id = $1 and tax_class = $2 for update", region_id, tax_class
-    )
-    version = await conn.fetchval(
-        """
-        insert into tax_rates (region_id, tax_class, rate, version, updated_at) values ($1, $2, $3, 1, $4)
-        on conflict (region_id, tax_class) do update
-            set rate = excluded.rate, version = tax_rates.version + 1, updated_at = excluded.updated_at
-        returning version
-        """,
-        region_id,
-        tax_class,
-        rate,
-        now,
-    )
-    return int(version), before
 
 
 async def load_locations(conn: Connection) -> dict[str, Location]:
