@@ -4,7 +4,7 @@
 # SERVICE_CREDENTIAL_FILE=/credentials/pricing.key -> SERVICE_CREDENTIAL=<the key>. Only these names:
 # other *_FILE variables (SSL_CERT_FILE, ...) mean a path to their own programs and are left alone.
 set -eu
-for var in SERVICE_CREDENTIAL DATABASE_URL; do
+for var in SERVICE_CREDENTIAL DATABASE_URL WEBHOOK_SECRETS_KEY; do
     eval "path=\${${var}_FILE:-}"
     [ -n "$path" ] || continue
     if [ ! -r "$path" ]; then

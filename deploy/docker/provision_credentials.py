@@ -15,8 +15,10 @@ Re-running is safe: registering a known key again only refreshes its roles.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import os
+import secrets
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,6 +103,11 @@ async def main() -> int:
     if missing:
         print(f"provision_credentials: set {', '.join(missing)}", file=sys.stderr)
         return 2
+    # The gateway's at-rest key for webhook signing secrets (base64 of 32 bytes, WEBHOOK_SECRETS_KEY_FILE).
+    gateway_key = directory / "webhook-secrets.key"
+    if not gateway_key.exists():
+        gateway_key.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        gateway_key.chmod(0o400)
     operator_keys = {f: _key(f, f"{f.upper()}_API_KEY", directory) for f in OPERATORS}
     service_keys = {name: _key(name, f"{_prefix(name)}_SERVICE_KEY", directory) for name in SUITE}
     for name in SUITE:

@@ -4,6 +4,7 @@ Postgres databases, the secret-file entrypoint, and the grpc.health.v1 health ch
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import os
 import stat
@@ -87,7 +88,9 @@ async def test_provisioning_registers_operators_and_each_callers_service_key(
     result = await provision(databases, tmp_path)
     assert result.returncode == 0, result.stderr
     files = key_files(tmp_path)
-    assert set(files) == {"operator", "approver", *SERVICES}
+    webhook_key, webhook_mode = files["webhook-secrets"]  # the gateway's at-rest key, not an API key
+    assert (len(base64.b64decode(webhook_key)), webhook_mode) == (32, 0o400)
+    assert set(files) == {"operator", "approver", "webhook-secrets", *SERVICES}
     assert {mode for _, mode in files.values()} == {0o400}
     keys = {name: content for name, (content, _) in files.items()}
 
