@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from google.type import decimal_pb2
 
 from retail.common.v1 import time_window_pb2
 from retail.pricing.v1 import (
@@ -26,7 +27,7 @@ from retail_common.db import create_pool
 from retail_common.errors import parse_error
 from retail_common.grpcx import connect
 from retail_pricing.service import APPROVER_ROLE, OPERATOR_ROLE
-from retail_pricing.testing import add, as_decimal, money, price_list, product, query
+from retail_pricing.testing import add, as_decimal, money, price_list, product, query, ts
 
 MODULE = "retail_pricing"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -407,3 +408,65 @@ async def test_two_processes_announce_an_activation_once(start_service, env, ali
 
     await eventually(all_announced, "the activation is announced")
     assert await _activation_events(pool) == 1
+
+
+def _tax_rate(value: str, at: datetime | None = None) -> price_lists_pb2.TaxRate:
+    return price_lists_pb2.TaxRate(
+        tax_class="standard",
+        rate=decimal_pb2.Decimal(value=value),
+        effective_time=None if at is None else ts(at),
+    )
+
+
+async def test_two_processes_announce_a_scheduled_tax_rate_once_on_the_injected_clock(
+    start_service, env, database_url, tmp_path
+) -> None:
+    """Both replicas run on one injectable clock (retail_pricing.clocked: an offset in a file); the rate
+    is scheduled a day ahead, the clock jumps past it, and the change is announced exactly once."""
+    clock_file = tmp_path / "clock-offset"
+    clock_file.write_text("0")
+    clocked_env = {**env, "PRICING_CLOCK_FILE": str(clock_file)}
+    one = await start_service(f"{MODULE}.clocked", clocked_env)
+    two = await start_service(f"{MODULE}.clocked", clocked_env)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    clients = Clients(pool)
+    try:
+        alice = await clients.stub(
+            one.address, "alice", PrincipalKind.OPERATOR, [OPERATOR_ROLE, APPROVER_ROLE]
+        )
+        bob = await clients.stub(two.address, "bob", PrincipalKind.OPERATOR, [OPERATOR_ROLE, APPROVER_ROLE])
+        web_two = await clients.stub(two.address, "web", PrincipalKind.CHANNEL)
+        await seed(alice, skus=("A", "B"))  # B has no price: nothing to announce for it
+        await approve(alice, bob, "b", add("base", "A", "10.00", datetime.now(UTC)))
+        await alice.SetTaxRate(pb.SetTaxRateRequest(request_id="t-now", tax_rate=_tax_rate("0.25")))
+        change = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+        await alice.SetTaxRate(pb.SetTaxRateRequest(request_id="t-jan", tax_rate=_tax_rate("0.10", change)))
+
+        async def net_at(stub, at: datetime | None) -> Decimal:
+            resolved = await stub.ResolvePrice(pb.ResolvePriceRequest(query=query("A", at)))
+            return as_decimal(resolved.price.price.net)
+
+        async def two_knows_the_schedule() -> bool:  # its configuration cache follows TaxRateChanged
+            return await net_at(web_two, change) == Decimal("9.09")
+
+        await eventually(two_knows_the_schedule, "the other replica resolves the scheduled rate")
+        assert await net_at(web_two, change - timedelta(microseconds=1)) == Decimal("8.00")
+        assert await net_at(web_two, None) == Decimal("8.00")
+        assert await _activation_events(pool) == 0
+
+        clock_file.write_text(str(timedelta(days=1, seconds=1).total_seconds()))  # both jump past it
+
+        async def announced() -> bool:
+            pending = await pool.fetchval("select count(*) from tax_rates where announced_at is null")
+            return pending == 0 and await _activation_events(pool) >= 1
+
+        await eventually(announced, "the scheduled rate is announced")
+        assert await _activation_events(pool) == 1
+        rows = await pool.fetch(
+            "select aggregate_key from outbox where event_type = 'retail.pricing.v1.PriceChanged'"
+        )
+        assert sorted({r["aggregate_key"] for r in rows}) == ["A"]
+        assert await net_at(web_two, None) == Decimal("9.09")  # "now" is past the change on both
+    finally:
+        await clients.close()
+        await pool.close()
