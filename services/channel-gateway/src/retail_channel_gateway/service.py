@@ -183,7 +183,14 @@ def _register(ctx: ServiceContext[GatewaySettings], server: grpc.aio.Server) -> 
         OperationsServicer(
             ctx,
             _projector(ctx),
-            Reconciler(ctx.channel(settings.inventory_reservation_target), ctx.clock, timeout),
+            Reconciler(
+                ctx.channel(settings.inventory_reservation_target),
+                ctx.clock,
+                timeout,
+                PriceComposer(
+                    ctx.channel(settings.pricing_target, default_timeout=timeout), _promotions(ctx), timeout
+                ),
+            ),
             allow_http_webhooks=settings.allow_http_webhooks,
             registry=_registry_cache(ctx),
             secrets=WebhookSecrets(ctx.pool, settings.secret_box()),

@@ -126,7 +126,7 @@ class ChannelWorker:
             span.set_attribute("retail.delivery.ok", outcome.ok)
             if not outcome.ok:
                 span.set_status(Status(StatusCode.ERROR, outcome.error))
-        return await self._record(settings, breaker, rows, outcome)
+        return await self._record(settings, breaker, rows, outcome, changes)
 
     # ------------------------------------------------------------------------------------- outcomes
 
@@ -136,6 +136,7 @@ class ChannelWorker:
         breaker: CircuitBreaker,
         rows: list[PendingRow],
         outcome: DeliveryOutcome,
+        changes: list[changes_pb2.ChannelChange],
     ) -> float:
         now = self._clock.now()
         attrs = {"channel": self.channel_id}
@@ -146,6 +147,7 @@ class ChannelWorker:
                 await self._ledger.mark_delivered(
                     conn, self.channel_id, items, acknowledged=outcome.acknowledged
                 )
+                await self._ledger.record_composed(conn, self.channel_id, _composed(rows, changes))
                 await self._ledger.record_outcome(conn, self.channel_id, ok=len(rows), failed=0, now=now)
                 state = (
                     events_pb2.DELIVERY_STATE_ACKNOWLEDGED
@@ -304,3 +306,16 @@ class ChannelWorker:
 
 def _age(now: datetime, then: datetime | None) -> float:
     return 0.0 if then is None else max(0.0, (now - then).total_seconds())
+
+
+def _composed(
+    rows: list[PendingRow], changes: list[changes_pb2.ChannelChange]
+) -> list[tuple[str, int, bytes]]:
+    """The delivered payloads of composed price changes (amounts filled in at send time)."""
+    out = []
+    for row, change in zip(rows, changes, strict=True):
+        if change.WhichOneof("body") == "price" and change.price.HasField("list_price"):
+            stored = changes_pb2.ChannelChange.FromString(row.payload)
+            stored.price.CopyFrom(change.price)
+            out.append((row.entity_key, row.version, stored.SerializeToString(deterministic=True)))
+    return out

@@ -195,6 +195,23 @@ class LedgerRepository:
     ) -> None:
         await conn.execute(_DELIVERED, channel_id, [k for k, _ in items], [v for _, v in items], acknowledged)
 
+    async def record_composed(
+        self, conn: Connection, channel_id: str, items: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        """Keep the payload as delivered (composed price amounts) for entities still at that version, so
+        ReconcileChannel can compare what the channel was sent with the systems of record."""
+        if not items:
+            return
+        await conn.execute(
+            "update delivery_ledger l set payload = x.p"
+            " from unnest($2::text[], $3::bigint[], $4::bytea[]) as x(k, v, p)"
+            " where l.channel_id = $1 and l.entity_key = x.k and l.projected_version = x.v",
+            channel_id,
+            [k for k, _, _ in items],
+            [v for _, v, _ in items],
+            [p for _, _, p in items],
+        )
+
     async def mark_failed(
         self,
         conn: Connection,
