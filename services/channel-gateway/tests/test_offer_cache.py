@@ -3,10 +3,14 @@ guard, invalidation by tag, bounded sizes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from retail.inventory.v1 import events_pb2 as inventory_events
 from retail_channel_gateway.offer_cache import ComponentCache, OfferCache
+from retail_channel_gateway.offer_invalidation import SETTLE_SECONDS, apply_event
 from retail_common.clock import ManualClock
+from retail_common.messaging import Envelope, new_event_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -120,3 +124,36 @@ def test_a_cache_off_or_without_its_subscriptions_is_not_used() -> None:
     assert not cache.usable
     cache.live = True
     assert cache.usable
+
+
+def _envelope(event_type: str, key: str, payload: bytes) -> Envelope:
+    return Envelope(
+        subject="retail.x", event_id=new_event_id(), event_type=event_type, schema_version=1,
+        aggregate_type=event_type, aggregate_key=key, aggregate_version=1, occurred_at=T0, payload=payload,
+    )  # fmt: skip
+
+
+def test_upstream_cached_components_are_dropped_again_after_the_settle_delay() -> None:
+    clock = ManualClock(T0)
+    cache = OfferCache(clock, ttl_seconds=30, max_entries=100)
+    key, ats_key = ("A", "s1", "web", "EUR"), ("A", "s1", "web")
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+
+    def later(delay: float, callback: Callable[[], None]) -> object:
+        scheduled.append((delay, callback))
+        return None
+
+    apply_event(cache, _envelope("retail.pricing.v1.PriceChanged", "A", b""), later)
+    # a pricing replica whose own cache lags still answered the old price to a fetch after the event
+    with cache.prices.fetching() as token:
+        assert cache.prices.store(key, None, token, T0)
+    assert [delay for delay, _ in scheduled] == [SETTLE_SECONDS]
+    scheduled[0][1]()
+    assert cache.prices.lookup([key], T0) == ({}, [key])  # the second drop removed it
+
+    stock = inventory_events.AvailabilityChanged(sku="A", location_id="s1").SerializeToString()
+    with cache.ats.fetching() as token:
+        cache.ats.store(ats_key, 3, token, T0)
+    apply_event(cache, _envelope("retail.inventory.v1.AvailabilityChanged", "A/s1", stock), later)
+    assert cache.ats.lookup([ats_key], T0) == ({}, [ats_key])
+    assert len(scheduled) == 1  # inventory reads its database: nothing to settle

@@ -8,6 +8,9 @@ drops the entries an event names.
   `location_upserted`: everything (a location's channels and region shape ATS and prices; rare).
 - promotion `promotion_state_changed.<campaign>.<channel>.<location>.<sku>`: the SKU's sale prices
   (every sale price for a wildcard SKU); `campaign_changed` (lifecycle, window start/end): all sale prices.
+
+Pricing and promotion entries are dropped a second time SETTLE_SECONDS later (their replicas' own caches
+may lag this one's invalidation).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from retail.promotion.v1 import events_pb2 as promotion_events
 from retail_channel_gateway.offer_cache import OfferCache
 from retail_common.messaging import Envelope, ReplicaSubscription, subscribe_per_replica
 
-__all__ = ["apply_event", "run_offer_invalidation"]
+__all__ = ["SETTLE_SECONDS", "apply_event", "run_offer_invalidation"]
 
 logger = logging.getLogger("retail_channel_gateway.offer_invalidation")
 
@@ -74,10 +77,25 @@ _HANDLERS: dict[str, Callable[[OfferCache, Envelope], None]] = {
 }
 
 
-def apply_event(cache: OfferCache, envelope: Envelope) -> None:
+# Pricing and promotion answer from their own per-replica caches, invalidated by these same events: a
+# replica of theirs may still serve the old value for a moment after this replica heard the event, and
+# a fetch in that moment would cache it. Their entries are therefore dropped once more SETTLE_SECONDS
+# later (a lag beyond that is bounded by the TTL). Inventory reads its database: no second drop.
+SETTLE_SECONDS = 2.0
+_UPSTREAM_CACHED = frozenset(t for t in _HANDLERS if not t.startswith("retail.inventory."))
+
+Later = Callable[[float, Callable[[], None]], object]
+
+
+def apply_event(cache: OfferCache, envelope: Envelope, later: Later | None = None) -> None:
+    """Drop what the event names; with `later` (a call_later), drop it again after SETTLE_SECONDS when
+    the answer comes from an upstream cache."""
     handler = _HANDLERS.get(envelope.event_type)
-    if handler is not None:
-        handler(cache, envelope)
+    if handler is None:
+        return
+    handler(cache, envelope)
+    if later is not None and envelope.event_type in _UPSTREAM_CACHED:
+        later(SETTLE_SECONDS, lambda: handler(cache, envelope))
 
 
 async def run_offer_invalidation(
@@ -86,9 +104,11 @@ async def run_offer_invalidation(
     """Subscribe, then let the cache be used until cancelled. While subscribing fails (NATS down), the
     cache is not used and subscribing is retried."""
 
+    later = asyncio.get_running_loop().call_later
+
     async def on_event(envelope: Envelope) -> None:
         try:
-            apply_event(cache, envelope)
+            apply_event(cache, envelope, later)
         except Exception:
             cache.invalidate_all()  # an event we cannot read may have changed anything
             raise
