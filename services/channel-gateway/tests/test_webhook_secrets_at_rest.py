@@ -4,7 +4,10 @@ before encryption (legacy) is re-sealed when it is read. The sweep at start is t
 
 from __future__ import annotations
 
+from retail.channel.v1 import changes_pb2
 from retail.channel.v1 import channel_operations_service_pb2 as ops
+from retail_channel_gateway.delivery import WebhookTransport
+from retail_channel_gateway.domain.policy import DeliveryMode, DeliverySettings
 from retail_channel_gateway.domain.secret_box import MAGIC, SecretBox
 from retail_channel_gateway.testing import FakeMarketplace
 from retail_channel_gateway.testing.harness import Clients, price_changed, publish, register, webhook_channel
@@ -87,3 +90,21 @@ async def test_the_sweep_seals_clear_rows_and_reseals_previous_key_rows(pool) ->
         stored = await _stored(pool, channel_id)
         assert box.open(channel_id, stored) == (clear, False)
         assert await secrets.read(channel_id) == clear
+
+
+async def test_a_secret_that_cannot_be_opened_fails_the_delivery_without_stopping_the_worker(pool) -> None:
+    sealed = SecretBox("k1", {"k1": KEY}).seal("web", b"s")
+    await pool.execute(
+        "insert into channels (channel_id, display_name, kind, delivery, mode, webhook_secret)"
+        " values ('web', 'web', 'MARKETPLACE', '{}', 'webhook', $1)",
+        sealed,
+    )
+    dropped_too_early = WebhookSecrets(pool, SecretBox("k2", {"k2": KEY[::-1]}))
+    transport = WebhookTransport(dropped_too_early.read, wall_clock=lambda: 0.0)
+    try:
+        settings = DeliverySettings(mode=DeliveryMode.WEBHOOK, webhook_url="http://127.0.0.1:9/never")
+        outcome = await transport.deliver("web", settings, [changes_pb2.ChannelChange(entity_key="price/A")])
+    finally:
+        await transport.close()
+    assert not outcome.ok
+    assert "key id 'k1'" in outcome.error

@@ -14,6 +14,7 @@ from retail.channel.v1 import changes_pb2, channel_pb2
 from retail_channel_gateway.domain.ledger import idempotency_key
 from retail_channel_gateway.domain.payload import encode_batch
 from retail_channel_gateway.domain.policy import DeliverySettings
+from retail_channel_gateway.domain.secret_box import SecretBoxError
 from retail_channel_gateway.domain.signing import H_IDEMPOTENCY_KEY, H_SIGNATURE, H_TIMESTAMP, sign
 from retail_common.messaging import H_MSG_ID, subject_token
 
@@ -62,7 +63,10 @@ class WebhookTransport:
     async def deliver(
         self, channel_id: str, settings: DeliverySettings, changes: Sequence[changes_pb2.ChannelChange]
     ) -> DeliveryOutcome:
-        secret = await self._secrets(channel_id)
+        try:
+            secret = await self._secrets(channel_id)
+        except SecretBoxError as exc:  # its key was dropped too early, or the row was tampered with
+            return DeliveryOutcome(ok=False, error=str(exc))
         if not secret:
             return DeliveryOutcome(ok=False, error="no webhook signing secret")
         body, content_type = encode_batch(changes, settings.payload_format)
