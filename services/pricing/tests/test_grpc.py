@@ -457,7 +457,9 @@ async def test_two_processes_announce_a_scheduled_tax_rate_once_on_the_injected_
         clock_file.write_text(str(timedelta(days=1, seconds=1).total_seconds()))  # both jump past it
 
         async def announced() -> bool:
-            pending = await pool.fetchval("select count(*) from tax_rates where announced_at is null")
+            pending = await pool.fetchval(
+                "select count(*) from tax_rate_activations where announced_at is null"
+            )
             return pending == 0 and await _activation_events(pool) >= 1
 
         await eventually(announced, "the scheduled rate is announced")

@@ -116,12 +116,18 @@ async def test_old_keys_are_copied_and_still_replay_and_refuse_reuse(database_ur
 
 async def test_existing_tax_rates_become_history_rows_effective_since_always(database_url, tmp_path, acting):
     """Migration 0004: each current rate becomes a history row effective since -infinity (the rate the
-    service applied at every instant before), already announced; scheduling works on top of it."""
-    for f in PRICING_MIGRATIONS.files():
-        if f.version < 4:
-            shutil.copy(f.path, tmp_path / f.path.name)
-    await migrate(database_url, [*RUNTIME_MIGRATIONS, MigrationSource(PRICING_MIGRATIONS.name, tmp_path)])
+    service applied at every instant before), already announced; scheduling works on top of it.
+    Migration 0005: a rate 0004's schema held as scheduled keeps its pending activation."""
+
+    async def migrate_up_to(version: int) -> None:
+        for f in PRICING_MIGRATIONS.files():
+            if f.version <= version:
+                shutil.copy(f.path, tmp_path / f.path.name)
+        await migrate(database_url, [*RUNTIME_MIGRATIONS, MigrationSource(PRICING_MIGRATIONS.name, tmp_path)])
+
+    await migrate_up_to(3)
     set_at = datetime(2025, 6, 1, tzinfo=UTC)
+    scheduled_at = START + timedelta(hours=1)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.executemany(
@@ -129,7 +135,7 @@ async def test_existing_tax_rates_become_history_rows_effective_since_always(dat
             " values ($1, $2, $3, $4, $5)",
             [("", "standard", Decimal("0.19"), 3, set_at), ("R1", "standard", Decimal("0.10"), 1, set_at)],
         )
-        await migrate(database_url, [*RUNTIME_MIGRATIONS, PRICING_MIGRATIONS])
+        await migrate_up_to(4)
         rows = await conn.fetch(
             "select region_id, effective_at = '-infinity' as always, announced_at from tax_rates order by 1"
         )
@@ -137,6 +143,15 @@ async def test_existing_tax_rates_become_history_rows_effective_since_always(dat
             ("", True, set_at),
             ("R1", True, set_at),
         ]
+        await conn.execute(  # scheduled under 0004's schema: not announced yet
+            "insert into tax_rates (region_id, tax_class, rate, version, updated_at, effective_at)"
+            " values ('R2', 'standard', 0.05, 1, $1, $2)",
+            set_at,
+            scheduled_at,
+        )
+        await migrate(database_url, [*RUNTIME_MIGRATIONS, PRICING_MIGRATIONS])
+        pending = await conn.fetch("select region_id, effective_at, announced_at from tax_rate_activations")
+        assert [tuple(r) for r in pending] == [("R2", scheduled_at, None)]
     finally:
         await conn.close()
 
@@ -146,11 +161,12 @@ async def test_existing_tax_rates_become_history_rows_effective_since_always(dat
         deps = Deps(pool=pool, clock=clock, catalog=Catalog(pool), writer=OutboxWriter(clock))
         async with pool.acquire() as c:
             rates = await tax_repo.load_tax_rates(c)
-            assert await tax_repo.next_rate_due_at(c) is None  # nothing pending from the old rows
+            assert await tax_repo.next_rate_due_at(c) == scheduled_at  # the old rows are not pending
         # Instants before the rows' update time keep the rate the service applied there before.
         assert rates.rate("R1", "standard", set_at - timedelta(days=3650)) == Decimal("0.10")
         assert rates.rate("R2", "standard", set_at - timedelta(days=3650)) == Decimal("0.19")
         listed = await tax_h.list_tax_rates(deps, pb.ListTaxRatesRequest())
+        listed.tax_rates.pop()  # R2's scheduled rate
         assert [
             (r.region_id, r.HasField("effective_time"), r.update_time.ToDatetime(UTC))
             for r in listed.tax_rates
@@ -170,7 +186,9 @@ async def test_existing_tax_rates_become_history_rows_effective_since_always(dat
         )
         async with pool.acquire() as c:
             rates = await tax_repo.load_tax_rates(c)
-            assert await tax_repo.next_rate_due_at(c) == change
+            assert await tax_repo.next_rate_due_at(c) == scheduled_at
+            pending = await c.fetchval("select count(*) from tax_rate_activations where announced_at is null")
+            assert pending == 2
         assert [rates.rate("", "standard", at) for at in (START, change)] == [
             Decimal("0.19"),
             Decimal("0.21"),

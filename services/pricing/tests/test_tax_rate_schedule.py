@@ -78,7 +78,11 @@ async def test_scheduled_rate_applies_from_its_instant_and_is_announced_once(
     scheduled = await set_rate(deps, "t-jan", rate("0.10", at=VAT_CHANGE))
     assert scheduled.effective_time == ts(VAT_CHANGE)
     assert woken == [1]  # this replica's scheduler re-reads its next due instant
-    assert len(await price_changed(pool)) == before_events  # nothing moves yet
+    # Announced ahead (like a future-dated approval) for the priced SKUs of the class, at its instant.
+    ahead = (await price_changed(pool))[before_events:]
+    assert [(c.sku, c.cause, c.effective_time) for c in ahead] == [
+        ("A", events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION, ts(VAT_CHANGE))
+    ]
 
     # Resolution and explain at instants before and after the scheduled change (golden amounts).
     assert await gross_net_rate(deps, START) == (Decimal("10.00"), Decimal("8.00"), Decimal("0.25"))

@@ -6,7 +6,7 @@ set was approved (here, or on another replica: their PriceChanged events wake it
 `max_sleep`. Due rows are claimed with FOR UPDATE SKIP LOCKED and marked announced in the transaction
 that writes the events, so with several replicas each instant is announced once; rows that fell due
 while no replica ran are still unannounced and are caught up at start. Scheduled tax rates are due rows
-of their own (tax_rates.announced_at null): claimed and marked the same way, in the same transaction,
+of their own (tax_rate_activations): claimed and marked the same way, in the same transaction,
 so an instant where an entry and a rate change together gives one PriceChanged per SKU.
 """
 

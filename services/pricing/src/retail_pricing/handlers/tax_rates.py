@@ -65,14 +65,17 @@ async def set_tax_rate(deps: Deps, request: pb.SetTaxRateRequest) -> pb.SetTaxRa
         stored = await repo.set_tax_rate(conn, region, tax_class, rate, effective, now)
         out = tax_rate_to_proto(stored)
         scheduled = effective > now
-        if not scheduled and before != rate:  # net/gross of every priced SKU of the class move now
+        if before != rate:
+            # Net/gross of the priced SKUs of the class move at `effective`: announced now, like an
+            # approval of a future-dated entry (channels with a lead time deliver ahead); a scheduled
+            # rate is announced again at its instant by the activation scheduler (ACTIVATION).
             scope = frozenset({Probe(region_id=region)})
             skus = await entries_repo.priced_skus_of_tax_class(conn, tax_class)
             await events.price_changed_many(
                 deps.writer,
                 conn,
                 [
-                    events.PriceChange(sku, scope, now, events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
+                    events.PriceChange(sku, scope, effective, events_pb2.PRICE_CHANGE_CAUSE_CONFIGURATION)
                     for sku in skus
                 ],
             )

@@ -1,4 +1,6 @@
-"""Effective-dated tax rates: history rows per (region, tax class), and their pending activations."""
+"""Effective-dated tax rates: history rows per (region, tax class) in `tax_rates`, and the activations
+of rates scheduled ahead in `tax_rate_activations` (apart, so the scheduler's polls never read the
+configuration table that resolution caches)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ __all__ = [
     "set_tax_rate",
 ]
 
-_COLUMNS = "region_id, tax_class, rate, effective_at, updated_at, announced_at"
+_COLUMNS = "region_id, tax_class, rate, effective_at, updated_at"
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,14 @@ async def rate_at(conn: Connection, region_id: str, tax_class: str, at: datetime
 async def set_tax_rate(
     conn: Connection, region_id: str, tax_class: str, rate: Decimal, effective_at: datetime, now: datetime
 ) -> StoredTaxRate:
-    """Record the rate from `effective_at` on (replacing a row of that very instant); rows effective
-    later than now wait for the activation scheduler, the others count as announced now."""
+    """Record the rate from `effective_at` on (replacing a row of that very instant); a rate effective
+    later than now also gets a pending activation row (kept if the rate at that instant is replaced)."""
     row = await conn.fetchrow(
         f"""
-        insert into tax_rates (region_id, tax_class, rate, effective_at, version, updated_at, announced_at)
+        insert into tax_rates (region_id, tax_class, rate, effective_at, version, updated_at)
         values ($1::text, $2::text, $3::numeric, $4::timestamptz,
             coalesce((select max(version) from tax_rates where region_id = $1 and tax_class = $2), 0) + 1,
-            $5::timestamptz, case when $4::timestamptz <= $5::timestamptz then $5::timestamptz end)
+            $5::timestamptz)
         on conflict (region_id, tax_class, effective_at) do update
             set rate = excluded.rate, version = excluded.version, updated_at = excluded.updated_at
         returning {_COLUMNS}
@@ -100,6 +102,14 @@ async def set_tax_rate(
         now,
     )
     assert row is not None
+    if effective_at > now:
+        await conn.execute(
+            "insert into tax_rate_activations (region_id, tax_class, effective_at) values ($1, $2, $3)"
+            " on conflict do nothing",
+            region_id,
+            tax_class,
+            effective_at,
+        )
     return _stored(row)
 
 
@@ -122,7 +132,7 @@ async def list_tax_rates(conn: Connection, now: datetime, *, superseded: bool) -
 
 async def next_rate_due_at(conn: Connection) -> datetime | None:
     due: datetime | None = await conn.fetchval(
-        "select min(effective_at) from tax_rates where announced_at is null"
+        "select min(effective_at) from tax_rate_activations where announced_at is null"
     )
     return due
 
@@ -131,7 +141,7 @@ async def claim_due_rates(conn: Connection, now: datetime, limit: int) -> list[D
     """Lock due, unannounced rates (skipping those another replica holds), oldest first."""
     rows = await conn.fetch(
         """
-        select region_id, tax_class, effective_at from tax_rates
+        select region_id, tax_class, effective_at from tax_rate_activations
         where announced_at is null and effective_at <= $1
         order by effective_at, region_id, tax_class limit $2
         for update skip locked
@@ -144,7 +154,7 @@ async def claim_due_rates(conn: Connection, now: datetime, limit: int) -> list[D
 
 async def mark_rates_announced(conn: Connection, due: list[DueRate], now: datetime) -> None:
     await conn.executemany(
-        "update tax_rates set announced_at = $4"
+        "update tax_rate_activations set announced_at = $4"
         " where region_id = $1 and tax_class = $2 and effective_at = $3",
         [(d.region_id, d.tax_class, d.effective_at, now) for d in due],
     )

@@ -33,9 +33,11 @@ class _PriceChangeCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pric
     PRICE_CHANGE_CAUSE_APPROVAL: _PriceChangeCause.ValueType  # 1
     """A change set was approved."""
     PRICE_CHANGE_CAUSE_ACTIVATION: _PriceChangeCause.ValueType  # 2
-    """An entry's window started or ended (emitted by the activation scheduler at the instant)."""
+    """An entry's window started or ended, or a scheduled tax rate took effect (emitted by the activation
+    scheduler at the instant, for each SKU whose price changes then).
+    """
     PRICE_CHANGE_CAUSE_CONFIGURATION: _PriceChangeCause.ValueType  # 3
-    """A price list's status or scope changed, or a tax rate changed."""
+    """A price list's status or scope changed, or a tax rate was set (effective now or scheduled)."""
 
 class PriceChangeCause(_PriceChangeCause, metaclass=_PriceChangeCauseEnumTypeWrapper): ...
 
@@ -43,9 +45,11 @@ PRICE_CHANGE_CAUSE_UNSPECIFIED: PriceChangeCause.ValueType  # 0
 PRICE_CHANGE_CAUSE_APPROVAL: PriceChangeCause.ValueType  # 1
 """A change set was approved."""
 PRICE_CHANGE_CAUSE_ACTIVATION: PriceChangeCause.ValueType  # 2
-"""An entry's window started or ended (emitted by the activation scheduler at the instant)."""
+"""An entry's window started or ended, or a scheduled tax rate took effect (emitted by the activation
+scheduler at the instant, for each SKU whose price changes then).
+"""
 PRICE_CHANGE_CAUSE_CONFIGURATION: PriceChangeCause.ValueType  # 3
-"""A price list's status or scope changed, or a tax rate changed."""
+"""A price list's status or scope changed, or a tax rate was set (effective now or scheduled)."""
 Global___PriceChangeCause: _TypeAlias = PriceChangeCause  # noqa: Y015
 
 @_typing.final
@@ -102,8 +106,9 @@ class PriceChanged(_message.Message):
 
     @_builtins.property
     def effective_time(self) -> _timestamp_pb2.Timestamp:
-        """When the change takes effect. For APPROVAL of a future-dated entry this is in the future, so
-        channels with a lead time can deliver ahead; ACTIVATION events are emitted at that instant.
+        """When the change takes effect. For APPROVAL of a future-dated entry (or CONFIGURATION of a tax rate
+        scheduled ahead) this is in the future, so channels with a lead time can deliver ahead; ACTIVATION
+        events are emitted at that instant.
         """
 
     def __init__(

@@ -293,9 +293,10 @@ class PricingServiceServicer:
 
     def SetTaxRate(self, request, context):
         """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
-        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
-        PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
-        PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged and, when the rate at that
+        instant changes, PriceChanged (cause CONFIGURATION, effective_time = the rate's) for the priced SKUs
+        of the tax class; a scheduled rate is announced again at its instant (cause ACTIVATION) for each
+        SKU whose price changes then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -81,9 +81,10 @@ class PricingServiceStub:
     """The entries of one list, optionally of one SKU, by entry id."""
     SetTaxRate: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.SetTaxRateRequest, _pricing_service_pb2.SetTaxRateResponse]
     """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
-    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
-    PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
-    PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged and, when the rate at that
+    instant changes, PriceChanged (cause CONFIGURATION, effective_time = the rate's) for the priced SKUs
+    of the tax class; a scheduled rate is announced again at its instant (cause ACTIVATION) for each
+    SKU whose price changes then.
     """
     ListTaxRates: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListTaxRatesRequest, _pricing_service_pb2.ListTaxRatesResponse]
     """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
@@ -173,9 +174,10 @@ class PricingServiceAsyncStub(PricingServiceStub):
     """The entries of one list, optionally of one SKU, by entry id."""
     SetTaxRate: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.SetTaxRateRequest, _pricing_service_pb2.SetTaxRateResponse]  # type: ignore[assignment]
     """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
-    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
-    PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
-    PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+    schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged and, when the rate at that
+    instant changes, PriceChanged (cause CONFIGURATION, effective_time = the rate's) for the priced SKUs
+    of the tax class; a scheduled rate is announced again at its instant (cause ACTIVATION) for each
+    SKU whose price changes then.
     """
     ListTaxRates: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListTaxRatesRequest, _pricing_service_pb2.ListTaxRatesResponse]  # type: ignore[assignment]
     """The rates in effect now and those scheduled (show_superseded: the whole history), by region id,
@@ -322,9 +324,10 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.SetTaxRateResponse, _abc.Awaitable[_pricing_service_pb2.SetTaxRateResponse]]:
         """Set the rate of (region, tax class) from TaxRate.effective_time on (empty: now; a future instant
-        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged; an immediate change emits
-        PriceChanged (cause CONFIGURATION) for the priced SKUs of the tax class, a scheduled one emits
-        PriceChanged (cause ACTIVATION) at its instant for each SKU whose price changes then.
+        schedules it; a past one is INVALID_ARGUMENT). Emits TaxRateChanged and, when the rate at that
+        instant changes, PriceChanged (cause CONFIGURATION, effective_time = the rate's) for the priced SKUs
+        of the tax class; a scheduled rate is announced again at its instant (cause ACTIVATION) for each
+        SKU whose price changes then.
         """
 
     @_abc_1.abstractmethod
