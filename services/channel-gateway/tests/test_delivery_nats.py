@@ -7,7 +7,7 @@ import asyncio
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from retail.channel.v1 import changes_pb2
+from retail.channel.v1 import changes_pb2, channel_pb2
 from retail.pricing.v1 import events_pb2 as pricing_events
 from retail_channel_gateway.delivery import DeliveryEngine, NatsTransport, delivery_subject
 from retail_channel_gateway.delivery.metrics import DeliveryMetrics
@@ -105,4 +105,33 @@ async def test_nats_subject_channel_gets_each_change_once_in_order_then_a_resync
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await nc.close()
+
+
+async def test_a_nats_outage_pauses_a_nats_subject_channel_instead_of_failing_its_changes(
+    nats_server,
+) -> None:
+    """Our own bus restarting is not the channel's failure: no attempt is counted (so nothing is
+    dead-lettered during a NATS restart); once NATS is back the same change goes through."""
+    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    await ensure_streams(js, SUITE_STREAMS)
+    transport = NatsTransport(lambda: js)
+    settings = DeliverySettings(mode=DeliveryMode.NATS, payload_format=PayloadFormat.PROTOBUF, timeout=1.0)
+    change = changes_pb2.ChannelChange(entity_key="price/S1", version=1, kind=channel_pb2.CHANGE_KIND_PRICE)
+    try:
+        nats_server.kill()
+        down = await transport.deliver("app-eu", settings, [change])
+        assert not down.ok
+        assert down.throttled_for is not None
+        assert down.throttled_for > 0
+        assert down.error.startswith("NATS")
+        assert (await NatsTransport(lambda: None).deliver("app-eu", settings, [change])).throttled_for
+        nats_server.start()
+
+        async def delivered() -> bool:
+            return (await transport.deliver("app-eu", settings, [change])).ok
+
+        await eventually(delivered, "delivery once NATS is back")
+    finally:
         await nc.close()

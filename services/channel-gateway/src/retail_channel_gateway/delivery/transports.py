@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
+import nats.errors
 from nats.js import JetStreamContext
 
 from retail.channel.v1 import changes_pb2, channel_pb2
@@ -31,7 +32,8 @@ __all__ = [
 @dataclass(frozen=True)
 class DeliveryOutcome:
     """ok: the channel took the whole batch (acknowledged: it confirmed applying it, e.g. webhook 2xx).
-    throttled_for: the channel asked us to slow down (429 Retry-After); not a failure of the changes."""
+    throttled_for: pause this long without counting an attempt: the channel asked us to slow down (429
+    Retry-After), or our own bus is down (NATS-subject channels); not a failure of the changes."""
 
     ok: bool
     acknowledged: bool = False
@@ -121,7 +123,7 @@ class NatsTransport:
     ) -> DeliveryOutcome:
         js = self._js()
         if js is None:
-            return DeliveryOutcome(ok=False, error="NATS not connected")
+            return _BUS_DOWN
         try:
             async with asyncio.timeout(settings.timeout):
                 for change in changes:
@@ -134,8 +136,25 @@ class NatsTransport:
                         change.SerializeToString(deterministic=True),
                         headers={H_MSG_ID: msg_id},
                     )
-        except TimeoutError:
-            return DeliveryOutcome(ok=False, error="timeout")
-        except Exception as exc:  # nats errors: retried per policy like any failed delivery
+        except _OUTAGE as exc:
+            # Our own bus is down or restarting, not the channel: pause like a 429 (no attempt counted,
+            # no breaker failure) rather than dead-letter the channel's changes during a NATS restart.
+            return DeliveryOutcome(
+                ok=False, error=f"NATS unavailable: {type(exc).__name__}", throttled_for=1.0
+            )
+        except Exception as exc:  # other nats errors: retried per policy like any failed delivery
             return DeliveryOutcome(ok=False, error=f"NATS error: {type(exc).__name__}")
         return DeliveryOutcome(ok=True, acknowledged=True)
+
+
+# Errors of a NATS connection that is down or reconnecting (the publish may be retried as is: the
+# stream dedupes by Nats-Msg-Id).
+_OUTAGE: tuple[type[Exception], ...] = (
+    TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoRespondersError,
+)
+_BUS_DOWN = DeliveryOutcome(ok=False, error="NATS not connected", throttled_for=1.0)

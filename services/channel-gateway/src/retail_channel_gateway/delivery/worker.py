@@ -164,7 +164,7 @@ class ChannelWorker:
             await self._sync_breaker(breaker.state)
             return 0.0
         if outcome.throttled_for is not None:
-            _log.info("channel %s throttled us for %.1fs", self.channel_id, outcome.throttled_for)
+            _log.info("channel %s paused %.1fs: %s", self.channel_id, outcome.throttled_for, outcome.error)
             return outcome.throttled_for
         breaker.record_failure()
         failures = [
