@@ -146,7 +146,7 @@ class Facade:
         self, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
     ) -> list[offers_pb2.Offer]:
         cache = self.cache
-        if cache is not None and cache.usable and self._promotions.applied:
+        if cache is not None and cache.usable:
             prices, ats, sales = await self._cached_components(cache, channel_id, location_id, currency, skus)
         else:
             # Independent (promotion takes its unit prices from pricing itself): one round trip.
@@ -166,7 +166,9 @@ class Facade:
         price_keys = [(sku, location_id, channel_id, currency) for sku in skus]
         ats_keys = [(sku, location_id, channel_id) for sku in skus]
         price_hits, price_misses = cache.prices.lookup(price_keys, now)
-        sale_hits, sale_misses = cache.sales.lookup(price_keys, now)
+        # without a promotion service there is no sale price to cache (NoPromotions answers nothing)
+        sale_keys = price_keys if self._promotions.applied else []
+        sale_hits, sale_misses = cache.sales.lookup(sale_keys, now)
         ats_hits, ats_misses = cache.ats.lookup(ats_keys, now)
 
         async def fetch_prices() -> None:
