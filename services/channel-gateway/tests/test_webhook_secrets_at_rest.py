@@ -38,6 +38,14 @@ async def test_secrets_are_sealed_at_rest_and_signatures_still_verify(
         stored = await _stored(pool, "web")
         assert stored.startswith(MAGIC)
         assert secret.encode() not in stored
+        # the copy kept for idempotent retries holds it sealed too, and a retry still shows it
+        kept = await pool.fetch("select response from request_idempotency where response is not null")
+        assert kept
+        assert not any(secret.encode() in bytes(row["response"]) for row in kept)
+        retried = await operator.CreateChannel(
+            ops.CreateChannelRequest(request_id="c-web", channel=webhook_channel("web", web_market.url))
+        )
+        assert retried.webhook_signing_secret == secret
         # a channel whose secret was stored in clear before encryption at rest
         await register(operator, webhook_channel("old", await old_market.start()), ["S1"])
         await pool.execute(
@@ -58,6 +66,10 @@ async def test_secrets_are_sealed_at_rest_and_signatures_still_verify(
             ops.RotateWebhookSecretRequest(request_id="rot", channel_id="web")
         )
         web_market.secret = rotated.webhook_signing_secret.encode()
+        rotation = ops.RotateWebhookSecretRequest(request_id="rot", channel_id="web")
+        assert (
+            await operator.RotateWebhookSecret(rotation)
+        ).webhook_signing_secret == rotated.webhook_signing_secret
         assert rotated.webhook_signing_secret.encode() not in await _stored(pool, "web")
         await publish(nats_server.url, [price_changed("S1", 2)])
         await web_market.wait_until(lambda: any(r.version == 2 for r in web_market.received))

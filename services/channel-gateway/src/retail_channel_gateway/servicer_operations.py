@@ -64,6 +64,7 @@ __all__ = ["OperationsServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
+S = TypeVar("S", pb.CreateChannelResponse, pb.RotateWebhookSecretResponse)  # responses showing a secret
 _SERVICE = "ChannelOperationsService"
 
 
@@ -137,20 +138,36 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
         request_id: str,
         response_type: type[M],
         work: Callable[[Connection], Awaitable[M]],
+        *,
+        kept: Callable[[M], M] | None = None,
+        replayed: Callable[[M], M] | None = None,
     ) -> M:
-        """Run `work` once per (caller, method, request_id); a retry gets the first response."""
+        """Run `work` once per (caller, method, request_id); a retry gets the first response. `kept` maps
+        the response to the copy stored for retries, `replayed` maps that copy back (sealed secrets)."""
         _request_id(request_id)
         scope = f"{caller().id}:{_SERVICE}.{method}"
         async with transaction(self._ctx.pool) as conn:
             fingerprint = request_fingerprint(request)
             stored = await claim_request(conn, scope=scope, request_id=request_id, fingerprint=fingerprint)
             if stored is not None:
-                return response_type.FromString(stored)
+                first = response_type.FromString(stored)
+                return first if replayed is None else replayed(first)
             response = await work(conn)
-            await store_response(conn, scope=scope, request_id=request_id, response=response)
+            keep = response if kept is None else kept(response)
+            await store_response(conn, scope=scope, request_id=request_id, response=keep)
         if self._registry is not None:
             self._registry.clear()  # read-your-writes here; other replicas hear the NOTIFY
         return response
+
+    @staticmethod
+    def _with_secret(response: S, secret: str) -> S:
+        """A copy of a response that shows a webhook secret, with `secret` in its place (none: as is)."""
+        if not response.webhook_signing_secret:
+            return response
+        out = type(response)()
+        out.CopyFrom(response)
+        out.webhook_signing_secret = secret
+        return out
 
     async def _existing(self, conn: Connection, channel_id: str) -> ChannelRecord:
         bad = check_channel_id(channel_id)
@@ -213,7 +230,17 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             return pb.CreateChannelResponse(channel=channel_proto(record), webhook_signing_secret=secret)
 
         response = await self._idempotent(
-            "CreateChannel", request, request.request_id, pb.CreateChannelResponse, work
+            "CreateChannel",
+            request,
+            request.request_id,
+            pb.CreateChannelResponse,
+            work,
+            kept=lambda r: self._with_secret(
+                r, self._secrets.seal_text(channel.channel_id, r.webhook_signing_secret)
+            ),
+            replayed=lambda r: self._with_secret(
+                r, self._secrets.open_text(channel.channel_id, r.webhook_signing_secret)
+            ),
         )
         self._projector.invalidate()
         return response
@@ -354,8 +381,19 @@ class OperationsServicer(pb_grpc.ChannelOperationsServiceServicer):
             )
             return pb.RotateWebhookSecretResponse(signing_key_id=key_id, webhook_signing_secret=secret)
 
+        channel_id = request.channel_id
         return await self._idempotent(
-            "RotateWebhookSecret", request, request.request_id, pb.RotateWebhookSecretResponse, work
+            "RotateWebhookSecret",
+            request,
+            request.request_id,
+            pb.RotateWebhookSecretResponse,
+            work,
+            kept=lambda r: self._with_secret(
+                r, self._secrets.seal_text(channel_id, r.webhook_signing_secret)
+            ),
+            replayed=lambda r: self._with_secret(
+                r, self._secrets.open_text(channel_id, r.webhook_signing_secret)
+            ),
         )
 
     # --------------------------------------------------------------------------------- credentials

@@ -4,10 +4,14 @@ Rows stored in clear (before encryption at rest) or under a previous key are re-
 current key lazily when read, and by a sweep at start (`reseal_all`), so every row is sealed once a
 replica with a key has started, and a previous key can be dropped from the configuration after a
 sweep under the new one. A re-seal is conditional on the stored bytes, so a concurrent rotation wins.
+
+The responses that show a new secret once (CreateChannel, RotateWebhookSecret) are kept for idempotent
+retries with the secret sealed too (`seal_text`), and opened again when a retry replays them.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import asyncpg
@@ -18,6 +22,7 @@ from retail_channel_gateway.repository import ChannelRepository
 __all__ = ["WebhookSecrets"]
 
 logger = logging.getLogger("retail_channel_gateway.webhook_secrets")
+_SEALED_TEXT = "sealed:"
 
 
 class WebhookSecrets:
@@ -28,6 +33,17 @@ class WebhookSecrets:
 
     def seal(self, channel_id: str, secret: str) -> bytes:
         return self._box.seal(channel_id, secret.encode())
+
+    def seal_text(self, channel_id: str, secret: str) -> str:
+        """A sealed secret as text, for the copy of a response kept for idempotent retries."""
+        return _SEALED_TEXT + base64.b64encode(self.seal(channel_id, secret)).decode()
+
+    def open_text(self, channel_id: str, text: str) -> str:
+        """The secret of `seal_text` (text without its prefix is returned as is: stored before sealing)."""
+        if not text.startswith(_SEALED_TEXT):
+            return text
+        secret, _ = self._box.open(channel_id, base64.b64decode(text.removeprefix(_SEALED_TEXT)))
+        return secret.decode()
 
     async def read(self, channel_id: str) -> bytes | None:
         """The clear secret of a channel (None: it has none). Raises SecretBoxError if it cannot be
