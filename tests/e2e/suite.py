@@ -134,7 +134,7 @@ async def start_suite(
                 "NATS_URL": nats.url,
                 "SERVICE_CREDENTIAL": service_keys[name].get_secret_value(),
                 "OTEL_SERVICE_NAME": name,
-                "DB_POOL_MAX": "6",  # four services and the test share one Postgres
+                "DB_POOL_MAX": "4",  # the test Postgres (100 connections) is shared with other suites
                 "ALLOW_HTTP_WEBHOOKS": "true",
                 "DELIVERY_LEASE_SECONDS": "5",  # a crashed gateway's channels are taken over quickly
                 **{f"{_env_prefix(n)}_TARGET": p.address for n, p in suite.processes.items()},
