@@ -1,5 +1,6 @@
 """Optional py-spy sampling of service processes around a measured window (BENCH_PYSPY=<py-spy binary>,
-BENCH_PYSPY_DIR=<output dir>): one collapsed-stacks file per process, for flame graphs or grep."""
+BENCH_PYSPY_DIR=<output dir>, BENCH_PYSPY_ARGS=<py-spy options>, default --nonblocking): one
+collapsed-stacks file per process, for flame graphs or grep."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def sampled(pids: Mapping[str, int], label: str) -> Iterator[None]:
     out = Path(os.environ.get("BENCH_PYSPY_DIR", "/tmp/bench-pyspy"))
     out.mkdir(parents=True, exist_ok=True)
 
+    # --nonblocking does not pause the process; --native (C frames, e.g. the GC) needs pausing
+    options = os.environ.get("BENCH_PYSPY_ARGS", "--nonblocking").split()
+
     def record(name: str, pid: int) -> list[str]:
         output = str(out / f"{label}-{name}.txt")
         return [
@@ -34,9 +38,9 @@ def sampled(pids: Mapping[str, int], label: str) -> Iterator[None]:
             "200",
             "--format",
             "raw",
-            "--nonblocking",
-            "--output",
+            "-o",
             output,
+            *options,
         ]
 
     samplers = [
