@@ -95,6 +95,7 @@ async def promotion_state_changed(
             version=version,
             change_time=timestamp(at),
             promotion_ids=list(promotion_ids) or [p.promotion_id for p in campaign.promotions],
+            campaign_channel_ids=list(campaign.channel_ids),
         )
 
     _, version = await writer.append(

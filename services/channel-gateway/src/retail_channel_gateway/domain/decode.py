@@ -142,6 +142,8 @@ def _promotion(payload: bytes, facts: EventFacts) -> DomainChange:
         sku=event.sku or None,
         location_id=event.location_id or None,
         channel_id=event.channel_id or None,
+        # A campaign-wide scope concerns the campaign's channels only (empty: every channel).
+        channel_ids=tuple(event.campaign_channel_ids),
         body=changes_pb2.PromotionUpdate(
             promotion_id=",".join(event.promotion_ids) or event.campaign_id,
             scope=facts.aggregate_key,
@@ -151,8 +153,21 @@ def _promotion(payload: bytes, facts: EventFacts) -> DomainChange:
     )
 
 
-def _campaign(payload: bytes, facts: EventFacts) -> DomainChange:
+# Drafts, submissions and approvals are not offers: channels hear of a campaign once it is launched.
+_LAUNCHED = frozenset(
+    {
+        campaign_pb2.CAMPAIGN_STATE_SCHEDULED,
+        campaign_pb2.CAMPAIGN_STATE_ACTIVE,
+        campaign_pb2.CAMPAIGN_STATE_ENDED,
+        campaign_pb2.CAMPAIGN_STATE_ROLLED_BACK,
+    }
+)
+
+
+def _campaign(payload: bytes, facts: EventFacts) -> DomainChange | None:
     campaign = promotion_events.CampaignChanged.FromString(payload).campaign
+    if campaign.state not in _LAUNCHED:
+        return None
     start, end = _absolute(campaign.window)
     state = campaign_pb2.CampaignState.Name(campaign.state).removeprefix("CAMPAIGN_STATE_")
     return DomainChange(
@@ -168,7 +183,7 @@ def _campaign(payload: bytes, facts: EventFacts) -> DomainChange:
     )
 
 
-_DECODERS: dict[str, Callable[[bytes, EventFacts], DomainChange]] = {
+_DECODERS: dict[str, Callable[[bytes, EventFacts], DomainChange | None]] = {
     "retail.pricing.v1.PriceChanged": _price,
     "retail.pricing.v1.ProductUpserted": _product,
     "retail.inventory.v1.AvailabilityChanged": _availability,
@@ -182,7 +197,8 @@ CONSUMED_EVENT_TYPES = frozenset(_DECODERS)
 
 
 def decode_event(event_type: str, payload: bytes, facts: EventFacts) -> DomainChange | None:
-    """The DomainChange of a consumed event; None for event types the gateway does not consume.
+    """The DomainChange of a consumed event; None for event types the gateway does not consume (and for
+    campaigns not launched yet).
     Raises google.protobuf.message.DecodeError on a corrupt payload (the consumer dead-letters it)."""
     decoder = _DECODERS.get(event_type)
     return None if decoder is None else decoder(payload, facts)

@@ -27,17 +27,17 @@ from retail.common.v1 import time_window_pb2 as retail_dot_common_dot_v1_dot_tim
 from retail.promotion.v1 import campaign_pb2 as retail_dot_promotion_dot_v1_dot_campaign__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n retail/promotion/v1/events.proto\x12\x13retail.promotion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"retail/common/v1/time_window.proto\x1a\"retail/promotion/v1/campaign.proto\"B\n\x0f\x43\x61mpaignChanged\x12/\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1d.retail.promotion.v1.Campaign\"\xeb\x02\n\x15PromotionStateChanged\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x0b\n\x03sku\x18\x04 \x01(\t\x12\x39\n\x06\x63hange\x18\x05 \x01(\x0e\x32).retail.promotion.v1.PromotionStateChange\x12\x35\n\x06reason\x18\x06 \x01(\x0e\x32%.retail.promotion.v1.SuspensionReason\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12,\n\x06window\x18\x08 \x01(\x0b\x32\x1c.retail.common.v1.TimeWindow\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0b\x63hange_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rpromotion_ids\x18\x0b \x03(\t*\xf8\x01\n\x14PromotionStateChange\x12&\n\"PROMOTION_STATE_CHANGE_UNSPECIFIED\x10\x00\x12$\n PROMOTION_STATE_CHANGE_ACTIVATED\x10\x01\x12$\n PROMOTION_STATE_CHANGE_SUSPENDED\x10\x02\x12\"\n\x1ePROMOTION_STATE_CHANGE_RESUMED\x10\x03\x12 \n\x1cPROMOTION_STATE_CHANGE_ENDED\x10\x04\x12&\n\"PROMOTION_STATE_CHANGE_ROLLED_BACK\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n retail/promotion/v1/events.proto\x12\x13retail.promotion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"retail/common/v1/time_window.proto\x1a\"retail/promotion/v1/campaign.proto\"B\n\x0f\x43\x61mpaignChanged\x12/\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1d.retail.promotion.v1.Campaign\"\x89\x03\n\x15PromotionStateChanged\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x0b\n\x03sku\x18\x04 \x01(\t\x12\x39\n\x06\x63hange\x18\x05 \x01(\x0e\x32).retail.promotion.v1.PromotionStateChange\x12\x35\n\x06reason\x18\x06 \x01(\x0e\x32%.retail.promotion.v1.SuspensionReason\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12,\n\x06window\x18\x08 \x01(\x0b\x32\x1c.retail.common.v1.TimeWindow\x12\x0f\n\x07version\x18\t \x01(\x03\x12/\n\x0b\x63hange_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rpromotion_ids\x18\x0b \x03(\t\x12\x1c\n\x14\x63\x61mpaign_channel_ids\x18\x0c \x03(\t*\xf8\x01\n\x14PromotionStateChange\x12&\n\"PROMOTION_STATE_CHANGE_UNSPECIFIED\x10\x00\x12$\n PROMOTION_STATE_CHANGE_ACTIVATED\x10\x01\x12$\n PROMOTION_STATE_CHANGE_SUSPENDED\x10\x02\x12\"\n\x1ePROMOTION_STATE_CHANGE_RESUMED\x10\x03\x12 \n\x1cPROMOTION_STATE_CHANGE_ENDED\x10\x04\x12&\n\"PROMOTION_STATE_CHANGE_ROLLED_BACK\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.promotion.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMOTIONSTATECHANGE']._serialized_start=597
-  _globals['_PROMOTIONSTATECHANGE']._serialized_end=845
+  _globals['_PROMOTIONSTATECHANGE']._serialized_start=627
+  _globals['_PROMOTIONSTATECHANGE']._serialized_end=875
   _globals['_CAMPAIGNCHANGED']._serialized_start=162
   _globals['_CAMPAIGNCHANGED']._serialized_end=228
   _globals['_PROMOTIONSTATECHANGED']._serialized_start=231
-  _globals['_PROMOTIONSTATECHANGED']._serialized_end=594
+  _globals['_PROMOTIONSTATECHANGED']._serialized_end=624
 # @@protoc_insertion_point(module_scope)

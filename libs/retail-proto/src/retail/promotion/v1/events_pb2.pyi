@@ -54,6 +54,8 @@ class CampaignChanged(_message.Message):
     A campaign was created, changed or moved in its lifecycle. Aggregate: campaign_id; version =
     campaign.version. Carries the whole campaign (window included), so channels can deliver ahead of the
     start and still stop at the window's end if they miss a later rollback.
+    A campaign's definition or lifecycle state changed. Channels take it only once launched (SCHEDULED,
+    ACTIVE, ENDED, ROLLED_BACK): drafts and approvals are not offers.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -93,6 +95,7 @@ class PromotionStateChanged(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
     PROMOTION_IDS_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_CHANNEL_IDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     channel_id: _builtins.str
     """The scope (empty fields are wildcards)."""
@@ -113,6 +116,12 @@ class PromotionStateChanged(_message.Message):
     def promotion_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Promotion ids of the campaign affected."""
 
+    @_builtins.property
+    def campaign_channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The campaign's target channels (empty = every channel): a scope with an empty channel_id concerns
+        these channels only.
+        """
+
     def __init__(
         self,
         *,
@@ -127,10 +136,11 @@ class PromotionStateChanged(_message.Message):
         version: _builtins.int = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
         promotion_ids: _abc.Iterable[_builtins.str] | None = ...,
+        campaign_channel_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "change", b"change", "change_time", b"change_time", "channel_id", b"channel_id", "detail", b"detail", "location_id", b"location_id", "promotion_ids", b"promotion_ids", "reason", b"reason", "sku", b"sku", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_channel_ids", b"campaign_channel_ids", "campaign_id", b"campaign_id", "change", b"change", "change_time", b"change_time", "channel_id", b"channel_id", "detail", b"detail", "location_id", b"location_id", "promotion_ids", b"promotion_ids", "reason", b"reason", "sku", b"sku", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
