@@ -93,6 +93,9 @@ class RuleTarget:
 
 # BatchCreateThresholdRules takes at most 1,000 rules per call (one inventory transaction each).
 _RULES_PER_CALL = 1000
+# A full batch is one bulk transaction at inventory: on a loaded machine it outlasted the channel's
+# 10 s default deadline. Rules are idempotent by request_id, so a retried launch repeats nothing.
+_RULES_CALL_TIMEOUT_SECONDS = 60.0
 
 
 class Inventory(Protocol):
@@ -201,7 +204,9 @@ class GrpcInventory:
                 ]
             )
             try:
-                response = await self._stub.BatchCreateThresholdRules(request)
+                response = await self._stub.BatchCreateThresholdRules(
+                    request, timeout=_RULES_CALL_TIMEOUT_SECONDS
+                )
             except grpc.aio.AioRpcError as error:
                 raise _unavailable("inventory", error) from error
             out.extend(
