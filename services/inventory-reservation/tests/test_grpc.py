@@ -502,6 +502,138 @@ async def test_extend_list_and_channel_wide_availability(pool, operator, wms, we
     assert len(everything.reservations) == 5
 
 
+async def test_batch_availability_mixes_scopes_in_query_order_with_breakdowns(
+    pool, operator, wms, web, clients
+):
+    """Location queries (answered set-based), region and channel-wide ones in one batch: each answer in
+    its query's place, figures by the domain formula (DESIGN §6), fences and channel scoping included."""
+    await setup_stock(operator, wms, {("A", "s1"): 100, ("A", "s2"): 10, ("B", "s1"): 30})
+    # s3 (region r2) does not serve web: its positions are reported, but not sellable for web
+    await operator.UpsertLocation(
+        pb.UpsertLocationRequest(
+            request_id="loc-s3",
+            location=location_pb2.Location(
+                location_id="s3",
+                kind=location_pb2.LOCATION_KIND_STORE,
+                region_id="r2",
+                time_zone="Europe/Berlin",
+                channel_ids=["mkt"],
+                active=True,
+            ),
+        )
+    )
+    await wms.RecordMovements(
+        pb.RecordMovementsRequest(
+            request_id="seed-s3",
+            movements=[
+                stock_pb2.Movement(
+                    movement_id="seed-A-s3",
+                    sku="A",
+                    location_id="s3",
+                    delta=7,
+                    kind=stock_pb2.MOVEMENT_KIND_RECEIPT,
+                    occur_time=ts(),
+                )
+            ],
+        )
+    )
+    await operator.SetStockPolicies(
+        pb.SetStockPoliciesRequest(
+            request_id="p1",
+            policies=[
+                stock_pb2.StockPolicy(
+                    sku="A",
+                    location_id="s1",
+                    fences=[stock_pb2.ChannelFence(channel_id="mkt", fixed_quantity=20)],
+                ),
+                stock_pb2.StockPolicy(
+                    sku="B",
+                    location_id="s1",
+                    safety_stock=5,
+                    fences=[stock_pb2.ChannelFence(channel_id="web", share_basis_points=5000)],
+                ),
+            ],
+        )
+    )
+    mkt = await clients.stub("mkt", PrincipalKind.CHANNEL)
+    await mkt.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="m1", channel_id="mkt", lines=[line("A", 5)])
+    )
+    await web.ReserveStock(
+        pb.ReserveStockRequest(reservation_id="w1", channel_id="web", lines=[line("B", 3)])
+    )
+
+    def at(sku: str, location_id: str) -> pb.AvailabilityQuery:
+        return pb.AvailabilityQuery(
+            sku=sku, scope=availability_pb2.AvailabilityScope(location_id=location_id)
+        )
+
+    queries = [
+        at("A", "s1"),
+        at("UNKNOWN", "s1"),
+        at("B", "s1"),
+        at("A", "s3"),
+        pb.AvailabilityQuery(sku="A", scope=availability_pb2.AvailabilityScope(region_id="r1")),
+        at("A", "s1"),
+        pb.AvailabilityQuery(sku="A", scope=availability_pb2.AvailabilityScope(all_channel_locations=True)),
+        at("B", "s2"),
+        pb.AvailabilityQuery(sku="A", scope=availability_pb2.AvailabilityScope(region_id="r2")),
+    ]
+    got = await web.BatchGetAvailability(pb.BatchGetAvailabilityRequest(channel_id="web", queries=queries))
+    # A@s1 for web: 100 on hand - 5 reserved - (mkt's fence 20 - its 5 reserved) = 80
+    a1 = (80, 100, 5, 0, 15, 0, 0, True)
+    # B@s1: 30 - 3 reserved - 5 safety = 22; web's own fence is half of on-hand, 3 of it reserved
+    b1 = (22, 30, 3, 5, 0, 15, 3, True)
+    a2 = (10, 10, 0, 0, 0, 0, 0, True)
+    a3 = (0, 7, 0, 0, 0, 0, 0, False)
+    expected = [
+        (80, [("s1", *a1)]),
+        (0, []),
+        (22, [("s1", *b1)]),
+        (0, [("s3", *a3)]),
+        (90, [("s1", *a1), ("s2", *a2)]),
+        (80, [("s1", *a1)]),
+        (90, [("s1", *a1), ("s2", *a2)]),
+        (0, []),
+        (0, [("s3", *a3)]),
+    ]
+    assert [a.sku for a in got.availabilities] == [q.sku for q in queries]
+    assert {a.channel_id for a in got.availabilities} == {"web"}
+    assert [
+        (
+            a.available_to_sell,
+            [
+                (
+                    x.location_id,
+                    x.available_to_sell,
+                    x.on_hand,
+                    x.reserved_total,
+                    x.safety_stock,
+                    x.fenced_for_other_channels,
+                    x.channel_fence,
+                    x.channel_reserved,
+                    x.sellable,
+                )
+                for x in a.locations
+            ],
+        )
+        for a in got.availabilities
+    ] == expected
+    totals = await web.BatchGetAvailability(
+        pb.BatchGetAvailabilityRequest(channel_id="web", queries=queries, totals_only=True)
+    )
+    assert [(a.sku, a.available_to_sell, len(a.locations)) for a in totals.availabilities] == [
+        (q.sku, e[0], 0) for q, e in zip(queries, expected, strict=True)
+    ]
+    # a bad id deep in a batch is named by its index
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await web.BatchGetAvailability(
+            pb.BatchGetAvailabilityRequest(channel_id="web", queries=[at("A", "s1"), at("A", "s 1")])
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f.field for f in parse_error(caught.value).field_violations] == ["queries[1].scope.location_id"]
+
+
 async def test_threshold_rules_over_grpc(pool, operator, wms, web, clients):
     await setup_stock(operator, wms, {("A", "s1"): 12})
     rule = threshold_pb2.ThresholdRule(

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -105,6 +106,46 @@ class _Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def _plain_id(value: str) -> bool:
+    """What _Violations.id accepts, in C (no per-character Python): the space is the only whitespace
+    character str.isprintable() lets through. Failures go through _Violations.id for the message."""
+    return bool(value) and len(value) <= limits.MAX_ID_LENGTH and " " not in value and value.isprintable()
+
+
+def _add_breakdown(
+    result: availability_pb2.Availability,
+    channel: str,
+    which: str | None,
+    scope: availability_pb2.AvailabilityScope,
+    rows: Sequence[Any],
+    totals_only: bool,
+) -> None:
+    """A region or channel-wide query's total and per-location breakdown (by location id)."""
+    if which == "region_id":
+        selected = [r for r in rows if r["region_id"] == scope.region_id]
+    else:
+        selected = [r for r in rows if channel in r["channel_ids"]]
+    selected.sort(key=lambda r: str(r["location_id"]))
+    for row in selected:
+        sellable = bool(row["sellable"])
+        value = row["ats"] if sellable else 0
+        result.available_to_sell += value
+        if not totals_only:
+            result.locations.append(
+                availability_pb2.LocationAvailability(
+                    location_id=row["location_id"],
+                    available_to_sell=value,
+                    on_hand=row["on_hand"],
+                    reserved_total=row["reserved_total"],
+                    safety_stock=row["safety_stock"],
+                    fenced_for_other_channels=row["others"],
+                    channel_fence=row["own_fence"],
+                    channel_reserved=row["own_reserved"],
+                    sellable=sellable,
+                )
+            )
 
 
 def _principal() -> Principal:
@@ -576,95 +617,123 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self,
         conn: Connection,
         channel: str,
-        queries: Sequence[tuple[str, availability_pb2.AvailabilityScope]],
+        queries: Sequence[pb.AvailabilityQuery],
+        out: RepeatedCompositeFieldContainer[availability_pb2.Availability],
         *,
         totals_only: bool,
         strict: bool,
         prefix: Callable[[int], str],
-    ) -> list[availability_pb2.Availability]:
+    ) -> None:
+        """Appends to `out` one Availability per query, in query order. Location-scoped queries (the
+        bulk of a batch) are answered by one set-based statement and a tight loop over its positional
+        rows; region and channel-wide ones by availability_rows."""
         check = _Violations()
-        locations: list[str] = []
+        loc_skus: list[str] = []
+        loc_ids: list[str] = []
         regions: list[str] = []
-        for i, (sku, scope) in enumerate(queries):
-            check.id(f"{prefix(i)}sku", sku)
+        kinds: list[str | None] = []
+        for i, query in enumerate(queries):
+            sku = query.sku
+            scope = query.scope
             which = scope.WhichOneof("scope")
-            field = f"{prefix(i)}scope"
+            kinds.append(which)
+            if not _plain_id(sku):
+                check.id(f"{prefix(i)}sku", sku)
             if which == "location_id":
-                check.id(f"{field}.location_id", scope.location_id)
-                locations.append(scope.location_id)
+                location_id = scope.location_id
+                if not _plain_id(location_id):
+                    check.id(f"{prefix(i)}scope.location_id", location_id)
+                loc_skus.append(sku)
+                loc_ids.append(location_id)
             elif which == "region_id":
-                check.id(f"{field}.region_id", scope.region_id)
+                if not _plain_id(scope.region_id):
+                    check.id(f"{prefix(i)}scope.region_id", scope.region_id)
                 regions.append(scope.region_id)
             elif which != "all_channel_locations" or not scope.all_channel_locations:
-                check.add(field, "set location_id, region_id or all_channel_locations")
+                check.add(f"{prefix(i)}scope", "set location_id, region_id or all_channel_locations")
         check.raise_if_any()
         if strict:
             found = _Violations()
-            sku, scope = queries[0]
+            sku, scope = queries[0].sku, queries[0].scope
             if await self._repo.unknown_skus(conn, [sku]):
                 found.add("sku", f"unknown SKU {sku!r}")
-            if locations and await self._repo.unknown_locations(conn, locations):
+            if loc_ids and await self._repo.unknown_locations(conn, loc_ids):
                 found.add("scope.location_id", f"unknown location {scope.location_id!r}")
             if regions and not await self._repo.known_regions(conn, regions):
                 found.add("scope.region_id", f"unknown region {scope.region_id!r}")
             found.raise_if_any()
-        rows = await self._repo.availability_rows(
-            conn,
-            channel,
-            pairs=[(q[0], q[1].location_id) for q in queries if q[1].WhichOneof("scope") == "location_id"],
-            region_pairs=[(q[0], q[1].region_id) for q in queries if q[1].WhichOneof("scope") == "region_id"],
-            channel_skus=[q[0] for q in queries if q[1].WhichOneof("scope") == "all_channel_locations"],
-            computed=True,
-        )
+        at_location: list[Any] = []
+        if loc_skus:
+            at_location = await self._repo.availability_at(
+                conn, channel, loc_skus, loc_ids, totals_only=totals_only
+            )
         by_sku: dict[str, list[Any]] = defaultdict(list)
-        for row in rows:
-            by_sku[row["sku"]].append(row)
-        out = []
-        for sku, scope in queries:
-            which = scope.WhichOneof("scope")
-            if which == "location_id":
-                selected = [r for r in by_sku[sku] if r["location_id"] == scope.location_id]
-            elif which == "region_id":
-                selected = [r for r in by_sku[sku] if r["region_id"] == scope.region_id]
-            else:
-                selected = [r for r in by_sku[sku] if channel in r["channel_ids"]]
-            result = availability_pb2.Availability(sku=sku, channel_id=channel)
-            selected.sort(key=lambda r: str(r["location_id"]))
-            for row in selected:
-                sellable = bool(row["sellable"])
-                value = row["ats"] if sellable else 0
-                result.available_to_sell += value
-                if not totals_only:
-                    result.locations.append(
-                        availability_pb2.LocationAvailability(
-                            location_id=row["location_id"],
-                            available_to_sell=value,
-                            on_hand=row["on_hand"],
-                            reserved_total=row["reserved_total"],
-                            safety_stock=row["safety_stock"],
-                            fenced_for_other_channels=row["others"],
-                            channel_fence=row["own_fence"],
-                            channel_reserved=row["own_reserved"],
-                            sellable=sellable,
-                        )
-                    )
-            out.append(result)
-        return out
+        if len(loc_skus) < len(queries):
+            rows = await self._repo.availability_rows(
+                conn,
+                channel,
+                region_pairs=[
+                    (q.sku, q.scope.region_id)
+                    for q, k in zip(queries, kinds, strict=True)
+                    if k == "region_id"
+                ],
+                channel_skus=[
+                    q.sku for q, k in zip(queries, kinds, strict=True) if k == "all_channel_locations"
+                ],
+                computed=True,
+            )
+            for row in rows:
+                by_sku[row["sku"]].append(row)
+        add = out.add
+        # at_location rows come in key order with the key's index first: walk both in step
+        next_row = at_location[0] if at_location else None
+        position = 0
+        k = -1
+        for query, kind in zip(queries, kinds, strict=True):
+            sku = query.sku
+            if kind != "location_id":
+                result = add(sku=sku, channel_id=channel)
+                _add_breakdown(result, channel, kind, query.scope, by_sku[sku], totals_only)
+                continue
+            k += 1
+            if next_row is None or next_row[0] != k:
+                add(sku=sku, channel_id=channel)  # no such position: nothing to sell there
+                continue
+            row = next_row
+            position += 1
+            next_row = at_location[position] if position < len(at_location) else None
+            if totals_only:
+                add(sku=sku, channel_id=channel, available_to_sell=row[1])
+                continue
+            # filled in place: building a LocationAvailability and copying it in costs half as much again
+            add(sku=sku, channel_id=channel, available_to_sell=row[1]).locations.add(
+                location_id=loc_ids[k],
+                available_to_sell=row[1],
+                on_hand=row[2],
+                reserved_total=row[3],
+                safety_stock=row[4],
+                fenced_for_other_channels=row[5],
+                channel_fence=row[6],
+                channel_reserved=row[7],
+                sellable=row[8],
+            )
 
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: Context
     ) -> pb.GetAvailabilityResponse:
         channel = _acting_channel(request.channel_id)
+        answer = pb.BatchGetAvailabilityResponse()
         async with self._ctx.pool.acquire() as conn:
-            (result,) = await self._availability(
+            await self._availability(
                 conn,
                 channel,
-                [(request.sku, request.scope)],
+                [pb.AvailabilityQuery(sku=request.sku, scope=request.scope)],
+                answer.availabilities,
                 totals_only=False,
                 strict=True,
                 prefix=lambda i: "",
             )
-        return pb.GetAvailabilityResponse(availability=result)
+        return pb.GetAvailabilityResponse(availability=answer.availabilities[0])
 
     async def BatchGetAvailability(
         self, request: pb.BatchGetAvailabilityRequest, context: Context
@@ -673,16 +742,18 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         check = _Violations()
         check.count("queries", len(request.queries), limits.MAX_AVAILABILITY_QUERIES)
         check.raise_if_any()
+        response = pb.BatchGetAvailabilityResponse()
         async with self._ctx.pool.acquire() as conn:
-            results = await self._availability(
+            await self._availability(
                 conn,
                 channel,
-                [(q.sku, q.scope) for q in request.queries],
+                request.queries,
+                response.availabilities,
                 totals_only=request.totals_only,
                 strict=False,
                 prefix=lambda i: f"queries[{i}].",
             )
-        return pb.BatchGetAvailabilityResponse(availabilities=results)
+        return response
 
     # --------------------------------------------------------------------------------- reservations
 

@@ -94,6 +94,21 @@ _AVAILABILITY = (
     " coalesce((s.channel_reserved ->> $6)::bigint, 0) as own_reserved"
 )
 
+# The same figures for one location (the channel is $3), positional for the per-row loop of availability_at:
+# sellable ATS, then on_hand, reserved_total, safety_stock, others, own_fence, own_reserved, sellable (the
+# caller has the location id).
+_SELLABLE = "(l.active and $3 = any(l.channel_ids))"
+_AT_LOCATION_TOTAL = (
+    f"case when {_SELLABLE} then inv_ats(s.on_hand, s.reserved_total, s.safety_stock,"
+    " l.default_fences || s.fences, s.channel_reserved, $3) else 0 end"
+)
+_AT_LOCATION = (
+    f"{_AT_LOCATION_TOTAL}, s.on_hand, s.reserved_total, s.safety_stock,"
+    " inv_fence_hold(l.default_fences || s.fences, s.channel_reserved, s.on_hand, $3),"
+    " coalesce(inv_fence_units((l.default_fences || s.fences) -> $3, s.on_hand), 0),"
+    f" coalesce((s.channel_reserved ->> $3)::bigint, 0), {_SELLABLE}"
+)
+
 
 @dataclass(frozen=True)
 class LocationIn:
@@ -616,6 +631,32 @@ class InventoryRepository:
                 region_skus,
                 regions,
                 wide,
+                channel,
+            )
+        )
+
+    async def availability_at(
+        self,
+        conn: Connection,
+        channel: str,
+        skus: Sequence[str],
+        locations: Sequence[str],
+        *,
+        totals_only: bool,
+    ) -> list[Row]:
+        """The channel's figures of (skus[i], locations[i]) for every i whose position exists, one set-based
+        statement: column 0 is i (0-based), then the sellable ATS (0 where the location is inactive or does
+        not serve the channel) and, unless totals_only, the breakdown of _AT_LOCATION. Rows come in key
+        order; a key given twice gets a row for each."""
+        columns = _AT_LOCATION_TOTAL if totals_only else _AT_LOCATION
+        return list(
+            await conn.fetch(
+                f"select k.i - 1, {columns}"
+                " from unnest($1::text[], $2::text[]) with ordinality k(sku, loc, i)"
+                " join stock s on s.sku = k.sku and s.location_id = k.loc"
+                " join locations l on l.location_id = s.location_id order by k.i",
+                skus,
+                locations,
                 channel,
             )
         )
