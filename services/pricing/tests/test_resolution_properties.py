@@ -1,7 +1,9 @@
-"""Property tests: the resolver agrees with a brute-force reference written directly from DESIGN §6."""
+"""Property tests: the resolver (and the Pricer's effective-since and reference price) agrees with a
+brute-force reference written directly from DESIGN §6."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +21,10 @@ from retail_pricing.domain.model import (
     PriceQuery,
     TaxTreatment,
 )
+from retail_pricing.domain.pricer import Pricer, ProductInfo
 from retail_pricing.domain.resolution import Outcome, applicable_entries, explain, pick_winner
+from retail_pricing.domain.tax import Amounts, split_tax
+from retail_pricing.domain.tax_rates import SINCE_ALWAYS, TaxRates
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -172,3 +177,63 @@ def test_resolution_ignores_entry_order(case) -> None:
     forward = explain(query, entries, lists, location)
     backward = explain(query, list(reversed(entries)), lists, location)
     assert forward.candidates == backward.candidates
+
+
+RATE_CHOICES = [Decimal("0.1"), Decimal("0.2"), Decimal("0.25")]
+
+
+@st.composite
+def rate_histories(draw: st.DrawFn) -> TaxRates:
+    """A default and an R1 history with 0-2 changes each, on whole hours around the entries' windows."""
+
+    def history(since_always: bool) -> list[tuple[datetime, Decimal]]:
+        rows = [(SINCE_ALWAYS, draw(ids(RATE_CHOICES)))] if since_always else []
+        for hour in draw(st.lists(st.integers(-2, 12), max_size=2, unique=True)):
+            rows.append((BASE + hour * HOUR, draw(ids(RATE_CHOICES))))
+        return rows
+
+    rates = {("", "standard"): history(True)}
+    if draw(st.booleans()):
+        rates[("R1", "standard")] = history(draw(st.booleans()))
+    return TaxRates(rates)
+
+
+def brute_force_price(lists, entries, query, rates: TaxRates, hour: int) -> Amounts | None:
+    """The price during [BASE + hour, BASE + hour + 1 h): every window and rate change is on a whole hour."""
+    at = BASE + hour * HOUR
+    winner_id = reference_winner(lists, entries, replace(query, at=at))
+    if winner_id is None:
+        return None
+    entry = next(e for e in entries if e.entry_id == winner_id)
+    location = LOCATIONS.get(query.location_id) if query.location_id else None
+    region = (location.region_id if location else "") if query.location_id else query.region_id
+    rate = rates.rate(region, "standard", at)
+    return split_tax(entry.amount, lists[entry.price_list_id].tax_treatment, rate, query.currency)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenario(), rate_histories())
+def test_pricer_matches_brute_force_effective_since_and_reference(case, rates: TaxRates) -> None:
+    """Pricer.resolve (prepared entries, lone-candidate shortcut) against an hour-by-hour walk."""
+    lists, entries, query = case
+    pricer = Pricer(lists, LOCATIONS, rates)
+    product = ProductInfo("SKU", True, "standard")
+    hour = (query.at - BASE) // HOUR
+    current = brute_force_price(lists, entries, query, rates, hour)
+    for _ in range(2):  # the second call uses the prepared entries of the tuple
+        resolved = pricer.resolve(query, product, tuple(entries))
+        if current is None:
+            assert resolved is None
+            continue
+        assert resolved is not None
+        assert resolved.amounts == current
+        since = hour
+        while since > -20 and brute_force_price(lists, entries, query, rates, since - 1) == current:
+            since -= 1
+        assert resolved.effective_since == BASE + since * HOUR
+        before = [brute_force_price(lists, entries, query, rates, h) for h in range(since - 30 * 24, since)]
+        prices = [p for p in before if p is not None]
+        expected = min(prices, key=lambda a: a.gross) if prices else None
+        assert (resolved.reference.gross if resolved.reference else None) == (
+            expected.gross if expected else None
+        )

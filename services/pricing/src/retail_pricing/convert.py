@@ -534,27 +534,63 @@ def _set_timestamp(target: timestamp_pb2.Timestamp, instant: datetime) -> None:
     target.nanos = delta.microseconds * 1000
 
 
-def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> None:
-    """Write a resolution into `target`, mostly by copying cached sub-messages (the hot path of
-    ResolvePrice / BatchResolvePrices: field-by-field CopyFrom is several times faster than building)."""
+def _build_resolved(resolved: Resolved) -> resolution_pb2.ResolvedPrice:
+    """A resolution without its instant, mostly from cached sub-messages."""
     currency = resolved.query.currency
     winner = resolved.winner
     amounts = resolved.amounts
     reference = resolved.reference
-    target.sku = resolved.query.sku
-    target.currency_code = currency
-    target.price.CopyFrom(_amounts_cached(amounts.net, amounts.tax, amounts.gross, currency))
-    target.tax_rate.CopyFrom(_decimal_cached(resolved.tax_rate))
-    target.entry.CopyFrom(_ENTRIES.get(winner.entry, lambda: entry_to_proto(winner.entry, currency)))
-    target.price_list.CopyFrom(
+    out = resolution_pb2.ResolvedPrice(sku=resolved.query.sku, currency_code=currency)
+    out.price.CopyFrom(_amounts_cached(amounts.net, amounts.tax, amounts.gross, currency))
+    out.tax_rate.CopyFrom(_decimal_cached(resolved.tax_rate))
+    out.entry.CopyFrom(_ENTRIES.get(winner.entry, lambda: entry_to_proto(winner.entry, currency)))
+    out.price_list.CopyFrom(
         _LISTS.get(winner.price_list, lambda: bare_price_list_to_proto(winner.price_list))
     )
-    _set_timestamp(target.effective_since, resolved.effective_since)
+    _set_timestamp(out.effective_since, resolved.effective_since)
     if reference is not None:
-        target.reference_price.CopyFrom(
-            _amounts_cached(reference.net, reference.tax, reference.gross, currency)
+        out.reference_price.CopyFrom(_amounts_cached(reference.net, reference.tax, reference.gross, currency))
+    return out
+
+
+# The last answer built per winning candidate (by identity, holding it): the answer for every query that
+# the candidate wins with the same amounts, rate, effective-since and reference, as one message to copy.
+_Answer = tuple[object, Amounts, Decimal, datetime, Amounts | None, str, str, resolution_pb2.ResolvedPrice]
+_ANSWERS: dict[int, _Answer] = {}
+_ANSWERS_BOUND = 200_000
+
+
+def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> None:
+    """Write a resolution into `target` (the hot path of ResolvePrice / BatchResolvePrices): one copy of
+    the answer built for an identical resolution before (compared by the identity of its cached parts,
+    so a miss only costs a rebuild), then the query's instant."""
+    winner = resolved.winner
+    query = resolved.query
+    hit = _ANSWERS.get(id(winner))
+    if (
+        hit is None
+        or hit[0] is not winner
+        or hit[1] is not resolved.amounts
+        or hit[2] is not resolved.tax_rate
+        or hit[3] != resolved.effective_since
+        or hit[4] is not resolved.reference
+        or hit[5] != query.currency
+        or hit[6] != query.sku
+    ):
+        if len(_ANSWERS) >= _ANSWERS_BOUND:
+            _ANSWERS.clear()
+        hit = _ANSWERS[id(winner)] = (
+            winner,
+            resolved.amounts,
+            resolved.tax_rate,
+            resolved.effective_since,
+            resolved.reference,
+            query.currency,
+            query.sku,
+            _build_resolved(resolved),
         )
-    _set_timestamp(target.at_time, resolved.query.at)
+    target.CopyFrom(hit[7])
+    _set_timestamp(target.at_time, query.at)
 
 
 def resolved_to_proto(resolved: Resolved) -> resolution_pb2.ResolvedPrice:

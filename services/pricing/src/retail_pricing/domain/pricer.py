@@ -5,6 +5,7 @@ changes are breakpoints of the price history like entry windows are."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,16 +16,21 @@ from retail_pricing.domain.history import Period, breakpoints, effective_since, 
 from retail_pricing.domain.model import Location, PriceEntry, PriceList, PriceQuery
 from retail_pricing.domain.resolution import (
     Applicable,
+    PreparedEntry,
     Resolution,
     applicable_entries,
+    applicable_prepared,
     explain,
     pick_winner,
+    prepare_entries,
     query_region,
 )
 from retail_pricing.domain.tax import Amounts, split_tax
 from retail_pricing.domain.tax_rates import RateTimeline, TaxRates
 
 __all__ = ["PricedPeriod", "Pricer", "ProductInfo", "Resolved"]
+
+_PREPARED_BOUND = 250_000  # SKUs whose prepared entries a Pricer keeps (cleared wholesale beyond)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,21 @@ class Pricer:
         self.lists = lists
         self.locations = locations
         self.tax_rates = tax_rates if isinstance(tax_rates, TaxRates) else TaxRates.constant(tax_rates)
+        # Prepared entries per SKU entry tuple (the catalog's, immutable), keyed by identity and holding
+        # the tuple itself so a recycled id is never confused with it. Valid for this Pricer's lists.
+        self._prepared: dict[int, tuple[Sequence[PriceEntry], tuple[PreparedEntry, ...]]] = {}
+
+    def _prepare(self, entries: Sequence[PriceEntry]) -> tuple[PreparedEntry, ...]:
+        if type(entries) is not tuple:  # a mutable sequence may change under its identity
+            return prepare_entries(entries, self.lists)
+        hit = self._prepared.get(id(entries))
+        if hit is not None and hit[0] is entries:
+            return hit[1]
+        if len(self._prepared) >= _PREPARED_BOUND:
+            self._prepared.clear()
+        prepared = prepare_entries(entries, self.lists)
+        self._prepared[id(entries)] = (entries, prepared)
+        return prepared
 
     def _location(self, query: PriceQuery) -> Location | None:
         return self.locations.get(query.location_id) if query.location_id else None
@@ -82,11 +103,21 @@ class Pricer:
         self, query: PriceQuery, product: ProductInfo, entries: Sequence[PriceEntry]
     ) -> Resolved | None:
         self._check(product)
-        items = applicable_entries(query, entries, self.lists, self._location(query))
+        location = self._location(query)
+        items = applicable_prepared(query, self._prepare(entries), location)
         winner = pick_winner(items, query.at, query.quantity)
         if winner is None:
             return None
-        timeline = self._timeline(query, product)
+        timeline = self.tax_rates.timeline(query_region(query, location), product.tax_class)
+        start, starts = winner.bounds[0], timeline.starts
+        if len(items) == 1 and (
+            len(starts) == 1 or bisect_right(starts, start) == bisect_right(starts, query.at)
+        ):
+            # A lone candidate and no rate change since its start: its price has held since then, and
+            # nothing applied before (what effective_since / reference_price find, without the search).
+            rate = timeline.at(query.at)
+            amounts = split_tax(winner.entry.amount, winner.price_list.tax_treatment, rate, query.currency)
+            return Resolved(query, winner, amounts, rate, start, None)
         price_of = _PriceOf(query.currency, timeline)
         points = breakpoints(items, timeline.changes)
         since = effective_since(items, query.quantity, query.at, price_of, points)
