@@ -209,6 +209,12 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
         market = FakeMarketplace(b"")
         url = await market.start()
         try:
+            # mkt's second store (promotion knows stores from inventory; until then s2 waits)
+            second = location_pb2.Location()
+            second.CopyFrom(store)
+            second.location_id = "s2"
+            second.channel_ids[:] = ["mkt"]
+            await wms.UpsertLocation(inv.UpsertLocationRequest(request_id="l2", location=second))
             mkt = webhook_channel("mkt", url)
             mkt.currency_code = "EUR"
             _, secret = await register(operator, mkt, SKUS)
@@ -234,8 +240,16 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
                     request_id="a2", change_set_id=ready.change_set_id, etag=ready.etag
                 )
             )
-            await market.wait_until(lambda: any(r.entity_key == "price/A" for r in market.received))
-            pushed = [r.change["price"] for r in market.received if r.entity_key == "price/A"][-1]
+            # mkt serves s1 and s2 and gets amounts: one entity per store, each composed for its store
+            keys = ("price/A/s1", "price/A/s2")
+            await market.wait_until(
+                lambda: all(any(r.entity_key == k for r in market.received) for k in keys)
+            )
+            pushed, at_s2 = (
+                [r.change["price"] for r in market.received if r.entity_key == k][-1] for k in keys
+            )
+            assert (pushed["location_ids"], at_s2["location_ids"]) == (["s1"], ["s2"])
+            assert at_s2 == {**pushed, "location_ids": ["s2"]}  # no store-specific list or promotion here
             query = resolution_pb2.PriceQuery(sku="A", currency_code="EUR", channel_id="mkt")
             resolved = (await ops.ResolvePrice(pricing_pb.ResolvePriceRequest(query=query))).price
             assert from_money(resolved.price.gross) == Decimal("15.00")

@@ -78,20 +78,24 @@ async def test_a_price_drift_behind_the_gateways_back_is_found_and_repaired(
             pricer, approver, "1", [add("base", "A", "19.99", start), add("base", "B", "5.00", start)]
         )
 
-        def sent(sku: str) -> Decimal | None:
-            got = [r.change["price"] for r in market.received if r.entity_key == f"price/{sku}"]
+        def sent(sku: str, store: str = "s1") -> Decimal | None:  # mkt serves s1 and s2: one entity each
+            got = [r.change["price"] for r in market.received if r.entity_key == f"price/{sku}/{store}"]
             amount = got[-1].get("list_price") if got else None
             return (
                 None if amount is None else Decimal(amount["units"]) + Decimal(amount.get("nanos", 0)) / 10**9
             )
 
-        await market.wait_until(lambda: sent("A") == Decimal("19.99") and sent("B") == Decimal("5.00"))
+        await market.wait_until(
+            lambda: all(
+                sent("A", s) == Decimal("19.99") and sent("B", s) == Decimal("5.00") for s in ("s1", "s2")
+            )
+        )
 
         async def delivered_as_sent() -> bool:  # the ledger keeps the payload as delivered
             rows = await pool.fetch(
                 "select payload from delivery_ledger where channel_id = 'mkt' and kind = 'PRICE'"
             )
-            return len(rows) == 2 and all(
+            return len(rows) == 4 and all(
                 changes_pb2.ChannelChange.FromString(r["payload"]).price.HasField("list_price") for r in rows
             )
 
@@ -124,15 +128,16 @@ async def test_a_price_drift_behind_the_gateways_back_is_found_and_repaired(
         result = await operator.ReconcileChannel(
             ops.ReconcileChannelRequest(request_id="rc1", channel_id="mkt")
         )
-        assert (result.checked, result.drifted, result.repushed) == (2, 1, 1)
-        await market.wait_until(lambda: sent("A") == Decimal("15.00"))
-        repaired = [r for r in market.received if r.entity_key == "price/A"][-1]
-        assert repaired.resync
-        assert sent("B") == Decimal("5.00")
+        # A at both stores drifted (the markdown is chain-wide); B at both did not
+        assert (result.checked, result.drifted, result.repushed) == (4, 2, 2)
+        await market.wait_until(lambda: sent("A", "s1") == sent("A", "s2") == Decimal("15.00"))
+        for store in ("s1", "s2"):
+            assert [r for r in market.received if r.entity_key == f"price/A/{store}"][-1].resync
+            assert sent("B", store) == Decimal("5.00")
         again = await operator.ReconcileChannel(
             ops.ReconcileChannelRequest(request_id="rc2", channel_id="mkt")
         )
-        assert (again.checked, again.drifted, again.repushed) == (2, 0, 0)
+        assert (again.checked, again.drifted, again.repushed) == (4, 0, 0)
         assert market.violations == []
     finally:
         await market.close()

@@ -1,5 +1,7 @@
 """Applies a DomainChange to the ledgers of the channels it concerns, in the caller's transaction
-(the inbox transaction of the event), so an event is projected exactly when it is marked consumed."""
+(the inbox transaction of the event), so an event is projected exactly when it is marked consumed.
+Price changes of channels with composed amounts that serve several locations become one entity per
+location (domain/price_scope.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from retail_channel_gateway.domain.changes import DomainChange, lane_of
 from retail_channel_gateway.domain.ledger import due_at
 from retail_channel_gateway.domain.payload import render
 from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.domain.price_scope import per_location, splits_prices
 from retail_channel_gateway.domain.projection import concerned_channels
 from retail_channel_gateway.repository import ChannelRecord, ChannelRepository, LedgerRepository
 from retail_common.clock import Clock
@@ -54,16 +57,22 @@ class Projector:
         for channel_id in targets:
             record = by_id[channel_id]
             settings = record.settings
-            seq = await self._ledger.project(
-                conn,
-                channel_id=channel_id,
-                change=render(change, channel_id, settings.profile),
-                kind=change.kind.value,
-                lane=lane_of(change.kind, settings.stock_lane),
-                projected_at=now,
-                due_at=due_at(change.effective_from, now, settings.lead_time),
-                change_log=settings.mode == DeliveryMode.STREAM,
-            )
-            if seq is not None:
+            parts = [change]
+            if splits_prices(bool(settings.currency), record.location_ids):
+                parts = per_location(change, record.location_ids)
+            took = False
+            for part in parts:
+                seq = await self._ledger.project(
+                    conn,
+                    channel_id=channel_id,
+                    change=render(part, channel_id, settings.profile),
+                    kind=part.kind.value,
+                    lane=lane_of(part.kind, settings.stock_lane),
+                    projected_at=now,
+                    due_at=due_at(part.effective_from, now, settings.lead_time),
+                    change_log=settings.mode == DeliveryMode.STREAM,
+                )
+                took = took or seq is not None
+            if took:
                 taken.append(channel_id)
         return taken
