@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from retail_common.messaging import event_subject
 from retail_inventory import events
 from retail_inventory.domain.ats import Position, ats
 
@@ -59,3 +60,15 @@ def test_availability_changed_matches_formula(row):
     assert [c.channel_id for c in event.channels] == sorted(expected)
     assert event.version == 7
     assert event.change_time.ToDatetime(tzinfo=UTC) == row["updated_at"]
+
+
+@given(
+    st.sampled_from(["AvailabilityChanged", "ReservationChanged"]),
+    st.lists(
+        st.one_of(st.text(), st.text("AZaz09_-.% *>", max_size=6), st.sampled_from(["sku-00001", "A", ""])),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_subjects_are_event_subject_for_any_id(event, key):
+    assert events.subject(event, *key) == event_subject("inventory", events.event_name(event), *key)

@@ -6,6 +6,7 @@ in the transaction of the change; each carries the full state and the outbox's a
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -17,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from retail.inventory.v1 import events_pb2, location_pb2, reservation_pb2, stock_pb2, threshold_pb2
 from retail_common.db import Connection
-from retail_common.messaging import OutboxEvent, event_name, event_subject
+from retail_common.messaging import OutboxEvent, event_name, event_subject, subject_token
 from retail_inventory.domain.ats import Fence, Position, ats
 
 __all__ = [
@@ -48,9 +49,20 @@ class EventWriter(Protocol):
     ) -> list[tuple[uuid.UUID, int]]: ...
 
 
+# Ids made only of token-safe characters are their own subject token (subject_token's identity case).
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@functools.lru_cache(maxsize=64)
+def _subject_prefix(event: str) -> str:
+    return event_subject(DOMAIN, event_name(event))
+
+
 def subject(event: str, *key: str) -> str:
-    """`retail.inventory.v1.<snake_case event>.<key tokens>` (the suite's one subject convention)."""
-    return event_subject(DOMAIN, event_name(event), *key)
+    """`retail.inventory.v1.<snake_case event>.<key tokens>` (the suite's one subject convention, as
+    event_subject builds it); usual ids skip the per-character encoder, a snapshot load names 10^5."""
+    tokens = [k if _PLAIN_TOKEN.fullmatch(k) else subject_token(k) for k in key]
+    return ".".join([_subject_prefix(event), *tokens])
 
 
 def ts(value: datetime | None) -> Timestamp | None:
