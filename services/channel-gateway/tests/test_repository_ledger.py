@@ -140,3 +140,39 @@ async def test_change_log_cursor_ack_prune_and_resync(pool) -> None:
         resynced = await ledger.changes_after(conn, "pos", cursor, 100)
     assert sorted((r.entity_key, r.version, r.resync) for r in resynced) == [
         ("price/A", 2, True), ("price/B", 1, True), ("price/C", 1, True)]  # fmt: skip
+
+
+async def test_projecting_several_entities_at_once_keeps_the_version_rule_and_the_change_log(pool) -> None:
+    """project_many (a store group's per-store prices): each entity takes the change only if newer, seqs
+    follow the given order, and the change log gets exactly the entities that took it."""
+    await make_channel(pool, "pos", DeliveryMode.STREAM)
+
+    async def many(version: int, *stores: str) -> list[int]:
+        changes = [
+            changes_pb2.ChannelChange(channel_id="pos", entity_key=f"price/A/{s}", version=version)
+            for s in stores
+        ]
+        async with transaction(pool) as conn:
+            return await ledger.project_many(
+                conn, channel_id="pos", changes=changes, kind="PRICE", lane=Lane.FAST, projected_at=T0,
+                due_at=T0, change_log=True,
+            )  # fmt: skip
+
+    first = await many(2, "s1", "s2")
+    assert len(first) == 2
+    assert await many(2, "s1", "s2") == []  # duplicate
+    late = await many(1, "s1", "s2", "s3")  # an older change: only the entity that had nothing takes it
+    assert len(late) == 1
+    assert late[0] > max(first)
+    rows = await pool.fetch(
+        "select entity_key, projected_version, seq from delivery_ledger where channel_id = 'pos' order by seq"
+    )
+    assert [(r["entity_key"], r["projected_version"]) for r in rows] == [
+        ("price/A/s1", 2), ("price/A/s2", 2), ("price/A/s3", 1),
+    ]  # fmt: skip
+    logged = await pool.fetch(
+        "select seq, entity_key, version from change_log where channel_id = 'pos' order by seq"
+    )
+    assert [(r["seq"], r["entity_key"], r["version"]) for r in logged] == [
+        (r["seq"], r["entity_key"], r["projected_version"]) for r in rows
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 from retail_channel_gateway.domain.changes import DomainChange, lane_of
 from retail_channel_gateway.domain.ledger import due_at
@@ -55,24 +56,29 @@ class Projector:
         now = self._clock.now()
         taken = []
         for channel_id in targets:
-            record = by_id[channel_id]
-            settings = record.settings
-            parts = [change]
-            if splits_prices(bool(settings.currency), record.location_ids):
-                parts = per_location(change, record.location_ids)
-            took = False
-            for part in parts:
-                seq = await self._ledger.project(
-                    conn,
-                    channel_id=channel_id,
-                    change=render(part, channel_id, settings.profile),
-                    kind=part.kind.value,
-                    lane=lane_of(part.kind, settings.stock_lane),
-                    projected_at=now,
-                    due_at=due_at(part.effective_from, now, settings.lead_time),
-                    change_log=settings.mode == DeliveryMode.STREAM,
-                )
-                took = took or seq is not None
-            if took:
+            if await self._project(conn, by_id[channel_id], change, now):
                 taken.append(channel_id)
         return taken
+
+    async def _project(
+        self, conn: Connection, record: ChannelRecord, change: DomainChange, now: datetime
+    ) -> bool:
+        settings = record.settings
+        channel_id = record.channel_id
+        kind, lane = change.kind.value, lane_of(change.kind, settings.stock_lane)
+        due = due_at(change.effective_from, now, settings.lead_time)
+        stream = settings.mode == DeliveryMode.STREAM
+        if splits_prices(bool(settings.currency), record.location_ids):
+            parts = [
+                render(p, channel_id, settings.profile) for p in per_location(change, record.location_ids)
+            ]
+            seqs = await self._ledger.project_many(
+                conn, channel_id=channel_id, changes=parts, kind=kind, lane=lane, projected_at=now,
+                due_at=due, change_log=stream,
+            )  # fmt: skip
+            return bool(seqs)
+        seq = await self._ledger.project(
+            conn, channel_id=channel_id, change=render(change, channel_id, settings.profile), kind=kind,
+            lane=lane, projected_at=now, due_at=due, change_log=stream,
+        )  # fmt: skip
+        return seq is not None
