@@ -185,6 +185,10 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
 
         # one change spanning both stores: the base list and s2's own list in one change set
         await approve(add("base", "A", "20.00", start), add("s2-list", "A", "18.00", start))
+        await market.wait_until(lambda: any(r.kind == "CHANGE_KIND_PRICE" for r in market.received))
+        for received in market.received:  # before: one "price/A" for both stores, composed for one of them
+            if received.kind == "CHANGE_KIND_PRICE":
+                assert received.entity_key in ("price/A/s1", "price/A/s2"), received
         await market.wait_until(lambda: latest("s1") != (None, None) and latest("s2") != (None, None))
         assert latest("s1") == (Decimal("20.00"), Decimal("20.00"))
         assert latest("s2") == (Decimal("18.00"), Decimal("16.20"))  # its own list, 10% off at s2 only
