@@ -558,6 +558,7 @@ def _build_resolved(resolved: Resolved) -> resolution_pb2.ResolvedPrice:
 _Answer = tuple[object, Amounts, Decimal, datetime, Amounts | None, str, str, resolution_pb2.ResolvedPrice]
 _ANSWERS: dict[int, _Answer] = {}
 _ANSWERS_BOUND = 200_000
+_last_at: list[Any] = [None, 0, 0]  # the last instant written and its Timestamp seconds and nanos
 
 
 def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> None:
@@ -590,7 +591,12 @@ def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> N
             _build_resolved(resolved),
         )
     target.CopyFrom(hit[7])
-    _set_timestamp(target.at_time, query.at)
+    at = query.at
+    if at != _last_at[0]:  # a batch's queries mostly share their instant (the batch's "now")
+        delta = at - _EPOCH
+        _last_at[:] = at, delta.days * 86_400 + delta.seconds, delta.microseconds * 1000
+    at_time = target.at_time
+    at_time.seconds, at_time.nanos = _last_at[1], _last_at[2]
 
 
 def resolved_to_proto(resolved: Resolved) -> resolution_pb2.ResolvedPrice:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from retail_pricing.domain.errors import RuleError
 from retail_pricing.domain.history import Period, breakpoints, effective_since, periods, reference_price
@@ -40,8 +41,7 @@ class ProductInfo:
     tax_class: str
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):  # a tuple: built once per resolved query, several times cheaper than a dataclass
     query: PriceQuery
     winner: Applicable
     amounts: Amounts
@@ -102,20 +102,20 @@ class Pricer:
     def resolve(
         self, query: PriceQuery, product: ProductInfo, entries: Sequence[PriceEntry]
     ) -> Resolved | None:
-        self._check(product)
-        location = self._location(query)
+        if not product.active:
+            self._check(product)
+        location = self.locations.get(query.location_id) if query.location_id else None
         items = applicable_prepared(query, self._prepare(entries), location)
-        winner = pick_winner(items, query.at, query.quantity)
+        at = query.at
+        winner = pick_winner(items, at, query.quantity)
         if winner is None:
             return None
         timeline = self.tax_rates.timeline(query_region(query, location), product.tax_class)
         start, starts = winner.bounds[0], timeline.starts
-        if len(items) == 1 and (
-            len(starts) == 1 or bisect_right(starts, start) == bisect_right(starts, query.at)
-        ):
+        if len(items) == 1 and (len(starts) == 1 or bisect_right(starts, start) == bisect_right(starts, at)):
             # A lone candidate and no rate change since its start: its price has held since then, and
             # nothing applied before (what effective_since / reference_price find, without the search).
-            rate = timeline.at(query.at)
+            rate = timeline.at(at)
             amounts = split_tax(winner.entry.amount, winner.price_list.tax_treatment, rate, query.currency)
             return Resolved(query, winner, amounts, rate, start, None)
         price_of = _PriceOf(query.currency, timeline)

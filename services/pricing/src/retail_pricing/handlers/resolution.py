@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail.pricing.v1 import resolution_pb2
@@ -22,7 +22,7 @@ from retail_pricing.domain.errors import NotFoundError, RuleError, Violation
 from retail_pricing.domain.model import PriceQuery
 from retail_pricing.domain.money import is_currency
 from retail_pricing.domain.pricer import Pricer, Resolved
-from retail_pricing.domain.products import validate_id
+from retail_pricing.domain.products import ID_PATTERN, validate_id
 from retail_pricing.domain.resolution import Outcome
 from retail_pricing.handlers.common import Deps, raise_if
 
@@ -80,25 +80,41 @@ async def resolve_price(deps: Deps, request: pb.ResolvePriceRequest) -> pb.Resol
     return pb.ResolvePriceResponse(price=resolved_to_proto(_resolve(pricer, query, data, "query")))
 
 
+def _batch_query(
+    deps: Deps, q: resolution_pb2.PriceQuery, i: int, now: datetime, problems: list[Violation]
+) -> PriceQuery:
+    """`query_from_proto` for a batch's query: the checks first, the violations' paths only if one fails."""
+    sku, currency, quantity = q.sku, q.currency_code, q.quantity
+    if ID_PATTERN.match(sku) is None or not is_currency(currency) or quantity < 0:
+        return query_from_proto(deps, q, f"queries[{i}]", problems)
+    at = timestamp(q.at_time) if q.HasField("at_time") else now
+    return PriceQuery(
+        sku, currency, at, q.channel_id, q.location_id, q.region_id, q.customer_segment, quantity or 1
+    )
+
+
 async def batch_resolve_prices(
     deps: Deps, request: pb.BatchResolvePricesRequest
 ) -> pb.BatchResolvePricesResponse:
     if not 1 <= len(request.queries) <= MAX_BATCH_QUERIES:
         raise_if([Violation("queries", f"1 to {MAX_BATCH_QUERIES} queries")])
     problems: list[Violation] = []
-    queries = [query_from_proto(deps, q, f"queries[{i}]", problems) for i, q in enumerate(request.queries)]
+    now = deps.clock.now()  # one reading: the batch's queries without an instant resolve at the same one
+    queries = [_batch_query(deps, q, i, now, problems) for i, q in enumerate(request.queries)]
     raise_if(problems)
     pricer = await deps.catalog.pricer()
     data = await deps.catalog.skus([q.sku for q in queries])
     response = pb.BatchResolvePricesResponse()
+    add = response.results.add
+    resolve = pricer.resolve
     for query in queries:
-        result = response.results.add()
+        result = add()
         sku_data = data[query.sku]
         if sku_data.product is None:
             result.error.code, result.error.message = "INVALID_ARGUMENT", f"unknown SKU {query.sku!r}"
             continue
         try:
-            resolved = pricer.resolve(query, sku_data.product, sku_data.entries)
+            resolved = resolve(query, sku_data.product, sku_data.entries)
         except RuleError as exc:
             result.error.code, result.error.message = "FAILED_PRECONDITION", exc.description
             continue
