@@ -75,3 +75,17 @@ async def test_an_update_naming_several_locations_gets_no_amounts() -> None:
     assert not change.price.HasField("list_price")
     assert not change.price.HasField("sale_price")
     assert list(change.price.location_ids) == ["s1", "s2"]
+
+
+async def test_a_channel_wide_update_of_a_channel_serving_several_stores_gets_no_amounts() -> None:
+    """A row projected before per-store entities (a chain-wide change, no location named): no single
+    amount is right for every store of the group."""
+    change = changes_pb2.ChannelChange(
+        kind=channel_pb2.CHANGE_KIND_PRICE, price=changes_pb2.PriceUpdate(sku="A")
+    )
+    nowhere = grpc.aio.insecure_channel("127.0.0.1:1")
+    try:
+        await PriceComposer(nowhere, NoPromotions(), timeout=0.5).compose("pos", "EUR", [change], STORES)
+    finally:
+        await nowhere.close(None)
+    assert not change.price.HasField("list_price")

@@ -135,6 +135,7 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
     pool = await create_pool(database_url, min_size=1, max_size=2)
     clients = Clients(pool, gateway.address)
     market = FakeMarketplace(b"")
+    kiosk_market = FakeMarketplace(b"")  # a one-store channel at s2
     approvals = 0
 
     async def approve(*items: change_sets_pb2.ChangeSetItem) -> None:
@@ -164,8 +165,15 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
         pos = webhook_channel("pos", await market.start())
         pos.kind = channel_pb2.CHANNEL_KIND_POS_STORE_GROUP
         pos.currency_code = "EUR"
-        _, secret = await register(await clients.operator(), pos, ["A"])
+        operator = await clients.operator()
+        _, secret = await register(operator, pos, ["A"])
         market.secret = secret.encode()
+        kiosk = webhook_channel("kiosk", await kiosk_market.start())
+        kiosk.kind = channel_pb2.CHANNEL_KIND_ECOMMERCE
+        kiosk.currency_code = "EUR"
+        kiosk.location_ids[:] = ["s2"]
+        _, secret = await register(operator, kiosk, ["A"])
+        kiosk_market.secret = secret.encode()
         await pricer.BatchUpsertProducts(
             pricing_pb.BatchUpsertProductsRequest(request_id="p", products=[product("A")])
         )
@@ -193,6 +201,17 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
         assert latest("s1") == (Decimal("20.00"), Decimal("20.00"))
         assert latest("s2") == (Decimal("18.00"), Decimal("16.20"))  # its own list, 10% off at s2 only
 
+        # a one-store channel keeps one entity per SKU, composed for its store (not chain-wide: 20.00)
+        def kiosk_latest() -> dict[str, Any] | None:
+            got = [r.change["price"] for r in kiosk_market.received if r.entity_key == "price/A"]
+            return got[-1] if got else None  # type: ignore[return-value]
+
+        await kiosk_market.wait_until(lambda: kiosk_latest() is not None)
+        kiosk_price = kiosk_latest()
+        assert kiosk_price is not None
+        assert _amount(kiosk_price.get("list_price")) == Decimal("18.00")
+        assert kiosk_price.get("location_ids", []) == []  # the channel's one store
+
         # a chain-wide markdown: s1 moves, s2 keeps its own list (at the SKU's newer version)
         await approve(add("md", "A", "22.00", start))
         await market.wait_until(lambda: latest("s1") == (Decimal("22.00"), Decimal("22.00")))
@@ -219,8 +238,10 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
         assert [r for r in market.received if r.entity_key == "price/A/s2" and _amount(
             r.change["price"].get("list_price")) in (Decimal("20.00"), Decimal("22.00"))] == []  # fmt: skip
         assert market.violations == []
+        assert kiosk_market.violations == []
     finally:
         await market.close()
+        await kiosk_market.close()
         for channel in grpc_channels:
             await channel.close(None)
         await clients.close()

@@ -98,7 +98,7 @@ class Reconciler:
                 for field in ("list_price", "sale_price", "reference_price"):
                     copy.price.ClearField(field)
                 fresh.append(copy)
-            await self._composer.compose(channel.channel_id, currency, fresh)
+            await self._composer.compose(channel.channel_id, currency, fresh, channel.location_ids)
             for (entity_key, change), truth in zip(chunk, fresh, strict=True):
                 if truth.price == change.price:
                     continue

@@ -22,12 +22,17 @@ __all__ = ["PriceComposer"]
 _PROMOTION_CONCURRENCY = 16
 
 
-def _location(update: changes_pb2.PriceUpdate) -> str | None:
-    """The one location an update is presented for ("" = channel-wide); None when it names several,
-    which one amount cannot be right for."""
+def _location(update: changes_pb2.PriceUpdate, served: Sequence[str]) -> str | None:
+    """The one location an update's amounts are for ("" = the channel as a whole); None when the update
+    stands for several locations, which one amount cannot be right for. A channel-wide update is its
+    one location's price when the channel serves one, and has no single price when it serves several."""
     if len(update.location_ids) > 1:
         return None
-    return update.location_ids[0] if update.location_ids else ""
+    if update.location_ids:
+        return update.location_ids[0]
+    if len(served) > 1:
+        return None
+    return served[0] if served else ""
 
 
 class PriceComposer:
@@ -37,12 +42,17 @@ class PriceComposer:
         self._timeout = timeout
 
     async def compose(
-        self, channel_id: str, currency: str, changes: Sequence[changes_pb2.ChannelChange]
+        self,
+        channel_id: str,
+        currency: str,
+        changes: Sequence[changes_pb2.ChannelChange],
+        served: Sequence[str] = (),
     ) -> None:
         """Fill the amounts of the batch's price changes in place, each for its own location (one batched
-        pricing call; one promotion call per location in the batch). An update naming several locations
-        gets no amounts: never one location's price presented for another (projection gives channels
-        with amounts one entity per location; only rows projected before that can name several).
+        pricing call; one promotion call per location in the batch). `served`: the channel's locations.
+        An update standing for several locations gets no amounts: never one location's price presented
+        for another (projection gives such channels one entity per location; only rows projected before
+        that, or before the channel served several locations, can stand for several).
         Raises on a dependency failure (the caller retries the batch later without blaming the channel)."""
         updates = []
         for change in changes:
@@ -50,7 +60,7 @@ class PriceComposer:
                 continue
             for field in ("list_price", "sale_price", "reference_price"):
                 change.price.ClearField(field)  # a resent row may hold amounts composed earlier
-            location = _location(change.price)
+            location = _location(change.price, served)
             if location is not None:
                 updates.append((location, change.price))
         if not updates:

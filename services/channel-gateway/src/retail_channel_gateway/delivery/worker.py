@@ -76,6 +76,7 @@ class ChannelWorker:
         self._channels = ChannelRepository()
         self._ledger = LedgerRepository()
         self._settings: DeliverySettings | None = None
+        self._served: tuple[str, ...] = ()  # the channel's locations, for composed prices
         self._breaker: CircuitBreaker | None = None
         self._bucket: TokenBucket | None = None
         self._stored_state: BreakerState | None = None
@@ -219,7 +220,7 @@ class ChannelWorker:
         if self._composer is None or not settings.currency:
             return True
         try:
-            await self._composer.compose(self.channel_id, settings.currency, changes)
+            await self._composer.compose(self.channel_id, settings.currency, changes, self._served)
         except (DomainError, grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
             _log.warning("channel %s: cannot compose prices now: %s", self.channel_id, exc)
             return False
@@ -242,6 +243,7 @@ class ChannelWorker:
             record = await self._channels.get(conn, self.channel_id, count_assortment=False)
         if record is None or not record.active:
             return None
+        self._served = record.location_ids
         return record.settings
 
     def _governors(self, settings: DeliverySettings) -> tuple[CircuitBreaker, TokenBucket]:
