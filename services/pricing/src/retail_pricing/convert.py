@@ -564,7 +564,8 @@ _last_at: list[Any] = [None, 0, 0]  # the last instant written and its Timestamp
 def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> None:
     """Write a resolution into `target` (the hot path of ResolvePrice / BatchResolvePrices): one copy of
     the answer built for an identical resolution before (compared by the identity of its cached parts,
-    so a miss only costs a rebuild), then the query's instant."""
+    so a miss only costs a rebuild; the rate by value, as each region's timeline holds its own), then
+    the query's instant."""
     winner = resolved.winner
     query = resolved.query
     hit = _ANSWERS.get(id(winner))
@@ -572,7 +573,7 @@ def fill_resolved(target: resolution_pb2.ResolvedPrice, resolved: Resolved) -> N
         hit is None
         or hit[0] is not winner
         or hit[1] is not resolved.amounts
-        or hit[2] is not resolved.tax_rate
+        or hit[2] != resolved.tax_rate
         or hit[3] != resolved.effective_since
         or hit[4] is not resolved.reference
         or hit[5] != query.currency
