@@ -83,13 +83,18 @@ _JOINED = (
     " nullif(l.default_fences, '{}'::jsonb) as default_fences"
 )
 _KEYS = "(select * from unnest($1::text[], $2::text[]))"
+# Units fenced for other channels (inv_fence_hold), its call skipped without fences (migration 0007).
+_OTHERS = (
+    "case when l.default_fences || s.fences = '{{}}'::jsonb then 0::bigint"
+    " else inv_fence_hold(l.default_fences || s.fences, s.channel_reserved, s.on_hand, {channel}) end"
+)
 # The channel's ($6) figures of a position, computed in SQL by the same formula as the domain.
 _AVAILABILITY = (
     "s.sku, s.location_id, l.region_id, l.channel_ids, s.on_hand, s.reserved_total, s.safety_stock,"
     " (l.active and $6 = any(l.channel_ids)) as sellable,"
     " inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences, s.channel_reserved,"
     " $6) as ats,"
-    " inv_fence_hold(l.default_fences || s.fences, s.channel_reserved, s.on_hand, $6) as others,"
+    f" {_OTHERS.format(channel='$6')} as others,"
     " coalesce(inv_fence_units((l.default_fences || s.fences) -> $6, s.on_hand), 0) as own_fence,"
     " coalesce((s.channel_reserved ->> $6)::bigint, 0) as own_reserved"
 )
@@ -104,7 +109,7 @@ _AT_LOCATION_TOTAL = (
 )
 _AT_LOCATION = (
     f"{_AT_LOCATION_TOTAL}, s.on_hand, s.reserved_total, s.safety_stock,"
-    " inv_fence_hold(l.default_fences || s.fences, s.channel_reserved, s.on_hand, $3),"
+    f" {_OTHERS.format(channel='$3')},"
     " coalesce(inv_fence_units((l.default_fences || s.fences) -> $3, s.on_hand), 0),"
     f" coalesce((s.channel_reserved ->> $3)::bigint, 0), {_SELLABLE}"
 )
