@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import asyncpg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -164,6 +165,17 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
             return all([await truth(s) is not None for s in SKUS])
 
         await eventually(priced, "pricing resolves at s1")
+
+        async def promotion_knows_s1() -> bool:
+            # promotion evaluates per location from its replica of inventory's locations (an unknown
+            # location is INVALID_ARGUMENT there), filled by the same events a moment later
+            conn = await asyncpg.connect(promotion_db)
+            try:
+                return bool(await conn.fetchval("select count(*) from locations where location_id = 's1'"))
+            finally:
+                await conn.close()
+
+        await eventually(promotion_knows_s1, "promotion's location replica has s1")
         operator = await clients.operator()
         web_key, _ = await register(operator, webhook_channel("web", "http://127.0.0.1:1/x"), SKUS)
         app_key, _ = await register(operator, webhook_channel("app", "http://127.0.0.1:1/x"), SKUS)
