@@ -19,8 +19,13 @@ from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail_channel_gateway.domain.money import from_money
 from retail_channel_gateway.testing import FakeMarketplace
-from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
-from retail_common.auth import CredentialStore
+from retail_channel_gateway.testing.harness import (
+    Clients,
+    eventually,
+    register,
+    register_keys,
+    webhook_channel,
+)
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
 from retail_common.db import create_pool, migrate, transaction
@@ -42,15 +47,6 @@ async def databases(postgres_server):
     yield [db.dsn for db in dbs]
     for db in dbs:
         await db.drop()
-
-
-async def _register(dsn: str, entries) -> None:
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        for key, who, kind, roles in entries:
-            await CredentialStore(pool).register(key, who, kind, roles)
-    finally:
-        await pool.close()
 
 
 async def seed_campaign(dsn: str) -> None:
@@ -79,12 +75,12 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
     common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true", "DB_POOL_MAX": "4"}
     inventory = await start_service("retail_inventory", {**common, "DATABASE_URL": inventory_db})
     pricing = await start_service("retail_pricing", {**common, "DATABASE_URL": pricing_db})
-    await _register(pricing_db, [
+    await register_keys(pricing_db, [
         (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
         (ops_key, "ops", PrincipalKind.OPERATOR, ["pricing.operator"]),
         (approver_key, "approver", PrincipalKind.OPERATOR, ["pricing.approver"]),
     ])  # fmt: skip
-    await _register(inventory_db, [
+    await register_keys(inventory_db, [
         (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
         (wms_key, "wms", PrincipalKind.OPERATOR, ["inventory.operator"]),
     ])  # fmt: skip
@@ -99,7 +95,7 @@ async def test_offers_and_quotes_compose_pricing_promotion_and_inventory_for_the
     approver = stub(pricing.address, approver_key, pricing_service_pb2_grpc.PricingServiceStub)
     wms = stub(inventory.address, wms_key, inventory_service_pb2_grpc.InventoryServiceStub)
     await seed_campaign(promotion_db)
-    await _register(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
+    await register_keys(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
     promotion = await start_service("retail_promotion", {
         **common, "DATABASE_URL": promotion_db, "SERVICE_CREDENTIAL": service_key.get_secret_value(),
         "PRICING_TARGET": pricing.address, "INVENTORY_RESERVATION_TARGET": inventory.address,

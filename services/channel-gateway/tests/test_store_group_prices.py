@@ -22,9 +22,9 @@ from retail_channel_gateway.testing.harness import (
     eventually,
     publish,
     register,
+    register_keys,
     webhook_channel,
 )
-from retail_common.auth import CredentialStore
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
 from retail_common.db import create_pool, migrate, transaction
@@ -46,15 +46,6 @@ async def databases(postgres_server):
     yield [db.dsn for db in dbs]
     for db in dbs:
         await db.drop()
-
-
-async def _register(dsn: str, entries) -> None:
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        for key, who, kind, roles in entries:
-            await CredentialStore(pool).register(key, who, kind, roles)
-    finally:
-        await pool.close()
 
 
 async def _seed_campaign_at_s2(dsn: str) -> None:
@@ -110,13 +101,13 @@ async def test_each_store_of_a_store_group_gets_its_own_list_and_sale_price(
     service_key, ops_key, approver_key = (generate_key()[1] for _ in range(3))
     common = {"NATS_URL": nats_server.url, "OTEL_SDK_DISABLED": "true", "DB_POOL_MAX": "3"}
     pricing = await start_service("retail_pricing", {**common, "DATABASE_URL": pricing_db})
-    await _register(pricing_db, [
+    await register_keys(pricing_db, [
         (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
         (ops_key, "ops", PrincipalKind.OPERATOR, ["pricing.operator"]),
         (approver_key, "approver", PrincipalKind.OPERATOR, ["pricing.approver"]),
     ])  # fmt: skip
     await _seed_campaign_at_s2(promotion_db)
-    await _register(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
+    await register_keys(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
     promotion = await start_service("retail_promotion", {
         **common, "DATABASE_URL": promotion_db, "SERVICE_CREDENTIAL": service_key.get_secret_value(),
         # sale prices of single units need pricing only; inventory serves guardrails, unused here

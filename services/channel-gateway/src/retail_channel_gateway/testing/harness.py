@@ -26,6 +26,7 @@ from retail.inventory.v1 import events_pb2 as inventory_events
 from retail.pricing.v1 import events_pb2 as pricing_events
 from retail_common.auth import CredentialStore, parse_key
 from retail_common.context import PrincipalKind
+from retail_common.db import create_pool
 from retail_common.errors import ErrorDetails, parse_error
 from retail_common.grpcx import connect
 from retail_common.messaging import SUITE_STREAMS, Envelope, ensure_streams, event_subject, new_event_id
@@ -38,6 +39,7 @@ __all__ = [
     "publish",
     "refused",
     "register",
+    "register_keys",
     "secret_of",
     "stream_channel",
     "webhook_channel",
@@ -132,6 +134,19 @@ async def register(
         )
     )
     return issued.issued.api_key, created.webhook_signing_secret
+
+
+KeyEntry = tuple[SecretStr, str, PrincipalKind, list[str]]
+
+
+async def register_keys(dsn: str, entries: list[KeyEntry]) -> None:
+    """Register (key, principal id, kind, roles) in the credential table of the database at `dsn`."""
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        for key, who, kind, roles in entries:
+            await CredentialStore(pool).register(key, who, kind, roles)
+    finally:
+        await pool.close()
 
 
 def secret_of(api_key: str) -> str:
