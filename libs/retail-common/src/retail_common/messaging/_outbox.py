@@ -43,6 +43,36 @@ select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], 
 """
 
 
+# append_select: one event per row of the caller's SELECT, set-based. The bump takes the version rows'
+# locks in key order (as _BUMP_MANY does); the outbox rows are inserted in key order too, so for one
+# aggregate the outbox ids stay in version order. The writer's own parameters are numbered after the
+# caller's. The event id is a UUIDv7: the call's millisecond timestamp and version nibble (7 bytes, one
+# per call), then 9 random bytes of a v4 UUID (its bytes 7-15, whose variant bits are already right).
+_APPEND_SELECT = """
+with s as materialized ({source}),
+bumped as (
+    insert into aggregate_versions (aggregate_type, aggregate_key, version)
+    select ${a_type}, s.aggregate_key, 1 from s order by s.aggregate_key
+    on conflict (aggregate_type, aggregate_key)
+    do update set version = aggregate_versions.version + 1
+    returning aggregate_key, version as aggregate_version
+)
+insert into outbox (event_id, subject, event_type, schema_version, aggregate_type, aggregate_key,
+                    aggregate_version, payload, occurred_at, traceparent, tracestate)
+select encode(${id_prefix}::bytea || substring(uuid_send(gen_random_uuid()) from 8 for 9), 'hex')::uuid,
+       s.subject, ${e_type}, ${schema}, ${a_type}, s.aggregate_key, b.aggregate_version, ({payload}),
+       ${occurred}, ${traceparent}, ${tracestate}
+from s join bumped b on b.aggregate_key = s.aggregate_key
+order by s.aggregate_key
+"""
+
+
+def _id_prefix(instant: datetime) -> bytes:
+    """The first 7 bytes of a UUIDv7 at `instant`: 48-bit Unix milliseconds, version 7, 4 random bits."""
+    millis = int(instant.timestamp() * 1000)
+    return millis.to_bytes(6, "big") + bytes([0x70 | (uuid.uuid4().bytes[0] & 0x0F)])
+
+
 @dataclass(frozen=True)
 class OutboxEvent:
     """One event for `OutboxWriter.append_many`; `payload` may be a callable of the new version."""
@@ -66,7 +96,8 @@ class OutboxWriter:
     The version bump is an upsert on `aggregate_versions`, which holds that row's lock until the caller
     commits: concurrent writers of one aggregate serialise, so versions are 1..n without gaps among
     committed transactions (a rollback rolls its bump back too), and for one aggregate the outbox ids
-    are in version order. Any number of events costs two statements (bulk writers use append_many).
+    are in version order. Any number of events costs two statements (bulk writers use append_many), or
+    one with append_select when the caller can build the payloads in SQL.
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -143,3 +174,49 @@ class OutboxWriter:
             results.append((event_id, version))
         await conn.execute(_INSERT_MANY, *columns)
         return results
+
+    async def append_select(
+        self,
+        conn: Connection,
+        *,
+        source: str,
+        payload: str,
+        event_type: str,
+        aggregate_type: str,
+        args: Sequence[object] = (),
+        schema_version: int = 1,
+    ) -> int:
+        """Write one event per row of `source`, set-based (one statement whatever the count): for bulk
+        changes whose events can be built in SQL, where append_many's per-event Python is the cost.
+
+        `source` is a trusted SELECT (never user input) over the caller's parameters `args` ($1..$n)
+        with at least the columns `aggregate_key` (unique among its rows: one event per aggregate per
+        call, Postgres refuses a second bump of one row) and `subject`. `payload` is a SQL expression of
+        type bytea over the source's columns (alias `s`) and `b.aggregate_version`, the aggregate's new
+        version (bumped by one, exactly as append_many would). Same rows as append_many writes:
+        occurred_at from the writer's clock, the trace headers of the current span, UUIDv7 event ids.
+        Returns the number of events written.
+        """
+        if not conn.is_in_transaction():
+            raise RuntimeError("OutboxWriter.append must run inside the caller's transaction")
+        if schema_version < 1:
+            raise ValueError("schema_version must be >= 1")
+        n = len(args)
+        names = ("a_type", "e_type", "schema", "occurred", "id_prefix", "traceparent", "tracestate")
+        sql = _APPEND_SELECT.format(
+            source=source, payload=payload, **{name: n + 1 + i for i, name in enumerate(names)}
+        )
+        traceparent, tracestate = current_trace_headers()
+        now = self._clock.now().astimezone(UTC)
+        status = await conn.execute(
+            sql,
+            *args,
+            aggregate_type,
+            event_type,
+            schema_version,
+            now,
+            _id_prefix(now),
+            traceparent,
+            tracestate,
+        )
+        return int(status.split()[-1])
