@@ -221,17 +221,23 @@ class CampaignUpdate(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     state: _builtins.str
+    location_id: _builtins.str
+    """For a store channel (POS store group): the one store this copy is for (entity key
+    `campaign/<id>/<location>`; each store applies and acknowledges its own). Empty for other channels.
+    """
     def __init__(
         self,
         *,
         campaign_id: _builtins.str = ...,
         state: _builtins.str = ...,
+        location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "location_id", b"location_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,8 +102,9 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_RESERVATION: _ChangeKind.ValueType  # 7
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
-    """What a change is about. Entity keys: "price/<sku>", "availability/<sku>/<location>",
-    "promotion/<promotion_id>/<scope>", "campaign/<campaign_id>", "product/<sku>",
+    """What a change is about. Entity keys: "price/<sku>" ("price/<sku>/<location>" per store for store
+    groups with composed prices), "availability/<sku>/<location>", "promotion/<promotion_id>/<scope>",
+    "campaign/<campaign_id>" ("campaign/<campaign_id>/<location>" per store for POS store groups), "product/<sku>",
     "location/<location_id>", "reservation/<reservation_id>".
     """
 
@@ -212,11 +213,17 @@ class DeliveryPolicy(_message.Message):
     """Lane of bulk stock changes relative to price/promotion changes (see Lane)."""
     @_builtins.property
     def webhook(self) -> Global___WebhookTarget:
-        """HMAC-signed HTTPS POSTs to the channel's endpoint."""
+        """HMAC-signed HTTPS POSTs to the channel's endpoint. For a POS store group, per-store entities
+        (e.g. "campaign/<id>/<location>") go in requests of one store each, named by the
+        `Retail-Location` header: the group's store gateway forwards them and its answer is that store's.
+        """
 
     @_builtins.property
     def nats_subject(self) -> Global___NatsSubjectTarget:
-        """Messages on `retail.delivery.v1.<channel token>.<kind>` in the DELIVERY stream."""
+        """Messages on `retail.delivery.v1.<channel token>.<kind>` in the DELIVERY stream; per-store entities
+        of a POS store group on `retail.delivery.v1.<channel token>.<kind>.<location token>`, so each store
+        subscribes to its own subject (and `<kind>` alone for the group-wide changes).
+        """
 
     @_builtins.property
     def change_stream(self) -> Global___ChangeStreamTarget:

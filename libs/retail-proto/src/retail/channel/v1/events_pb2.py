@@ -27,17 +27,17 @@ from retail.channel.v1 import channel_pb2 as retail_dot_channel_dot_v1_dot_chann
 from retail.channel.v1 import health_pb2 as retail_dot_channel_dot_v1_dot_health__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eretail/channel/v1/events.proto\x12\x11retail.channel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fretail/channel/v1/channel.proto\x1a\x1eretail/channel/v1/health.proto\"\xf5\x01\n\x14\x44\x65liveryStateChanged\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.retail.channel.v1.ChangeKind\x12\x16\n\x0e\x65ntity_version\x18\x04 \x01(\x03\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .retail.channel.v1.DeliveryState\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x01\n\x14\x43hannelHealthChanged\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x36\n\tcondition\x18\x02 \x01(\x0e\x32#.retail.channel.v1.ChannelCondition\x12\x36\n\rbreaker_state\x18\x03 \x01(\x0e\x32\x1f.retail.channel.v1.BreakerState\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x90\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x01\x12\x1f\n\x1b\x44\x45LIVERY_STATE_ACKNOWLEDGED\x10\x02\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eretail/channel/v1/events.proto\x12\x11retail.channel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fretail/channel/v1/channel.proto\x1a\x1eretail/channel/v1/health.proto\"\x8b\x02\n\x14\x44\x65liveryStateChanged\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.retail.channel.v1.ChangeKind\x12\x16\n\x0e\x65ntity_version\x18\x04 \x01(\x03\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .retail.channel.v1.DeliveryState\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clocation_ids\x18\x08 \x03(\t\"\xec\x01\n\x14\x43hannelHealthChanged\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x36\n\tcondition\x18\x02 \x01(\x0e\x32#.retail.channel.v1.ChannelCondition\x12\x36\n\rbreaker_state\x18\x03 \x01(\x0e\x32\x1f.retail.channel.v1.BreakerState\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xac\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x01\x12\x1f\n\x1b\x44\x45LIVERY_STATE_ACKNOWLEDGED\x10\x02\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x03\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.channel.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATE']._serialized_start=639
-  _globals['_DELIVERYSTATE']._serialized_end=783
+  _globals['_DELIVERYSTATE']._serialized_start=661
+  _globals['_DELIVERYSTATE']._serialized_end=833
   _globals['_DELIVERYSTATECHANGED']._serialized_start=152
-  _globals['_DELIVERYSTATECHANGED']._serialized_end=397
-  _globals['_CHANNELHEALTHCHANGED']._serialized_start=400
-  _globals['_CHANNELHEALTHCHANGED']._serialized_end=636
+  _globals['_DELIVERYSTATECHANGED']._serialized_end=419
+  _globals['_CHANNELHEALTHCHANGED']._serialized_start=422
+  _globals['_CHANNELHEALTHCHANGED']._serialized_end=658
 # @@protoc_insertion_point(module_scope)

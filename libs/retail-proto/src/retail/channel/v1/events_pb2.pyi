@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from retail.channel.v1 import channel_pb2 as _channel_pb2
 from retail.channel.v1 import health_pb2 as _health_pb2
@@ -31,6 +33,11 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     DELIVERY_STATE_ACKNOWLEDGED: _DeliveryState.ValueType  # 2
     DELIVERY_STATE_DEAD_LETTERED: _DeliveryState.ValueType  # 3
     """Retries exhausted: a dead letter holds it until replay."""
+    DELIVERY_STATE_PENDING: _DeliveryState.ValueType  # 4
+    """Projected and queued for `location_ids`, not delivered yet: emitted once per projection of a
+    per-store entity, so the deployment ledger knows every store it waits for (the full set of that
+    projection; stores no longer listed are no longer targeted).
+    """
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
 
@@ -39,6 +46,11 @@ DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 1
 DELIVERY_STATE_ACKNOWLEDGED: DeliveryState.ValueType  # 2
 DELIVERY_STATE_DEAD_LETTERED: DeliveryState.ValueType  # 3
 """Retries exhausted: a dead letter holds it until replay."""
+DELIVERY_STATE_PENDING: DeliveryState.ValueType  # 4
+"""Projected and queued for `location_ids`, not delivered yet: emitted once per projection of a
+per-store entity, so the deployment ledger knows every store it waits for (the full set of that
+projection; stores no longer listed are no longer targeted).
+"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
@@ -56,6 +68,7 @@ class DeliveryStateChanged(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    LOCATION_IDS_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     entity_key: _builtins.str
     kind: _channel_pb2.ChangeKind.ValueType
@@ -66,6 +79,14 @@ class DeliveryStateChanged(_message.Message):
     """Failure reason for FAILED / DEAD_LETTERED (no secrets)."""
     @_builtins.property
     def change_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The stores this state is about, for entities a store channel (POS store group) receives per store
+        (campaigns: `entity_key` is then the campaign's key and each store has its own ledger entity). One
+        event lists every store of one delivery batch with the same outcome, so 600 stores are a handful of
+        events, not 600. Empty: the channel as a whole (every other channel and kind).
+        """
+
     def __init__(
         self,
         *,
@@ -76,10 +97,11 @@ class DeliveryStateChanged(_message.Message):
         state: Global___DeliveryState.ValueType = ...,
         detail: _builtins.str = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        location_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "channel_id", b"channel_id", "detail", b"detail", "entity_key", b"entity_key", "entity_version", b"entity_version", "kind", b"kind", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "channel_id", b"channel_id", "detail", b"detail", "entity_key", b"entity_key", "entity_version", b"entity_version", "kind", b"kind", "location_ids", b"location_ids", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$retail/promotion/v1/deployment.proto\x12\x13retail.promotion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x12\x43\x61mpaignDeployment\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61mpaign_version\x18\x02 \x01(\x03\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.retail.promotion.v1.DeploymentState\x12\x36\n\x07targets\x18\x04 \x03(\x0b\x32%.retail.promotion.v1.DeploymentTarget\x12?\n\x11remediation_tasks\x18\x05 \x03(\x0b\x32$.retail.promotion.v1.RemediationTask\"\xc7\x01\n\x10\x44\x65ploymentTarget\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .retail.promotion.v1.TargetState\x12\x19\n\x11\x64\x65livered_version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x0fRemediationTask\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32&.retail.promotion.v1.RemediationAction\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t*\xb5\x01\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_STATE_PENDING\x10\x01\x12\x1a\n\x16TARGET_STATE_DELIVERED\x10\x02\x12\x1d\n\x19TARGET_STATE_ACKNOWLEDGED\x10\x03\x12\x17\n\x13TARGET_STATE_FAILED\x10\x04\x12\x1a\n\x16TARGET_STATE_SUSPENDED\x10\x05*\xd8\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEPLOYED\x10\x02\x12\'\n#DEPLOYMENT_STATE_PARTIALLY_DEPLOYED\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x04\x12 \n\x1c\x44\x45PLOYMENT_STATE_ROLLED_BACK\x10\x05*\x87\x01\n\x11RemediationAction\x12\"\n\x1eREMEDIATION_ACTION_UNSPECIFIED\x10\x00\x12&\n\"REMEDIATION_ACTION_REPLAY_DELIVERY\x10\x01\x12&\n\"REMEDIATION_ACTION_RESTORE_CHANNEL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$retail/promotion/v1/deployment.proto\x12\x13retail.promotion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n\x12\x43\x61mpaignDeployment\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61mpaign_version\x18\x02 \x01(\x03\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.retail.promotion.v1.DeploymentState\x12\x36\n\x07targets\x18\x04 \x03(\x0b\x32%.retail.promotion.v1.DeploymentTarget\x12?\n\x11remediation_tasks\x18\x05 \x03(\x0b\x32$.retail.promotion.v1.RemediationTask\x12H\n\x11\x63hannel_summaries\x18\x06 \x03(\x0b\x32-.retail.promotion.v1.ChannelDeploymentSummary\x12\x15\n\rtotal_targets\x18\x07 \x01(\x05\"\xa1\x01\n\x18\x43hannelDeploymentSummary\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0cper_location\x18\x02 \x01(\x08\x12\x0f\n\x07pending\x18\x03 \x01(\x05\x12\x11\n\tdelivered\x18\x04 \x01(\x05\x12\x14\n\x0c\x61\x63knowledged\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x11\n\tsuspended\x18\x07 \x01(\x05\"\xc7\x01\n\x10\x44\x65ploymentTarget\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .retail.promotion.v1.TargetState\x12\x19\n\x11\x64\x65livered_version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x0fRemediationTask\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32&.retail.promotion.v1.RemediationAction\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t*\xb5\x01\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_STATE_PENDING\x10\x01\x12\x1a\n\x16TARGET_STATE_DELIVERED\x10\x02\x12\x1d\n\x19TARGET_STATE_ACKNOWLEDGED\x10\x03\x12\x17\n\x13TARGET_STATE_FAILED\x10\x04\x12\x1a\n\x16TARGET_STATE_SUSPENDED\x10\x05*\xd8\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEPLOYED\x10\x02\x12\'\n#DEPLOYMENT_STATE_PARTIALLY_DEPLOYED\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x04\x12 \n\x1c\x44\x45PLOYMENT_STATE_ROLLED_BACK\x10\x05*\x87\x01\n\x11RemediationAction\x12\"\n\x1eREMEDIATION_ACTION_UNSPECIFIED\x10\x00\x12&\n\"REMEDIATION_ACTION_REPLAY_DELIVERY\x10\x01\x12&\n\"REMEDIATION_ACTION_RESTORE_CHANNEL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retail.promotion.v1.deployment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TARGETSTATE']._serialized_start=679
-  _globals['_TARGETSTATE']._serialized_end=860
-  _globals['_DEPLOYMENTSTATE']._serialized_start=863
-  _globals['_DEPLOYMENTSTATE']._serialized_end=1079
-  _globals['_REMEDIATIONACTION']._serialized_start=1082
-  _globals['_REMEDIATIONACTION']._serialized_end=1217
+  _globals['_TARGETSTATE']._serialized_start=940
+  _globals['_TARGETSTATE']._serialized_end=1121
+  _globals['_DEPLOYMENTSTATE']._serialized_start=1124
+  _globals['_DEPLOYMENTSTATE']._serialized_end=1340
+  _globals['_REMEDIATIONACTION']._serialized_start=1343
+  _globals['_REMEDIATIONACTION']._serialized_end=1478
   _globals['_CAMPAIGNDEPLOYMENT']._serialized_start=95
-  _globals['_CAMPAIGNDEPLOYMENT']._serialized_end=336
-  _globals['_DEPLOYMENTTARGET']._serialized_start=339
-  _globals['_DEPLOYMENTTARGET']._serialized_end=538
-  _globals['_REMEDIATIONTASK']._serialized_start=541
-  _globals['_REMEDIATIONTASK']._serialized_end=676
+  _globals['_CAMPAIGNDEPLOYMENT']._serialized_end=433
+  _globals['_CHANNELDEPLOYMENTSUMMARY']._serialized_start=436
+  _globals['_CHANNELDEPLOYMENTSUMMARY']._serialized_end=597
+  _globals['_DEPLOYMENTTARGET']._serialized_start=600
+  _globals['_DEPLOYMENTTARGET']._serialized_end=799
+  _globals['_REMEDIATIONTASK']._serialized_start=802
+  _globals['_REMEDIATIONTASK']._serialized_end=937
 # @@protoc_insertion_point(module_scope)

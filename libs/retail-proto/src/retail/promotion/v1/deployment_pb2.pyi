@@ -119,17 +119,30 @@ class CampaignDeployment(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     REMEDIATION_TASKS_FIELD_NUMBER: _builtins.int
+    CHANNEL_SUMMARIES_FIELD_NUMBER: _builtins.int
+    TOTAL_TARGETS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     campaign_version: _builtins.int
     """The campaign version the targets are measured against."""
     state: Global___DeploymentState.ValueType
+    total_targets: _builtins.int
+    """Total number of targets (rows of `targets` over every page)."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentTarget]:
-        """One per target channel (and per location for store channels), ordered by channel then location."""
+        """One per target channel (and per location for store channels), ordered by channel then location.
+        A page of them when the request sets page_size (see GetCampaignDeploymentRequest); `state`,
+        `channel_summaries` and `remediation_tasks` always cover every target.
+        """
 
     @_builtins.property
     def remediation_tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___RemediationTask]:
         """Open remediation tasks, one per target that needs an action."""
+
+    @_builtins.property
+    def channel_summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelDeploymentSummary]:
+        """One per target channel: how many of its targets (its stores, for a store channel) are in each
+        state, ordered by channel. Compact view of a 600-store channel.
+        """
 
     def __init__(
         self,
@@ -139,18 +152,62 @@ class CampaignDeployment(_message.Message):
         state: Global___DeploymentState.ValueType = ...,
         targets: _abc.Iterable[Global___DeploymentTarget] | None = ...,
         remediation_tasks: _abc.Iterable[Global___RemediationTask] | None = ...,
+        channel_summaries: _abc.Iterable[Global___ChannelDeploymentSummary] | None = ...,
+        total_targets: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "campaign_version", b"campaign_version", "remediation_tasks", b"remediation_tasks", "state", b"state", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "campaign_version", b"campaign_version", "channel_summaries", b"channel_summaries", "remediation_tasks", b"remediation_tasks", "state", b"state", "targets", b"targets", "total_targets", b"total_targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignDeployment: _TypeAlias = CampaignDeployment  # noqa: Y015
 
 @_typing.final
+class ChannelDeploymentSummary(_message.Message):
+    """Per channel counts of target states."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    PER_LOCATION_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    SUSPENDED_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    per_location: _builtins.bool
+    """True when the channel is tracked per store (a POS store group): its targets carry a location_id."""
+    pending: _builtins.int
+    delivered: _builtins.int
+    acknowledged: _builtins.int
+    failed: _builtins.int
+    suspended: _builtins.int
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        per_location: _builtins.bool = ...,
+        pending: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        acknowledged: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        suspended: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "channel_id", b"channel_id", "delivered", b"delivered", "failed", b"failed", "pending", b"pending", "per_location", b"per_location", "suspended", b"suspended"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelDeploymentSummary: _TypeAlias = ChannelDeploymentSummary  # noqa: Y015
+
+@_typing.final
 class DeploymentTarget(_message.Message):
-    """One channel (or one location of a store channel)."""
+    """One channel (or one location of a store channel: the gateway delivers a campaign to a POS store group
+    once per targeted store it serves, and each store acknowledges or fails on its own).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
