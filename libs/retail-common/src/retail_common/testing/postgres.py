@@ -1,18 +1,20 @@
-"""Postgres for tests and the dev loop: DATABASE_URL, else local 127.0.0.1:5432, else embedded pgserver.
+"""Postgres for tests and the dev loop: DATABASE_URL, else local 127.0.0.1:5432, else an embedded one.
 
 Each test gets its own freshly created database, dropped afterwards, so tests never see each other's rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from retail_common.testing.embedded_postgres import EmbeddedPostgres, start_embedded
 
 __all__ = ["PostgresServer", "TestDatabase", "locate_postgres"]
 
@@ -29,7 +31,7 @@ class PostgresServer:
     """A reachable Postgres server and the admin DSN used to create and drop databases."""
 
     admin_dsn: str
-    embedded: Any = None  # the pgserver handle when we started one
+    embedded: EmbeddedPostgres | None = None  # the server we started, when we started one
 
     def dsn_for(self, database: str) -> str:
         return _with_database(self.admin_dsn, database)
@@ -73,14 +75,17 @@ async def _reachable(dsn: str) -> bool:
 
 
 async def locate_postgres(data_dir: str | None = None) -> PostgresServer:
-    """DATABASE_URL if set; else the local server on 127.0.0.1:5432; else start an embedded one."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        return PostgresServer(admin_dsn=configured)
-    if await _reachable(_LOCAL_DSN):
-        return PostgresServer(admin_dsn=_LOCAL_DSN)
-    from pgserver.postgres_server import get_server  # lazily: only the fallback
+    """DATABASE_URL if set; else the local server on 127.0.0.1:5432; else start an embedded one.
 
+    RETAIL_POSTGRES_EMBEDDED=1 skips the first two, so the embedded path can be run (and tested) on a
+    machine that has a Postgres of its own.
+    """
+    forced = os.environ.get("RETAIL_POSTGRES_EMBEDDED", "") not in ("", "0")
+    configured = os.environ.get("DATABASE_URL")
+    if configured and not forced:
+        return PostgresServer(admin_dsn=configured)
+    if not forced and await _reachable(_LOCAL_DSN):
+        return PostgresServer(admin_dsn=_LOCAL_DSN)
     directory = data_dir or tempfile.mkdtemp(prefix="retail-pg-")
-    handle = get_server(directory, cleanup_mode="stop")
-    return PostgresServer(admin_dsn=handle.get_uri(), embedded=handle)
+    embedded = await asyncio.to_thread(start_embedded, directory)
+    return PostgresServer(admin_dsn=embedded.dsn, embedded=embedded)

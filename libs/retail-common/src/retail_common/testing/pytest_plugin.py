@@ -1,6 +1,6 @@
 """pytest plugin (loaded from the workspace pytest settings): infrastructure fixtures for every test suite.
 
-- `postgres_server` (session): DATABASE_URL, else 127.0.0.1:5432, else an embedded pgserver.
+- `postgres_server` (session): DATABASE_URL, else 127.0.0.1:5432, else an embedded Postgres.
 - `database` / `database_url` (per test): a fresh, empty database dropped after the test.
 - `nats_server` (per test): a nats-server with JetStream on a free port with its own store.
 - `otlp_receiver` (per test): an OTLP/gRPC receiver collecting the spans and metrics sent to it.
@@ -23,8 +23,11 @@ from retail_common.testing.process import ServiceProcess
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> PostgresServer:
-    return asyncio.run(locate_postgres())
+def postgres_server() -> Iterator[PostgresServer]:
+    server = asyncio.run(locate_postgres())
+    yield server
+    if server.embedded is not None:
+        server.embedded.cleanup()
 
 
 @pytest_asyncio.fixture
