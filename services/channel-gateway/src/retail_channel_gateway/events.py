@@ -3,11 +3,16 @@ of the ledger change they describe.
 
 DeliveryStateChanged is emitted for the kinds the promotion deployment ledger follows (price, promotion,
 campaign) and for every dead letter; bulk stock deliveries are visible in the ledger and metrics only,
-so a 200,000-row snapshot does not become 200,000 more events.
+so a 200,000-row snapshot does not become 200,000 more events. Per-store entities of store groups
+(domain/store_scope.py) are reported per batch: one event listing the stores with the same outcome, with
+the aggregate key `<channel>/<entity>/<digest of the stores>` so the consumers' per-aggregate version gate
+orders repeats of one store set without dropping another set's event of the same entity.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -48,7 +53,12 @@ class EventWriter:
         state: events_pb2.DeliveryState.ValueType,
         detail: str,
         at: datetime,
+        location_ids: Sequence[str] = (),
     ) -> None:
+        stores = sorted(set(location_ids))
+        aggregate_key = f"{channel_id}/{entity_key}"
+        if stores:
+            aggregate_key += "/" + hashlib.sha256("\n".join(stores).encode()).hexdigest()[:16]
         event = events_pb2.DeliveryStateChanged(
             channel_id=channel_id,
             entity_key=entity_key,
@@ -57,13 +67,14 @@ class EventWriter:
             state=state,
             detail=detail,
             change_time=_ts(at),
+            location_ids=stores,
         )
         await self._outbox.append(
             conn,
             subject=event_subject("channel", "delivery_state_changed", channel_id),
             event_type="retail.channel.v1.DeliveryStateChanged",
             aggregate_type="retail.channel.v1.Delivery",
-            aggregate_key=f"{channel_id}/{entity_key}",
+            aggregate_key=aggregate_key,
             payload=event,
             occurred_at=at,
         )

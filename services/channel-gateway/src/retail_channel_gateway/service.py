@@ -147,7 +147,11 @@ def _projector(ctx: ServiceContext[GatewaySettings]) -> Projector:
     """One projector per service context, shared by consumers and the servicer (cache invalidation)."""
     key = id(ctx)
     if key not in _PROJECTORS:
-        _PROJECTORS[key] = Projector(ctx.clock, registry_ttl=ctx.settings.registry_cache_seconds)
+        _PROJECTORS[key] = Projector(
+            ctx.clock,
+            registry_ttl=ctx.settings.registry_cache_seconds,
+            events=EventWriter(OutboxWriter(ctx.clock)),
+        )
     return _PROJECTORS[key]
 
 

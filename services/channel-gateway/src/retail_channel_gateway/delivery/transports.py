@@ -17,6 +17,7 @@ from retail_channel_gateway.domain.payload import encode_batch
 from retail_channel_gateway.domain.policy import DeliverySettings
 from retail_channel_gateway.domain.secret_box import SecretBoxError
 from retail_channel_gateway.domain.signing import H_IDEMPOTENCY_KEY, H_SIGNATURE, H_TIMESTAMP, sign
+from retail_channel_gateway.domain.store_scope import store_of
 from retail_common.messaging import H_MSG_ID, subject_token
 
 __all__ = [
@@ -27,6 +28,9 @@ __all__ = [
     "WebhookTransport",
     "delivery_subject",
 ]
+
+# Names the store of a store group's per-store request (the worker sends one store per request).
+H_LOCATION = "Retail-Location"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class WebhookTransport:
             H_IDEMPOTENCY_KEY: key,
             H_SIGNATURE: sign(secret, timestamp, key, body),
         }
+        stores = {found[1] for c in changes if (found := store_of(c)) is not None}
+        if len(stores) == 1:
+            headers[H_LOCATION] = stores.pop()
         try:
             response = await self._client.post(
                 settings.webhook_url, content=body, headers=headers, timeout=settings.timeout
@@ -105,9 +112,11 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-def delivery_subject(channel_id: str, kind: str) -> str:
-    """`retail.delivery.v1.<channel token>.<kind>` (DELIVERY stream)."""
-    return f"retail.delivery.v1.{subject_token(channel_id)}.{kind.lower()}"
+def delivery_subject(channel_id: str, kind: str, store: str = "") -> str:
+    """`retail.delivery.v1.<channel token>.<kind>` (DELIVERY stream), `.<store token>` appended for a
+    store group's per-store entities so each store subscribes to its own."""
+    subject = f"retail.delivery.v1.{subject_token(channel_id)}.{kind.lower()}"
+    return f"{subject}.{subject_token(store)}" if store else subject
 
 
 class NatsTransport:
@@ -131,8 +140,9 @@ class NatsTransport:
                     msg_id = f"{channel_id}:{change.entity_key}:{change.version}"
                     if change.resync:
                         msg_id += f":r{change.cursor}"
+                    found = store_of(change)
                     await js.publish(
-                        delivery_subject(channel_id, kind_name),
+                        delivery_subject(channel_id, kind_name, found[1] if found else ""),
                         change.SerializeToString(deterministic=True),
                         headers={H_MSG_ID: msg_id},
                     )

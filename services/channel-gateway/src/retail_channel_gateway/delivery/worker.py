@@ -4,6 +4,9 @@ Loop: next batch (FAST lane first, then projection order; only due entries) -> r
 deliver by mode -> record the outcome in one transaction (ledger, stats, events). A failure backs each
 change off with full jitter and dead-letters it after the policy's attempts; while the breaker is open
 nothing is attempted, so the backlog waits intact. A 429 pauses the channel without counting attempts.
+Per-store entities of a store group (domain/store_scope.py) are delivered one store per batch, so one
+store's failure retries and dead-letters that store's changes only; it does not count toward the
+group's breaker (which guards the group's endpoint, not each store).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from retail_channel_gateway.delivery.metrics import DeliveryMetrics
 from retail_channel_gateway.delivery.transports import DeliveryOutcome, Transport
 from retail_channel_gateway.domain.backoff import backoff_delay
 from retail_channel_gateway.domain.breaker import BreakerState, CircuitBreaker
-from retail_channel_gateway.domain.policy import DeliverySettings
+from retail_channel_gateway.domain.policy import DeliveryMode, DeliverySettings
 from retail_channel_gateway.domain.ratelimit import TokenBucket
+from retail_channel_gateway.domain.store_scope import store_of
 from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.repository import ChannelRepository, LedgerRepository, PendingRow
 from retail_common.clock import Clock
@@ -117,6 +121,8 @@ class ChannelWorker:
         if breaker.state is BreakerState.OPEN:
             return min(max(breaker.retry_in(), 0.01), 1.0)
         changes = [self._change(row) for row in rows]
+        if settings.mode == DeliveryMode.WEBHOOK:
+            rows, changes = _one_store(rows, changes)
         if not await self._compose(settings, changes):
             return 1.0  # pricing/promotion unavailable: retry later, not the channel's failure
         if not breaker.allow():
@@ -155,19 +161,22 @@ class ChannelWorker:
                     if outcome.acknowledged
                     else events_pb2.DELIVERY_STATE_DELIVERED
                 )
-                for row in rows:
-                    if row.kind in TRACKED_KINDS:
-                        await self._events.delivery_state(
-                            conn, channel_id=self.channel_id, entity_key=row.entity_key, kind=row.kind,
-                            version=row.version, state=state, detail="", at=now,
-                        )  # fmt: skip
+                tracked = [
+                    (row.entity_key, row.kind, row.version) for row in rows if row.kind in TRACKED_KINDS
+                ]
+                for key, kind, version, stores in _grouped(tracked, changes):
+                    await self._events.delivery_state(
+                        conn, channel_id=self.channel_id, entity_key=key, kind=kind, version=version,
+                        state=state, detail="", at=now, location_ids=stores,
+                    )  # fmt: skip
             self._metrics.deliveries.add(len(rows), attrs | {"outcome": "ok"})
             await self._sync_breaker(breaker.state)
             return 0.0
         if outcome.throttled_for is not None:
             _log.info("channel %s paused %.1fs: %s", self.channel_id, outcome.throttled_for, outcome.error)
             return outcome.throttled_for
-        breaker.record_failure()
+        if settings.mode != DeliveryMode.WEBHOOK or _store(changes[0]) is None:
+            breaker.record_failure()  # a store's failed request is that store's, not the group's
         failures = [
             (row.entity_key, row.version, now + timedelta(seconds=self._backoff(settings, row.attempts + 1)))
             for row in rows
@@ -177,11 +186,12 @@ class ChannelWorker:
                 conn, self.channel_id, failures, error=outcome.error, max_attempts=settings.max_attempts
             )
             await self._ledger.record_outcome(conn, self.channel_id, ok=0, failed=len(rows), now=now)
-            for letter in dead:
+            letters = [(letter.entity_key, letter.kind, letter.version) for letter in dead]
+            for key, kind, version, stores in _grouped(letters, changes):
                 await self._events.delivery_state(
-                    conn, channel_id=self.channel_id, entity_key=letter.entity_key, kind=letter.kind,
-                    version=letter.version, state=events_pb2.DELIVERY_STATE_DEAD_LETTERED,
-                    detail=outcome.error, at=now,
+                    conn, channel_id=self.channel_id, entity_key=key, kind=kind, version=version,
+                    state=events_pb2.DELIVERY_STATE_DEAD_LETTERED, detail=outcome.error, at=now,
+                    location_ids=stores,
                 )  # fmt: skip
         self._metrics.deliveries.add(len(rows), attrs | {"outcome": "failed"})
         if dead:
@@ -304,6 +314,40 @@ class ChannelWorker:
         gauges.backlog[self.channel_id] = health.backlog_fast + health.backlog_bulk
         oldest = health.oldest_pending_at
         gauges.lag_seconds[self.channel_id] = _age(self._clock.now(), oldest)
+
+
+def _store(change: changes_pb2.ChannelChange) -> str | None:
+    found = store_of(change)
+    return found[1] if found else None
+
+
+def _one_store(
+    rows: list[PendingRow], changes: list[changes_pb2.ChannelChange]
+) -> tuple[list[PendingRow], list[changes_pb2.ChannelChange]]:
+    """The batch narrowed to the store of its first change (per-store entities), or to the changes that
+    are not per store: one webhook request per store, so a store's answer is about its changes only.
+    The rest stay due and come in the next batches."""
+    store = _store(changes[0])
+    keep = [i for i, change in enumerate(changes) if _store(change) == store]
+    return [rows[i] for i in keep], [changes[i] for i in keep]
+
+
+def _grouped(
+    items: list[tuple[str, str, int]], changes: list[changes_pb2.ChannelChange]
+) -> list[tuple[str, str, int, list[str]]]:
+    """(entity key, kind, version, stores) per event: per-store entities of one (entity, version) in one
+    event listing their stores; every other entity on its own (no stores)."""
+    stores_of = {c.entity_key: s for c in changes if (s := store_of(c)) is not None}
+    out: list[tuple[str, str, int, list[str]]] = []
+    grouped: dict[tuple[str, str, int], list[str]] = {}
+    for key, kind, version in items:
+        store = stores_of.get(key)
+        if store is None:
+            out.append((key, kind, version, []))
+        else:
+            grouped.setdefault((store[0], kind, version), []).append(store[1])
+    out.extend((key, kind, version, sorted(stores)) for (key, kind, version), stores in grouped.items())
+    return out
 
 
 def _age(now: datetime, then: datetime | None) -> float:

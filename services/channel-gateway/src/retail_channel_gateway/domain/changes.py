@@ -9,7 +9,7 @@ from typing import TypeAlias
 
 from retail.channel.v1 import changes_pb2
 
-__all__ = ["Body", "ChangeKind", "DomainChange", "Lane", "entity_key", "lane_of"]
+__all__ = ["Body", "ChangeKind", "DomainChange", "Lane", "LocationTargeting", "entity_key", "lane_of"]
 
 
 class ChangeKind(enum.StrEnum):
@@ -61,6 +61,21 @@ def entity_key(kind: ChangeKind, *parts: str) -> str:
 
 
 @dataclass(frozen=True)
+class LocationTargeting:
+    """The locations a campaign names: included ones (locations, regions; none of either = everywhere)
+    and excluded ones, an exclusion always winning (retail.promotion.v1.Campaign)."""
+
+    location_ids: frozenset[str] = frozenset()
+    region_ids: frozenset[str] = frozenset()
+    excluded_location_ids: frozenset[str] = frozenset()
+    excluded_region_ids: frozenset[str] = frozenset()
+
+    @property
+    def everywhere(self) -> bool:
+        return not self.location_ids and not self.region_ids
+
+
+@dataclass(frozen=True)
 class DomainChange:
     """A domain event reduced to what projection and payloads need.
 
@@ -68,6 +83,8 @@ class DomainChange:
     (None = not restricted by it); `channel_id` / `channel_ids` restrict it to those channels
     (reservations, channel-scoped promotions, campaigns). `body` is the kind's state message;
     `channel_ats` the available-to-sell per channel (the one value that differs per channel).
+    `targeting`: a campaign's included / excluded locations (store channels get one entity per targeted
+    store); `region_id`: a location change's region (kept for that targeting).
     """
 
     kind: ChangeKind
@@ -84,3 +101,5 @@ class DomainChange:
     channel_ids: tuple[str, ...] = ()
     body: Body | None = None
     channel_ats: dict[str, int] = field(default_factory=dict)
+    targeting: LocationTargeting | None = None
+    region_id: str | None = None

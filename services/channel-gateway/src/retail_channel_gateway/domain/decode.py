@@ -20,7 +20,7 @@ from retail.pricing.v1 import events_pb2 as pricing_events
 from retail.pricing.v1 import products_pb2
 from retail.promotion.v1 import campaign_pb2
 from retail.promotion.v1 import events_pb2 as promotion_events
-from retail_channel_gateway.domain.changes import ChangeKind, DomainChange, entity_key
+from retail_channel_gateway.domain.changes import ChangeKind, DomainChange, LocationTargeting, entity_key
 
 __all__ = ["CONSUMED_EVENT_TYPES", "EventFacts", "decode_event"]
 
@@ -122,6 +122,7 @@ def _location(payload: bytes, facts: EventFacts) -> DomainChange:
         version=facts.version,
         occurred_at=facts.occurred_at,
         location_id=location.location_id,
+        region_id=location.region_id,
         body=changes_pb2.LocationUpdate(
             location_id=location.location_id, active=location.active, time_zone=location.time_zone
         ),
@@ -180,6 +181,12 @@ def _campaign(payload: bytes, facts: EventFacts) -> DomainChange | None:
         body=changes_pb2.CampaignUpdate(campaign_id=campaign.campaign_id, state=state),
         # A campaign names its channels; an empty list means every channel.
         channel_ids=tuple(campaign.channel_ids),
+        targeting=LocationTargeting(
+            location_ids=frozenset(campaign.location_ids),
+            region_ids=frozenset(campaign.region_ids),
+            excluded_location_ids=frozenset(campaign.excluded_location_ids),
+            excluded_region_ids=frozenset(campaign.excluded_region_ids),
+        ),
     )
 
 

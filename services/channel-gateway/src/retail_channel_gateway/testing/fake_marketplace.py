@@ -56,6 +56,9 @@ class FakeMarketplace:
         self.window_ms = window_seconds * 1000
         self._wall = wall_clock
         self.mode = Mode.OK
+        # Stores (Retail-Location header of a store group's per-store request) answered 503: a store
+        # gateway whose store is offline.
+        self.failing_locations: set[str] = set()
         self.retry_after = "1"
         self.applied: dict[str, int] = {}
         self.received: list[Received] = []
@@ -164,7 +167,7 @@ class FakeMarketplace:
         except SignatureError as exc:
             self.refusals[exc.reason] = self.refusals.get(exc.reason, 0) + 1
             return (409 if exc.reason == "replay" else 401), {}
-        if self.mode is Mode.FAIL:
+        if self.mode is Mode.FAIL or headers.get("retail-location", "") in self.failing_locations:
             return 503, {}
         if self.mode is Mode.RATE_LIMIT:
             return 429, {"Retry-After": self.retry_after}
