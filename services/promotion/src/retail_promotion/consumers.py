@@ -26,7 +26,12 @@ from retail_common.messaging import Envelope, Handler, InboxConsumer, event_filt
 from retail_promotion.domain.deployment import Delivery
 from retail_promotion.repository.campaigns import CampaignRepository
 from retail_promotion.repository.guardrails import any_below, record_rule_state
-from retail_promotion.repository.ledger import live_campaigns_on, record_delivery, set_channel_health
+from retail_promotion.repository.ledger import (
+    live_campaigns_on,
+    record_delivery,
+    set_channel_health,
+    set_store_targets,
+)
 from retail_promotion.repository.replicas import upsert_location, upsert_product
 
 __all__ = ["SUBJECTS", "Handlers", "inbox_consumers"]
@@ -111,21 +116,32 @@ class Handlers:
         )
 
     async def delivery(self, conn: Connection, envelope: Envelope) -> None:
+        """A delivery state of a campaign at a channel, or at the stores it lists (store channels): per
+        target, the newer state wins; a target that failed or recovered applies the failure policy
+        there (the channel, or that store of the channel)."""
         event = channel_events.DeliveryStateChanged.FromString(envelope.payload)
-        if not event.entity_key.startswith(CAMPAIGN_KEY_PREFIX) or event.state not in _DELIVERIES:
+        if not event.entity_key.startswith(CAMPAIGN_KEY_PREFIX):
+            return
+        pending = event.state == channel_events.DELIVERY_STATE_PENDING
+        if not pending and event.state not in _DELIVERIES:
             return
         campaign = await self._campaign(conn, event.entity_key.removeprefix(CAMPAIGN_KEY_PREFIX))
         if campaign is None:
             return
-        delivery = _DELIVERIES[event.state]
-        before, after = await record_delivery(
-            conn, campaign.campaign_id, event.channel_id, delivery, event.entity_version, event.detail
-        )
-        if before == after:
+        if pending:
+            await set_store_targets(conn, campaign.campaign_id, event.channel_id, event.location_ids)
             return
-        await self._channel_failure(
-            conn, campaign, event.channel_id, failed=delivery is Delivery.DEAD_LETTERED
-        )
+        delivery = _DELIVERIES[event.state]
+        for location in event.location_ids or [""]:
+            before, after = await record_delivery(
+                conn, campaign.campaign_id, event.channel_id, delivery, event.entity_version, event.detail,
+                location,
+            )  # fmt: skip
+            if before != after:
+                await self._channel_failure(
+                    conn, campaign, event.channel_id, failed=delivery is Delivery.DEAD_LETTERED,
+                    location_id=location,
+                )  # fmt: skip
 
     async def health(self, conn: Connection, envelope: Envelope) -> None:
         event = channel_events.ChannelHealthChanged.FromString(envelope.payload)
@@ -138,21 +154,31 @@ class Handlers:
                 await self._channel_failure(conn, campaign, event.channel_id, failed=degraded)
 
     async def _channel_failure(
-        self, conn: Connection, campaign: campaign_pb2.Campaign, channel_id: str, *, failed: bool
+        self,
+        conn: Connection,
+        campaign: campaign_pb2.Campaign,
+        channel_id: str,
+        *,
+        failed: bool,
+        location_id: str = "",
     ) -> None:
-        """Channel failure policy: suspend the offer in that channel (default) or hold everywhere."""
+        """Channel failure policy: suspend the offer in that channel, or at that store of a store
+        channel (default), or hold everywhere."""
         hold = campaign.channel_failure_policy == campaign_pb2.CHANNEL_FAILURE_POLICY_HOLD_LAUNCH
         scope = "" if hold else channel_id
-        detail = f"channel {channel_id}"
+        location = "" if hold else location_id
+        detail = f"channel {channel_id}" + (f" store {location_id}" if location_id else "")
         at = self._clock.now()
         if failed:
             await self._campaigns.suspend(
-                conn, campaign, channel_id=scope, reason="CHANNEL_FAILURE", detail=detail, at=at
-            )
+                conn, campaign, channel_id=scope, location_id=location, reason="CHANNEL_FAILURE",
+                detail=detail, at=at,
+            )  # fmt: skip
         else:
             await self._campaigns.resume(
-                conn, campaign, channel_id=scope, reason="CHANNEL_FAILURE", detail=detail, at=at
-            )
+                conn, campaign, channel_id=scope, location_id=location, reason="CHANNEL_FAILURE",
+                detail=detail, at=at,
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,18 @@ def _after(token: str) -> str:
         raise InvalidArgument.field("page_token", "malformed page token") from None
 
 
+def _target_after(token: str) -> tuple[str, str] | tuple[()]:
+    """(channel, location) a deployment page continues after; () from the start."""
+    if not token:
+        return ()
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        channel, location = value["after"]
+        return str(channel), str(location)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument.field("page_token", "malformed page token") from None
+
+
 class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
     def __init__(
         self,
@@ -653,15 +665,30 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
     async def GetCampaignDeployment(
         self, request: pb.GetCampaignDeploymentRequest, context: Context
     ) -> pb.GetCampaignDeploymentResponse:
+        """Overall state, summaries and remediation tasks over every target; the targets themselves in
+        (channel, location) order, a page of them with page_size (600-store channels)."""
         checks = Checks()
         checks.id("campaign_id", request.campaign_id)
+        if not 0 <= request.page_size <= 1000:
+            checks.add("page_size", "must be 0..1000 (0: every target)")
         checks.raise_if_any()
+        after = _target_after(request.page_token)
         async with self._pool.acquire() as conn:
             campaign = await self._campaigns.get(conn, request.campaign_id)
             rows = await targets(conn, request.campaign_id)
-        return pb.GetCampaignDeploymentResponse(
-            deployment=views.deployment(campaign, rows, delivered_version=campaign.version)
-        )
+        board = views.deployment(campaign, rows, delivered_version=campaign.version)
+        if not request.page_size and not after:
+            return pb.GetCampaignDeploymentResponse(deployment=board)
+        page = [t for t in board.targets if (t.channel_id, t.location_id) > after]
+        size = request.page_size or len(page)
+        token = ""
+        if len(page) > size:
+            page = page[:size]
+            last = [page[-1].channel_id, page[-1].location_id]
+            token = base64.urlsafe_b64encode(json.dumps({"after": last}).encode()).decode().rstrip("=")
+        del board.targets[:]
+        board.targets.extend(page)
+        return pb.GetCampaignDeploymentResponse(deployment=board, next_page_token=token)
 
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context

@@ -12,7 +12,15 @@ from retail.promotion.v1 import campaign_pb2, deployment_pb2, evaluation_pb2
 from retail.promotion.v1 import promotion_service_pb2 as pb
 from retail_common.errors import PreconditionViolation
 from retail_promotion.convert import evaluation_to_proto, money_to_proto, timestamp
-from retail_promotion.domain.deployment import Overall, Target, effective_state, overall, remediations
+from retail_promotion.domain.deployment import (
+    Overall,
+    Target,
+    TargetState,
+    effective_state,
+    overall,
+    remediations,
+    summaries,
+)
 from retail_promotion.domain.evaluate import Evaluation
 from retail_promotion.domain.findings import Finding
 from retail_promotion.domain.model import Promotion
@@ -146,4 +154,17 @@ def deployment(
             )
             for r in remediations(targets, delivered_version)
         ],
+        channel_summaries=[
+            deployment_pb2.ChannelDeploymentSummary(
+                channel_id=summary.channel_id,
+                per_location=summary.per_location,
+                pending=summary.counts[TargetState.PENDING],
+                delivered=summary.counts[TargetState.DELIVERED],
+                acknowledged=summary.counts[TargetState.ACKNOWLEDGED],
+                failed=summary.counts[TargetState.FAILED],
+                suspended=summary.counts[TargetState.SUSPENDED],
+            )
+            for summary in summaries(targets, delivered_version)
+        ],
+        total_targets=len(targets),
     )

@@ -12,12 +12,14 @@ __all__ = [
     "Delivery",
     "Overall",
     "Remediation",
+    "Summary",
     "Target",
     "TargetState",
     "apply_delivery",
     "effective_state",
     "overall",
     "remediations",
+    "summaries",
 ]
 
 
@@ -104,6 +106,10 @@ class Remediation:
     description: str
 
 
+def _where(t: Target) -> str:
+    return f"{t.channel_id} at store {t.location_id}" if t.location_id else t.channel_id
+
+
 def remediations(targets: Sequence[Target], campaign_version: int) -> list[Remediation]:
     out = []
     for t in sorted(targets, key=lambda t: (t.channel_id, t.location_id)):
@@ -123,8 +129,29 @@ def remediations(targets: Sequence[Target], campaign_version: int) -> list[Remed
                     t.channel_id,
                     t.location_id,
                     "REPLAY_DELIVERY",
-                    f"replay the dead-lettered delivery of version {t.version} to {t.channel_id}"
+                    f"replay the dead-lettered delivery of version {t.version} to {_where(t)}"
                     + (f" ({t.error})" if t.error else ""),
                 )
             )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Per channel: how many of its targets are in each state (per_location: tracked per store)."""
+
+    channel_id: str
+    per_location: bool
+    counts: dict[TargetState, int]
+
+
+def summaries(targets: Sequence[Target], campaign_version: int) -> list[Summary]:
+    by_channel: dict[str, Summary] = {}
+    for t in targets:
+        summary = by_channel.setdefault(
+            t.channel_id, Summary(t.channel_id, False, {state: 0 for state in TargetState})
+        )
+        if t.location_id and not summary.per_location:
+            summary = by_channel[t.channel_id] = replace(summary, per_location=True)
+        summary.counts[effective_state(t, campaign_version)] += 1
+    return [by_channel[c] for c in sorted(by_channel)]

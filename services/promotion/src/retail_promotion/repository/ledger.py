@@ -1,5 +1,5 @@
-"""Deployment ledger rows: per campaign and target, the last delivery state the gateway reported, and
-per channel its health."""
+"""Deployment ledger rows: per campaign and target (a channel, or one store of a store channel), the
+last delivery state the gateway reported, and per channel its health."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from retail_common.db import Connection
 from retail_promotion.domain.deployment import Delivery, Target, apply_delivery
 
-__all__ = ["ensure_targets", "live_campaigns_on", "record_delivery", "set_channel_health", "targets"]
+__all__ = [
+    "ensure_targets",
+    "live_campaigns_on",
+    "record_delivery",
+    "set_channel_health",
+    "set_store_targets",
+    "targets",
+]
 
 
 async def ensure_targets(conn: Connection, campaign_id: str, channel_ids: Sequence[str]) -> None:
@@ -19,25 +26,65 @@ async def ensure_targets(conn: Connection, campaign_id: str, channel_ids: Sequen
     )
 
 
-async def record_delivery(
-    conn: Connection, campaign_id: str, channel_id: str, delivery: Delivery, version: int, detail: str
-) -> tuple[Target, Target]:
-    """Apply a delivery event to the (campaign, channel) target; returns (before, after)."""
+async def set_store_targets(
+    conn: Connection, campaign_id: str, channel_id: str, location_ids: Sequence[str]
+) -> None:
+    """The channel is tracked per store: one row per store the gateway queued the campaign for (the full
+    set of that projection), replacing the channel-wide row and stores no longer targeted."""
+    stores = sorted(set(location_ids))
+    if not stores:
+        return
     await conn.execute(
-        "insert into deployment_targets (campaign_id, channel_id) values ($1, $2) on conflict do nothing",
+        "delete from deployment_targets where campaign_id = $1 and channel_id = $2"
+        " and location_id <> all($3::text[])",
         campaign_id,
         channel_id,
+        stores,
+    )
+    await conn.execute(
+        "insert into deployment_targets (campaign_id, channel_id, location_id)"
+        " select $1, $2, unnest($3::text[]) on conflict do nothing",
+        campaign_id,
+        channel_id,
+        stores,
+    )
+
+
+async def record_delivery(
+    conn: Connection,
+    campaign_id: str,
+    channel_id: str,
+    delivery: Delivery,
+    version: int,
+    detail: str,
+    location_id: str = "",
+) -> tuple[Target, Target]:
+    """Apply a delivery event to the (campaign, channel[, store]) target; returns (before, after). A
+    store's event also drops the channel-wide row (the channel is tracked per store)."""
+    if location_id:
+        await conn.execute(
+            "delete from deployment_targets where campaign_id = $1 and channel_id = $2 and location_id = ''",
+            campaign_id,
+            channel_id,
+        )
+    await conn.execute(
+        "insert into deployment_targets (campaign_id, channel_id, location_id) values ($1, $2, $3)"
+        " on conflict do nothing",
+        campaign_id,
+        channel_id,
+        location_id,
     )
     row = await conn.fetchrow(
-        "select * from deployment_targets where campaign_id = $1 and channel_id = $2 and location_id = ''"
+        "select * from deployment_targets where campaign_id = $1 and channel_id = $2 and location_id = $3"
         " for update",
         campaign_id,
         channel_id,
+        location_id,
     )
     assert row is not None
     before = Target(
         channel_id,
-        "",
+        location_id,
         row["version"],
         Delivery(row["delivery"]) if row["delivery"] else None,
         error=row["error"],
@@ -46,12 +93,13 @@ async def record_delivery(
     if after != before:
         await conn.execute(
             "update deployment_targets set version = $3, delivery = $4, error = $5, updated_at = now()"
-            " where campaign_id = $1 and channel_id = $2 and location_id = ''",
+            " where campaign_id = $1 and channel_id = $2 and location_id = $6",
             campaign_id,
             channel_id,
             after.version,
             after.delivery.value if after.delivery else None,
             after.error,
+            location_id,
         )
     return before, after
 
@@ -93,7 +141,7 @@ async def targets(conn: Connection, campaign_id: str) -> list[Target]:
 async def live_campaigns_on(conn: Connection, channel_id: str) -> list[str]:
     """Ids of SCHEDULED / ACTIVE campaigns with a deployment target on the channel."""
     rows = await conn.fetch(
-        "select c.campaign_id from campaigns c join deployment_targets t using (campaign_id)"
+        "select distinct c.campaign_id from campaigns c join deployment_targets t using (campaign_id)"
         " where t.channel_id = $1 and c.state in ('SCHEDULED', 'ACTIVE') order by c.campaign_id",
         channel_id,
     )
