@@ -15,7 +15,7 @@ from retail_common.messaging import OutboxWriter
 from retail_promotion.domain.deployment import Delivery
 from retail_promotion.domain.lifecycle import CampaignState
 from retail_promotion.repository import CampaignRepository
-from retail_promotion.repository.ledger import ensure_targets, record_delivery
+from retail_promotion.repository.ledger import ensure_targets, record_delivery, set_store_targets
 from retail_promotion.servicer import OPERATOR_ROLE
 from retail_promotion.testing import campaign_pb, percent_promotion_pb
 
@@ -64,6 +64,22 @@ async def test_list_and_board_of_a_partially_deployed_campaign(
     as_json = await cli("campaigns", "board", "WKND", "--json")
     assert as_json.code == 1
     assert as_json.json()["deployment"]["state"] == "DEPLOYMENT_STATE_PARTIALLY_DEPLOYED"
+
+    # A store channel (per-store rows): one line of counts per state; --locations lists each store.
+    async with transaction(pool) as conn:
+        await set_store_targets(conn, "WKND", "pos", ["s1", "s2", "s3"])
+        await record_delivery(conn, "WKND", "pos", Delivery.ACKNOWLEDGED, launched.version, "", "s1")
+        await record_delivery(conn, "WKND", "pos", Delivery.DEAD_LETTERED, launched.version, "HTTP 503", "s2")
+    compact = await cli("campaigns", "board", "WKND")
+    rows = [line.split() for line in compact.out.splitlines()]
+    assert ["pos", "3", "1", "PENDING,", "1", "ACKNOWLEDGED,", "1", "FAILED"] in rows
+    assert not [row for row in rows if row[:2] == ["pos", "s1"]]
+    assert ["REPLAY_DELIVERY", "pos", "s2"] in [row[:3] for row in rows]
+    detailed = await cli("campaigns", "board", "WKND", "--locations")
+    rows = [line.split() for line in detailed.out.splitlines()]
+    assert ["pos", "s1", "ACKNOWLEDGED"] in [row[:3] for row in rows]
+    assert ["pos", "s2", "FAILED"] in [row[:3] for row in rows]
+    assert ["pos", "s3", "PENDING"] in [row[:3] for row in rows]
 
     missing = await cli("campaigns", "board", "NOPE")
     assert missing.code == 4

@@ -1,5 +1,6 @@
 """`retailctl campaigns list|board` (promotion ListCampaigns / GetCampaignDeployment): campaigns and
-where each one is live, per channel and location, with the remediation tasks that remain."""
+where each one is live, per channel and location, with the remediation tasks that remain. A store
+channel (tracked per store) is one line of counts per state unless `--locations` lists every store."""
 
 from __future__ import annotations
 
@@ -53,10 +54,39 @@ async def _list(ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+def _counts(summary: deployment_pb2.ChannelDeploymentSummary) -> str:
+    counts = [
+        (summary.pending, "PENDING"),
+        (summary.delivered, "DELIVERED"),
+        (summary.acknowledged, "ACKNOWLEDGED"),
+        (summary.failed, "FAILED"),
+        (summary.suspended, "SUSPENDED"),
+    ]
+    return ", ".join(f"{n} {name}" for n, name in counts if n) or "-"
+
+
+async def _deployment(ctx: Context) -> pb.GetCampaignDeploymentResponse:
+    """Every target, page by page (a 600-store channel is 600 rows)."""
+    stub = _stub(ctx)
+    first: pb.GetCampaignDeploymentResponse | None = None
+    async for page in pages(
+        lambda token: stub.GetCampaignDeployment(
+            pb.GetCampaignDeploymentRequest(
+                campaign_id=ctx.args.campaign_id, page_size=1000, page_token=token
+            )
+        )
+    ):
+        if first is None:
+            first = page
+        else:
+            first.deployment.targets.extend(page.deployment.targets)
+    assert first is not None
+    first.next_page_token = ""
+    return first
+
+
 async def _board(ctx: Context) -> ExitCode:
-    response = await _stub(ctx).GetCampaignDeployment(
-        pb.GetCampaignDeploymentRequest(campaign_id=ctx.args.campaign_id)
-    )
+    response = await _deployment(ctx)
     deployment = response.deployment
     code = ExitCode.FINDING if deployment.state in _NEEDS_ACTION else ExitCode.OK
     if ctx.out.as_json:
@@ -69,6 +99,8 @@ async def _board(ctx: Context) -> ExitCode:
         ]
     )
     ctx.out.line()
+    stores = {s.channel_id: s for s in deployment.channel_summaries if s.per_location}
+    shown = [t for t in deployment.targets if ctx.args.locations or t.channel_id not in stores]
     ctx.out.table(
         ["CHANNEL", "LOCATION", "STATE", "DELIVERED", "UPDATED", "ERROR"],
         (
@@ -80,10 +112,17 @@ async def _board(ctx: Context) -> ExitCode:
                 timestamp(t.update_time, t.HasField("update_time")),
                 t.error or "-",
             ]
-            for t in deployment.targets
+            for t in shown
         ),
-        empty="no targets",
+        empty="no targets" if not stores else "",
     )
+    if stores and not ctx.args.locations:
+        ctx.out.line()
+        ctx.out.table(
+            ["STORE CHANNEL", "STORES", "STATES (per store; --locations lists each)"],
+            ([s.channel_id, sum(_store_total(s)), _counts(s)] for s in stores.values()),
+            empty="",
+        )
     if deployment.remediation_tasks:
         ctx.out.line()
         ctx.out.table(
@@ -102,6 +141,10 @@ async def _board(ctx: Context) -> ExitCode:
     return code
 
 
+def _store_total(s: deployment_pb2.ChannelDeploymentSummary) -> list[int]:
+    return [s.pending, s.delivered, s.acknowledged, s.failed, s.suspended]
+
+
 def register(commands: Commands) -> None:
     group = noun(commands, "campaigns", "promotion campaigns and their deployment")
     parser = leaf(group, "list", command(_list), "campaigns by id, optionally of one state")
@@ -114,3 +157,8 @@ def register(commands: Commands) -> None:
         "(exit 1: PARTIALLY_DEPLOYED or FAILED)",
     )
     parser.add_argument("campaign_id", metavar="CAMPAIGN")
+    parser.add_argument(
+        "--locations",
+        action="store_true",
+        help="list every store of store channels (default: counts per state per store channel)",
+    )

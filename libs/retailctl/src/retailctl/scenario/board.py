@@ -1,4 +1,5 @@
-"""The campaign board: the promotion service's deployment ledger per channel (GetCampaignDeployment)."""
+"""The campaign board: the promotion service's deployment ledger per channel, and per store for the POS
+store group (GetCampaignDeployment); store channels are narrated as counts per state."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from retailctl.scenario.errors import eventually, retrying
 from retailctl.scenario.narrator import Narrator
 from retailctl.scenario.plan import Plan
 
-__all__ = ["DONE", "read_board", "show_board", "suspensions", "wait_board"]
+__all__ = ["DONE", "by_channel", "read_board", "show_board", "store_counts", "suspensions", "wait_board"]
 
 D = deployment_pb2
 DONE = (D.TARGET_STATE_DELIVERED, D.TARGET_STATE_ACKNOWLEDGED)
@@ -43,6 +44,31 @@ def _name(state: D.TargetState.ValueType) -> str:
     return D.TargetState.Name(state).removeprefix("TARGET_STATE_")
 
 
+# The state that speaks for a store channel whose stores differ: the one furthest from deployed.
+_WORST_FIRST = (
+    D.TARGET_STATE_FAILED,
+    D.TARGET_STATE_SUSPENDED,
+    D.TARGET_STATE_PENDING,
+    D.TARGET_STATE_DELIVERED,
+    D.TARGET_STATE_ACKNOWLEDGED,
+)
+
+
+def by_channel(board: D.CampaignDeployment) -> dict[str, tuple[int, int]]:
+    """Channel -> (state, delivered version); for a store channel the state furthest from deployed
+    among its stores and the lowest version any of them has."""
+    rows: dict[str, list[D.DeploymentTarget]] = {}
+    for t in board.targets:
+        rows.setdefault(t.channel_id, []).append(t)
+    return {
+        channel: (
+            min((t.state for t in targets), key=_WORST_FIRST.index),
+            min(t.delivered_version for t in targets),
+        )
+        for channel, targets in rows.items()
+    }
+
+
 async def wait_board(
     plan: Plan, clients: Clients, overall: int, failing: tuple[int, ...], what: str
 ) -> D.CampaignDeployment:
@@ -50,11 +76,10 @@ async def wait_board(
     the failing marketplace is in one of `failing`."""
 
     def holds(b: D.CampaignDeployment) -> bool:
-        by_channel = {t.channel_id: t for t in b.targets}
-        if set(by_channel) != set(plan.channels) or b.state != overall:
+        if {t.channel_id for t in b.targets} != set(plan.channels) or b.state != overall:
             return False
-        for channel, t in by_channel.items():
-            if channel == plan.market_failing:
+        for t in b.targets:  # every store of a store channel too
+            if t.channel_id == plan.market_failing:
                 if t.state not in failing:
                     return False
             elif t.state not in DONE or t.delivered_version != b.campaign_version:
@@ -69,9 +94,26 @@ def show_board(board: D.CampaignDeployment, say: Narrator) -> None:
         f"board: {D.DeploymentState.Name(board.state).removeprefix('DEPLOYMENT_STATE_')} "
         f"(campaign version {board.campaign_version})"
     )
+    stores = {s.channel_id: s for s in board.channel_summaries if s.per_location}
     for t in board.targets:
+        if t.channel_id in stores:
+            continue
         error = f"  [{t.error}]" if t.error else ""
         say.fact(f"  {t.channel_id:<14} {_name(t.state):<12} v{t.delivered_version}{error}")
+    for channel, summary in stores.items():
+        say.fact(f"  {channel:<14} per store: {store_counts(summary)}")
     for task in board.remediation_tasks:
         action = D.RemediationAction.Name(task.action).removeprefix("REMEDIATION_ACTION_")
         say.fact(f"  remediation: {task.channel_id} {action}: {task.description}")
+
+
+def store_counts(summary: D.ChannelDeploymentSummary) -> str:
+    """e.g. "598 ACKNOWLEDGED, 2 FAILED" (states with no store left out)."""
+    counts = [
+        (summary.pending, "PENDING"),
+        (summary.delivered, "DELIVERED"),
+        (summary.acknowledged, "ACKNOWLEDGED"),
+        (summary.failed, "FAILED"),
+        (summary.suspended, "SUSPENDED"),
+    ]
+    return ", ".join(f"{n} {name}" for n, name in counts if n) or "no stores"

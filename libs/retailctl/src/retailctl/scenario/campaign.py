@@ -190,13 +190,13 @@ async def go_live(plan: Plan, clients: Clients, say: Narrator, start: datetime) 
         return answer
 
     done = (deployment_pb2.TARGET_STATE_DELIVERED, deployment_pb2.TARGET_STATE_ACKNOWLEDGED)
-    seen = await eventually(
-        board,
-        lambda b: all(
-            any(t.channel_id == c and t.state in done for t in b.deployment.targets) for c in healthy
-        ),
-        "campaign delivered to every healthy channel",
-    )
+
+    def everywhere(b: pr.GetCampaignDeploymentResponse) -> bool:
+        """Every healthy channel, and every store of the store channel, has it."""
+        rows = [t for t in b.deployment.targets if t.channel_id in healthy]
+        return {t.channel_id for t in rows} == set(healthy) and all(t.state in done for t in rows)
+
+    seen = await eventually(board, everywhere, "campaign delivered to every healthy channel")
     delivered = [t for t in seen.deployment.targets if t.channel_id in healthy]
     latest = max(to_datetime(t.update_time) for t in delivered)
     if latest >= start:
@@ -204,11 +204,14 @@ async def go_live(plan: Plan, clients: Clients, say: Narrator, start: datetime) 
             f"the campaign reached the channels at {latest:%H:%M:%S} UTC, after its start {start:%H:%M:%S}: "
             f"launch took too long for --start-in {plan.start_in_seconds:.0f}s"
         )
-    for t in delivered:
+    for channel in healthy:  # one line per channel: the store channel's last store stands for it
+        rows = [t for t in delivered if t.channel_id == channel]
+        t = max(rows, key=lambda r: to_datetime(r.update_time))
         at = to_datetime(t.update_time)
         state = deployment_pb2.TargetState.Name(t.state).removeprefix("TARGET_STATE_")
+        where = f" at {len(rows)} stores" if t.location_id else ""
         say.fact(
-            f"{t.channel_id:<14} {state} v{t.delivered_version} at {at:%H:%M:%S} UTC, "
+            f"{t.channel_id:<14} {state}{where} v{t.delivered_version} by {at:%H:%M:%S} UTC, "
             f"{(start - at).total_seconds():.1f}s before the start"
         )
     before = await sale_prices(plan, clients, plan.web, plan.store_ids[20])

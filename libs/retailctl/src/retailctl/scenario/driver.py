@@ -11,7 +11,7 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from retailctl.scenario.board import read_board, suspensions
+from retailctl.scenario.board import by_channel, read_board, suspensions
 from retailctl.scenario.campaign import define_campaign, go_live
 from retailctl.scenario.channels import Marketplaces, register_channels
 from retailctl.scenario.clients import Clients
@@ -32,7 +32,7 @@ class Outcome:
     """The final state, as read back from the services (compared across fault runs)."""
 
     deployment_state: int
-    targets: dict[str, tuple[int, int]]  # channel -> (state, delivered version)
+    targets: dict[str, tuple[int, int]]  # channel -> (state, delivered version), board.by_channel
     suspensions: set[tuple[str, str, str, str]]
     stock: dict[str, tuple[int, int, int]]
     channel_health: dict[str, tuple[int, int]]  # channel -> (backlog, dead letters pending)
@@ -78,7 +78,7 @@ async def run_scenario(
         board = await read_board(plan, clients)
         outcome = Outcome(
             deployment_state=board.state,
-            targets={t.channel_id: (t.state, t.delivered_version) for t in board.targets},
+            targets=by_channel(board),
             suspensions=await suspensions(plan, clients),
             stock=await stock_figures(plan, clients),
             channel_health=settled,
