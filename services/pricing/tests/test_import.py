@@ -71,7 +71,17 @@ async def test_malformed_line_and_impossible_dates_are_refused(deps, acting) -> 
     assert await fields_of(deps, HEADER + "base,A,1.00,EUR,2030-01-01T00:00:00Z,,\nbase,A,1.00\n") == [
         "rows[3]"
     ]
-    assert await fields_of(deps, HEADER + "base,A,1.00,EUR,2030-02-30T00:00:00Z,,\n") == ["rows"]
+    impossible = (
+        "base,A,1.00,EUR,2030-01-01T00:00:00Z,,\n"
+        "base,A,1.00,EUR,2030-02-30T00:00:00Z,,\n"  # row 3: February has no 30th
+        "base,A,1.00,EUR,2030-01-01T00:00:00,2030-04-31T00:00:00,\n"  # row 4: nor April a 31st
+        "base,A,1.00,EUR,2030-01-01T00:00:00+99:99,,\n"  # row 5: no such offset
+    )
+    assert await fields_of(deps, HEADER + impossible) == [
+        "rows[3].start_time",
+        "rows[4].end_time",
+        "rows[5].start_time",
+    ]
     assert await fields_of(deps, "sku,amount\nA,1\n") == ["rows[1]", "rows[1]", "rows[1]"]
 
 

@@ -1,21 +1,23 @@
 """ImportPriceEntries: a streamed CSV file into a DRAFT change set.
 
 The header is read in Python; the data streams straight into a staging table through COPY (the request
-chunks are the COPY source, so memory does not grow with the file); every row is then validated in SQL
-(row numbers in the report) and the items are inserted with one statement. Any bad row rolls the whole
-import back: nothing is kept.
+chunks are the COPY source, so memory does not grow with the file); one INSERT ... SELECT then checks
+every row and writes the items (repository/imports.py). Only if it refuses some row do the detailed
+checks run, for a report naming each bad row and column. Any bad row rolls the whole import back:
+nothing is kept.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 
 import uuid6
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
-from retail_common.db import claim_request, store_response, transaction
+from retail_common.db import Connection, claim_request, store_response, transaction
 from retail_pricing.convert import change_set_to_proto
 from retail_pricing.domain.csv_rows import parse_header
 from retail_pricing.domain.errors import BadInputError, Violation
@@ -79,6 +81,17 @@ class _Stream:
                 yield data
 
 
+async def _insert_items(conn: Connection, change_set_id: uuid.UUID, staged: int) -> int:
+    """The staged rows as the change set's items; BadInputError naming every bad row (nothing kept)."""
+    count = await staging.insert_if_all_valid(conn, change_set_id, staged)
+    if count is not None:
+        return count
+    problems = await staging.validate_rows(conn)
+    if problems:
+        raise BadInputError(problems)
+    return await staging.insert_items(conn, change_set_id)
+
+
 async def import_price_entries(
     deps: Deps, requests: AsyncIterator[pb.ImportPriceEntriesRequest]
 ) -> pb.ImportPriceEntriesResponse:
@@ -95,8 +108,7 @@ async def import_price_entries(
     try:
         async with transaction(deps.pool) as conn:
             await staging.create_staging(conn)
-            problems = await staging.copy_rows(conn, columns, stream.body())
-            problems = problems or await staging.validate_rows(conn)
+            staged, problems = await staging.copy_rows(conn, columns, stream.body())
             if problems:
                 raise BadInputError(problems)
             stored = await claim_request(
@@ -110,7 +122,7 @@ async def import_price_entries(
             cs = await repo.insert_change_set(
                 conn, uuid6.uuid7(), first.description, actor_id(), deps.clock.now()
             )
-            count = await staging.insert_items(conn, cs.change_set_id)
+            count = await _insert_items(conn, cs.change_set_id, staged)
             await conn.execute(
                 "update change_sets set item_count = $2 where change_set_id = $1", cs.change_set_id, count
             )
