@@ -24,6 +24,7 @@ from retail_channel_gateway.access import (
     resolve_channel,
 )
 from retail_channel_gateway.domain.policy import DeliveryMode
+from retail_channel_gateway.domain.store_scope import by_store, for_store, key_suffix
 from retail_channel_gateway.errors import OutOfRange
 from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.facade import Facade
@@ -69,6 +70,12 @@ def _basics(location_id: str, currency: str) -> list[FieldViolation]:
     if not _CURRENCY.match(currency):
         bad.append(FieldViolation("currency_code", "required: an ISO 4217 code such as EUR"))
     return bad
+
+
+def _served_store(channel: ChannelRecord, location_id: str) -> None:
+    """A store reading or acknowledging for itself must be one of the channel's (empty: the channel)."""
+    if location_id and location_id not in channel.location_ids:
+        raise InvalidArgument.field("location_id", "not a location this channel serves")
 
 
 def _stream_channel(channel: ChannelRecord) -> None:
@@ -232,6 +239,7 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             raise InvalidArgument.field("batch_size", "must be 0..1000")
         channel = await self._channel(request.channel_id)
         _stream_channel(channel)
+        _served_store(channel, request.location_id)
         after = decode_cursor(request.cursor, channel.channel_id)
         batch = request.batch_size or 100
         async with self._ctx.pool.acquire() as conn:
@@ -257,10 +265,14 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             out = pb.StreamChangesResponse()
             for row in rows:
                 change = changes_pb2.ChannelChange.FromString(row.payload)
+                if not for_store(change, request.location_id):
+                    continue  # another store's copy
                 change.cursor = encode_cursor(channel.channel_id, row.seq)
                 change.resync = row.resync
                 out.changes.append(change)
             after = rows[-1].seq
+            if not out.changes:
+                continue  # only other stores' changes: read on (the store resumes from its own cursor)
             out.cursor = encode_cursor(channel.channel_id, after)
             yield out
 
@@ -269,26 +281,33 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
             raise InvalidArgument.field("cursor", "required")
         channel = await self._channel(request.channel_id)
         _stream_channel(channel)
+        _served_store(channel, request.location_id)
         through = decode_cursor(request.cursor, channel.channel_id)
         async with transaction(self._ctx.pool) as conn:
             state = await self._ledger.cursor_state(conn, channel.channel_id)
             assert state is not None
             if through > state.last_seq:
                 raise InvalidArgument.field("cursor", "is ahead of the channel's change log")
-            advanced = await self._ledger.acknowledge(conn, channel.channel_id, through)
+            if request.location_id:
+                advanced = await self._ledger.acknowledge_store(
+                    conn, channel.channel_id, key_suffix(request.location_id), through
+                )
+            else:
+                advanced = await self._ledger.acknowledge(conn, channel.channel_id, through)
             now = self._clock.now()
-            for entity_key, kind, version in advanced:
-                if kind in TRACKED_KINDS:
-                    await self._events.delivery_state(
-                        conn,
-                        channel_id=channel.channel_id,
-                        entity_key=entity_key,
-                        kind=kind,
-                        version=version,
-                        state=events_pb2.DELIVERY_STATE_ACKNOWLEDGED,
-                        detail="",
-                        at=now,
-                    )
+            tracked = [item for item in advanced if item[1] in TRACKED_KINDS]
+            for entity_key, kind, version, stores in by_store(tracked):
+                await self._events.delivery_state(
+                    conn,
+                    channel_id=channel.channel_id,
+                    entity_key=entity_key,
+                    kind=kind,
+                    version=version,
+                    state=events_pb2.DELIVERY_STATE_ACKNOWLEDGED,
+                    detail="",
+                    at=now,
+                    location_ids=stores,
+                )
         return pb.AckChangesResponse(acknowledged_entities=len(advanced))
 
     async def RequestResync(

@@ -32,7 +32,7 @@ from retail_channel_gateway.domain.backoff import backoff_delay
 from retail_channel_gateway.domain.breaker import BreakerState, CircuitBreaker
 from retail_channel_gateway.domain.policy import DeliveryMode, DeliverySettings
 from retail_channel_gateway.domain.ratelimit import TokenBucket
-from retail_channel_gateway.domain.store_scope import store_of
+from retail_channel_gateway.domain.store_scope import by_store, store_of
 from retail_channel_gateway.events import TRACKED_KINDS, EventWriter
 from retail_channel_gateway.repository import ChannelRepository, LedgerRepository, PendingRow
 from retail_common.clock import Clock
@@ -164,7 +164,7 @@ class ChannelWorker:
                 tracked = [
                     (row.entity_key, row.kind, row.version) for row in rows if row.kind in TRACKED_KINDS
                 ]
-                for key, kind, version, stores in _grouped(tracked, changes):
+                for key, kind, version, stores in by_store(tracked):
                     await self._events.delivery_state(
                         conn, channel_id=self.channel_id, entity_key=key, kind=kind, version=version,
                         state=state, detail="", at=now, location_ids=stores,
@@ -187,7 +187,7 @@ class ChannelWorker:
             )
             await self._ledger.record_outcome(conn, self.channel_id, ok=0, failed=len(rows), now=now)
             letters = [(letter.entity_key, letter.kind, letter.version) for letter in dead]
-            for key, kind, version, stores in _grouped(letters, changes):
+            for key, kind, version, stores in by_store(letters):
                 await self._events.delivery_state(
                     conn, channel_id=self.channel_id, entity_key=key, kind=kind, version=version,
                     state=events_pb2.DELIVERY_STATE_DEAD_LETTERED, detail=outcome.error, at=now,
@@ -330,24 +330,6 @@ def _one_store(
     store = _store(changes[0])
     keep = [i for i, change in enumerate(changes) if _store(change) == store]
     return [rows[i] for i in keep], [changes[i] for i in keep]
-
-
-def _grouped(
-    items: list[tuple[str, str, int]], changes: list[changes_pb2.ChannelChange]
-) -> list[tuple[str, str, int, list[str]]]:
-    """(entity key, kind, version, stores) per event: per-store entities of one (entity, version) in one
-    event listing their stores; every other entity on its own (no stores)."""
-    stores_of = {c.entity_key: s for c in changes if (s := store_of(c)) is not None}
-    out: list[tuple[str, str, int, list[str]]] = []
-    grouped: dict[tuple[str, str, int], list[str]] = {}
-    for key, kind, version in items:
-        store = stores_of.get(key)
-        if store is None:
-            out.append((key, kind, version, []))
-        else:
-            grouped.setdefault((store[0], kind, version), []).append(store[1])
-    out.extend((key, kind, version, sorted(stores)) for (key, kind, version), stores in grouped.items())
-    return out
 
 
 def _age(now: datetime, then: datetime | None) -> float:

@@ -19,8 +19,12 @@ from retail_channel_gateway.domain.changes import ChangeKind, DomainChange, Loca
 
 __all__ = [
     "STORE_GROUP",
+    "by_store",
+    "for_store",
+    "key_suffix",
     "per_store",
     "store_of",
+    "store_of_key",
     "targeted_stores",
     "tracks_per_store",
 ]
@@ -80,3 +84,38 @@ def store_of(change: changes_pb2.ChannelChange) -> tuple[str, str] | None:
     if change.WhichOneof("body") == "campaign" and change.campaign.location_id:
         return entity_key(ChangeKind.CAMPAIGN, change.campaign.campaign_id), change.campaign.location_id
     return None
+
+
+def store_of_key(key: str) -> tuple[str, str] | None:
+    """(entity key without the store, store) of a per-store entity key (`campaign/<id>/<location>`,
+    parts escaped by entity_key); None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != ChangeKind.CAMPAIGN.value.lower():
+        return None
+    return f"{parts[0]}/{parts[1]}", parts[2].replace("%2F", "/").replace("%25", "%")
+
+
+def by_store(items: list[tuple[str, str, int]]) -> list[tuple[str, str, int, list[str]]]:
+    """(entity key, kind, version) items as events: (entity key, kind, version, stores), the per-store
+    entities of one (entity, version) together listing their stores, every other entity on its own
+    (no stores); order of first appearance."""
+    out: dict[tuple[str, str, int], list[str]] = {}
+    for key, kind, version in items:
+        found = store_of_key(key)
+        if found is None:
+            out[(key, kind, version)] = []
+        else:
+            out.setdefault((found[0], kind, version), []).append(found[1])
+    return [(key, kind, version, sorted(stores)) for (key, kind, version), stores in out.items()]
+
+
+def key_suffix(store: str) -> str:
+    """The last part of a store's per-store entity keys (escaped as entity_key escapes it)."""
+    return entity_key(ChangeKind.CAMPAIGN, "", store).rsplit("/", 1)[1]
+
+
+def for_store(change: changes_pb2.ChannelChange, store: str) -> bool:
+    """Whether a store reading for itself gets the change: group-wide changes and its own copies
+    (empty store: every change)."""
+    found = store_of(change)
+    return not store or found is None or found[1] == store

@@ -451,6 +451,32 @@ class LedgerRepository:
         )
         return [(r["entity_key"], r["kind"], int(r["v"])) for r in rows]
 
+    async def acknowledge_store(
+        self, conn: Connection, channel_id: str, store_key_suffix: str, through: int
+    ) -> list[tuple[str, str, int]]:
+        """AckChanges of one store of a store group: that store's per-store entities (keys ending in
+        `/<escaped store>`, kind campaign) acknowledged at their latest version in the change log up to
+        `through`; the channel's own acked position is not moved. Returns what advanced. Scans the
+        retained log of the channel (no per-store position is kept; the version guard makes a repeat
+        a no-op)."""
+        rows = await conn.fetch(
+            """
+            update delivery_ledger l
+            set acknowledged_version = c.v, delivered_version = greatest(l.delivered_version, c.v),
+                resend = l.resend and l.projected_version <> c.v, updated_at = now()
+            from (select entity_key, max(version) as v from change_log
+                  where channel_id = $1 and seq <= $2 and entity_key like 'campaign/%'
+                    and right(entity_key, length($3) + 1) = '/' || $3
+                  group by entity_key) c
+            where l.channel_id = $1 and l.entity_key = c.entity_key and l.acknowledged_version < c.v
+            returning l.entity_key, l.kind, c.v
+            """,
+            channel_id,
+            through,
+            store_key_suffix,
+        )
+        return [(r["entity_key"], r["kind"], int(r["v"])) for r in rows]
+
     async def prune_housekeeping(self, conn: Connection, older_than: datetime) -> None:
         """Delivery stats past their use (the error rate looks back 5 minutes; kept at least 2 days)."""
         await conn.execute("delete from delivery_stats where minute < $1", older_than)

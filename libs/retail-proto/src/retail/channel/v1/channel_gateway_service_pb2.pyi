@@ -293,6 +293,7 @@ class StreamChangesRequest(_message.Message):
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     cursor: _builtins.str
     """Empty: from the oldest retained change. Else a cursor from a previous ChannelChange,
@@ -300,16 +301,22 @@ class StreamChangesRequest(_message.Message):
     """
     batch_size: _builtins.int
     """Changes per response message; 1..1000, 0 means 100."""
+    location_id: _builtins.str
+    """POS store groups: the store reading (a location the channel serves). Its per-store changes (e.g.
+    "campaign/<id>/<location>") and the group-wide ones; other stores' per-store changes are skipped.
+    Cursors are the group's, so a store resumes and acknowledges with them. Empty: every change.
+    """
     def __init__(
         self,
         *,
         channel_id: _builtins.str = ...,
         cursor: _builtins.str = ...,
         batch_size: _builtins.int = ...,
+        location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "channel_id", b"channel_id", "cursor", b"cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "channel_id", b"channel_id", "cursor", b"cursor", "location_id", b"location_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,18 +352,26 @@ class AckChangesRequest(_message.Message):
 
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     cursor: _builtins.str
     """Required: a cursor this channel received."""
+    location_id: _builtins.str
+    """POS store groups: the store acknowledging (a location the channel serves). Acknowledges only that
+    store's per-store entities with changes up to the cursor (each store applies and acknowledges its
+    own; the deployment ledger shows each store); the group's own position and its group-wide entities
+    are left to an AckChanges without location_id. Empty: the whole channel up to the cursor.
+    """
     def __init__(
         self,
         *,
         channel_id: _builtins.str = ...,
         cursor: _builtins.str = ...,
+        location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "cursor", b"cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "cursor", b"cursor", "location_id", b"location_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
