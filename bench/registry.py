@@ -52,4 +52,5 @@ BENCHES: list[Bench] = [
     Bench("promotion", "bench.promotion_service:run_promotion_bench"),
     Bench("channel-gateway", "bench.channel_gateway:run_channel_gateway_bench"),
     Bench("campaign-fanout", "bench.campaign_fanout:run_campaign_fanout_bench"),
+    Bench("runtime-overhead", "bench.runtime_overhead:run_runtime_overhead_bench"),
 ]

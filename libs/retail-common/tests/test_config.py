@@ -25,3 +25,16 @@ def test_valid_environment_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.grpc_listen == "0.0.0.0:0"
     assert settings.service_credential is not None
     assert "secret" not in repr(settings)
+
+
+def test_request_log_policy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/d")
+    defaults = load_settings(ServiceSettings)
+    assert (defaults.request_log_sample_rate, defaults.request_log_slow_ms) == (1.0, 500.0)  # every call
+    monkeypatch.setenv("REQUEST_LOG_SAMPLE_RATE", "0.01")
+    monkeypatch.setenv("REQUEST_LOG_SLOW_MS", "250")
+    settings = load_settings(ServiceSettings)
+    assert (settings.request_log_sample_rate, settings.request_log_slow_ms) == (0.01, 250.0)
+    monkeypatch.setenv("REQUEST_LOG_SAMPLE_RATE", "1.5")
+    with pytest.raises(ConfigError, match="REQUEST_LOG_SAMPLE_RATE"):
+        load_settings(ServiceSettings)

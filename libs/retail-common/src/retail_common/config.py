@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas (1 dev, 3 prod)")
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     log_level: str = Field(default="INFO")
+    # The per-call request log (grpcx/request_log.py): failed calls and calls at least
+    # request_log_slow_ms long are always logged, other OK calls with this probability (1.0: all).
+    request_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    request_log_slow_ms: float = Field(default=500.0, ge=0.0)
 
     @field_validator("database_url")
     @classmethod

@@ -58,8 +58,9 @@ from retail_common.grpcx.event_operations import (
     EVENT_OPERATIONS_SERVICE,
     EventOperationsServicer,
 )
+from retail_common.grpcx.request_log import RequestLogPolicy
 from retail_common.messaging import MESSAGING_MIGRATIONS, StreamSpec, ensure_streams, suite_streams
-from retail_common.telemetry import configure_logging, meter, server_interceptor, setup_telemetry
+from retail_common.telemetry import ServerSpans, configure_logging, meter, setup_telemetry
 
 __all__ = [
     "RUNTIME_MIGRATIONS",
@@ -251,7 +252,10 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         resolve=credential_cache.resolve,
         policies=spec.policies,
         error_domain=spec.domain,
-        outer=[server_interceptor()],
+        tracing=ServerSpans(),
+        log_policy=RequestLogPolicy(
+            ok_sample_rate=settings.request_log_sample_rate, slow_ms=settings.request_log_slow_ms
+        ),
     )
     server = build_server(
         interceptors=interceptors, health=health, max_message_bytes=settings.grpc_max_message_bytes

@@ -11,6 +11,8 @@ from retail_common.grpcx.interceptors import (
     Resolver,
     current_trace_id,
 )
+from retail_common.grpcx.request_log import RequestLogPolicy
+from retail_common.grpcx.runtime import RuntimeInterceptor
 from retail_common.grpcx.server import build_server, enable_reflection, interceptor_chain
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "DeadlineInterceptor",
     "ErrorInterceptor",
     "HealthReporter",
+    "RequestLogPolicy",
     "Resolver",
+    "RuntimeInterceptor",
     "audit_page",
     "audit_record_proto",
     "build_server",

@@ -1,7 +1,10 @@
 """Server interceptors, outermost first: call context + request log, error mapping, deadline, auth.
 
-(The OTel server interceptor from retail_common.telemetry goes before all of them, so the span and
-its trace id exist for everything below.) Each one acts around the handler inside the call's own
+Services built on `run_service` get all of them (and the server span) from the one `RuntimeInterceptor`
+(grpcx/runtime.py), which inlines the same steps for unary calls and composes these classes for
+streaming ones; they stay usable one by one for servers assembled by hand (then the OTel server
+interceptor from retail_common.telemetry goes before all of them, so the span and its trace id exist
+for everything below). Each one acts around the handler inside the call's own
 task, so they share the call's ContextVars: auth adds the principal to the CallContext that the
 request log reads when the call ends.
 """
@@ -30,6 +33,7 @@ from retail_common.errors import (
     internal_status,
 )
 from retail_common.grpcx._wrap import wrap_handler
+from retail_common.grpcx.request_log import RequestLogPolicy, log_call
 
 __all__ = [
     "AuthInterceptor",
@@ -37,6 +41,7 @@ __all__ = [
     "DeadlineInterceptor",
     "ErrorInterceptor",
     "Resolver",
+    "bearer_token",
     "current_trace_id",
 ]
 
@@ -45,8 +50,6 @@ logger = logging.getLogger("retail_common.grpcx")
 Resolver = Callable[[str], Awaitable[Principal | None]]
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
-# Probes call these every few seconds; their request log lines go to DEBUG.
-_QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 # Dependency outages: the caller may retry, so UNAVAILABLE rather than INTERNAL.
 # (TimeoutError is left out: the deadline interceptor turns it into DEADLINE_EXCEEDED.)
 _UNAVAILABLE_ERRORS = tuple(error for error in CONNECTION_ERRORS if error is not TimeoutError)
@@ -97,6 +100,9 @@ class CallContextInterceptor(_AroundInterceptor):
 
     on_request = _note_request_id
 
+    def __init__(self, log_policy: RequestLogPolicy | None = None) -> None:
+        self._log_policy = log_policy or RequestLogPolicy()
+
     @asynccontextmanager
     async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
         previous = current_call()
@@ -119,25 +125,8 @@ class CallContextInterceptor(_AroundInterceptor):
         else:
             code = context.code()
         finally:
-            call = current_call()
-            principal = call.principal if call else None
-            code_name = (code or grpc.StatusCode.OK).name
             duration_ms = round((time.monotonic() - started) * 1000, 2)
-            logger.log(
-                logging.DEBUG if method in _QUIET_METHODS else logging.INFO,
-                "rpc %s %s %.1fms",
-                method,
-                code_name,
-                duration_ms,
-                extra={
-                    "rpc_method": method,
-                    "rpc_code": code_name,
-                    "duration_ms": duration_ms,
-                    "principal_id": principal.id if principal else None,
-                    "principal_kind": principal.kind.value if principal else None,
-                    "trace_id": call.trace_id if call else None,
-                },
-            )
+            log_call(method, code or grpc.StatusCode.OK, duration_ms, current_call(), self._log_policy)
             set_call(previous)
 
 
@@ -150,24 +139,31 @@ class ErrorInterceptor(_AroundInterceptor):
     async def _abort(self, context: ServicerContext, status: grpc.Status) -> None:
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    @asynccontextmanager
-    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
-        try:
-            yield
-        except DomainError as exc:
+    async def map_error(self, method: str, context: ServicerContext, exc: Exception) -> None:
+        """Abort the call with the status `exc` maps to (context.abort raises AbortError)."""
+        if isinstance(exc, DomainError):
             await self._abort(context, exc.to_grpc_status(self._domain))
-        except (grpc.aio.AbortError, asyncio.CancelledError):
-            raise
-        except _UNAVAILABLE_ERRORS as exc:
+        elif isinstance(exc, _UNAVAILABLE_ERRORS):
             logger.warning("rpc %s: dependency unavailable: %s", method, type(exc).__name__)
             await self._abort(
                 context, Unavailable("a dependency is unavailable; retry").to_grpc_status(self._domain)
             )
-        except Exception:
+        else:
             trace_id = current_trace_id()
             # The exception (and its message) stays in the server log, keyed by trace id.
-            logger.exception("rpc %s failed with an unexpected exception (trace id %s)", method, trace_id)
+            logger.error(
+                "rpc %s failed with an unexpected exception (trace id %s)", method, trace_id, exc_info=exc
+            )
             await self._abort(context, internal_status(trace_id, self._domain))
+
+    @asynccontextmanager
+    async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self.map_error(method, context, exc)
 
 
 class DeadlineInterceptor(_AroundInterceptor):
@@ -197,11 +193,19 @@ class DeadlineInterceptor(_AroundInterceptor):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
-def _bearer_token(context: ServicerContext) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `authorization: Bearer <key>` value; None for anything else."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if token and scheme.lower() == "bearer" else None
+
+
+def _authorization(context: ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+            return value
     return None
 
 
@@ -221,19 +225,24 @@ class AuthInterceptor(_AroundInterceptor):
             return MethodPolicy(is_public=True)
         return self._policies.get(method)
 
+    async def authorize(self, method: str, policy: MethodPolicy | None, authorization: str | None) -> None:
+        """Resolve the caller, add it to the CallContext, enforce `policy` (None: denied); raises
+        Unauthenticated / PermissionDenied. Public methods do not call this."""
+        token = bearer_token(authorization)
+        principal = await self._resolve(token) if token else None
+        if principal is None:
+            raise Unauthenticated()
+        call = current_call()
+        set_call(replace(call, principal=principal) if call else CallContext(method, principal=principal))
+        if policy is None:
+            raise PermissionDenied("no access policy allows this method")
+        denial = policy.denial(principal)
+        if denial is not None:
+            raise PermissionDenied(denial)
+
     @asynccontextmanager
     async def around(self, method: str, context: ServicerContext) -> AsyncIterator[None]:
         policy = self.policy_for(method)
         if policy is None or not policy.is_public:
-            token = _bearer_token(context)
-            principal = await self._resolve(token) if token else None
-            if principal is None:
-                raise Unauthenticated()
-            call = current_call()
-            set_call(replace(call, principal=principal) if call else CallContext(method, principal=principal))
-            if policy is None:
-                raise PermissionDenied("no access policy allows this method")
-            denial = policy.denial(principal)
-            if denial is not None:
-                raise PermissionDenied(denial)
+            await self.authorize(method, policy, _authorization(context))
         yield

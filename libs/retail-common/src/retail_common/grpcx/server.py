@@ -11,13 +11,10 @@ from grpc_reflection.v1alpha import reflection
 
 from retail_common.auth.policy import MethodPolicy
 from retail_common.grpcx.health import HealthReporter
-from retail_common.grpcx.interceptors import (
-    AuthInterceptor,
-    CallContextInterceptor,
-    DeadlineInterceptor,
-    ErrorInterceptor,
-    Resolver,
-)
+from retail_common.grpcx.interceptors import Resolver
+from retail_common.grpcx.request_log import RequestLogPolicy
+from retail_common.grpcx.runtime import RuntimeInterceptor
+from retail_common.telemetry.server_spans import ServerSpans
 
 __all__ = ["build_server", "enable_reflection", "interceptor_chain"]
 
@@ -28,15 +25,19 @@ def interceptor_chain(
     policies: Mapping[str, MethodPolicy],
     error_domain: str,
     outer: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    tracing: ServerSpans | None = None,
+    log_policy: RequestLogPolicy | None = None,
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    """`outer` (tracing) first, then context/logging, errors, deadline, auth: first = outermost."""
-    return [
-        *outer,
-        CallContextInterceptor(),
-        ErrorInterceptor(error_domain),
-        DeadlineInterceptor(),
-        AuthInterceptor(resolve, policies),
-    ]
+    """`outer` first, then the runtime's one interceptor: server span (when `tracing`), call context and
+    request log, error mapping, deadline, auth (grpcx/runtime.py)."""
+    runtime = RuntimeInterceptor(
+        resolve=resolve,
+        policies=policies,
+        error_domain=error_domain,
+        tracing=tracing,
+        log_policy=log_policy,
+    )
+    return [*outer, runtime]
 
 
 def build_server(

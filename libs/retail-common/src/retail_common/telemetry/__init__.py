@@ -5,11 +5,13 @@ from retail_common.telemetry.interceptors import client_interceptors, server_int
 from retail_common.telemetry.logs import JsonFormatter, RedactingFilter, configure_logging
 from retail_common.telemetry.metrics import meter
 from retail_common.telemetry.redaction import REDACTED, redact_text, redact_value
+from retail_common.telemetry.server_spans import ServerSpans
 
 __all__ = [
     "REDACTED",
     "JsonFormatter",
     "RedactingFilter",
+    "ServerSpans",
     "Telemetry",
     "TelemetryConfigError",
     "client_interceptors",
