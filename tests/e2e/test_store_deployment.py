@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from retail.channel.v1 import channel_operations_service_pb2 as ops
@@ -18,6 +20,7 @@ from retail.common.v1 import time_window_pb2
 from retail.promotion.v1 import campaign_pb2, deployment_pb2, promotion_pb2
 from retail.promotion.v1 import promotion_service_pb2 as pr
 from retail_channel_gateway.testing import FakeMarketplace
+from retail_common.errors import parse_error
 from retailctl.scenario.clients import Clients
 from retailctl.scenario.errors import eventually, retrying
 from retailctl.scenario.narrator import Narrator
@@ -162,6 +165,10 @@ async def test_one_store_failing_shows_that_store_failed_and_recovers(suite: Sui
         assert [t.location_id for t in second.deployment.targets] == stores[2:]
         assert second.next_page_token == ""
         assert second.deployment.total_targets == 3
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await board(page_size=1001)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert parse_error(refused.value).fields == ["page_size"]
 
         store_gateway.failing_locations = set()
         await clients.author.operations.ReplayDeadLetters(
