@@ -4,9 +4,10 @@ Loop: next batch (FAST lane first, then projection order; only due entries) -> r
 deliver by mode -> record the outcome in one transaction (ledger, stats, events). A failure backs each
 change off with full jitter and dead-letters it after the policy's attempts; while the breaker is open
 nothing is attempted, so the backlog waits intact. A 429 pauses the channel without counting attempts.
-Per-store entities of a store group (domain/store_scope.py) are delivered one store per batch, so one
-store's failure retries and dead-letters that store's changes only; it does not count toward the
-group's breaker (which guards the group's endpoint, not each store).
+Per-store entities of a store group (domain/store_scope.py) go in webhook requests of one store each,
+so one store's failure retries and dead-letters that store's changes only and does not count toward
+the group's breaker (which guards the group's endpoint, not each store). Their events list the stores
+of the batch (one per entity version and outcome), in every mode.
 """
 
 from __future__ import annotations
