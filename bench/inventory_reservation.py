@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,7 +55,11 @@ RESERVES = int(os.environ.get("BENCH_RESERVES", "3000"))
 SEGMENTS = int(os.environ.get("BENCH_SEGMENTS", "5"))
 SPREAD_SKUS = 2_000
 STORES = int(os.environ.get("BENCH_STORES", "20"))
-SKUS = int(os.environ.get("BENCH_SKUS", "2000"))
+SKUS = int(os.environ.get("BENCH_SKUS", "5000"))
+# Which figures to measure (comma-separated: snapshot, reserve, batch); all by default.
+PARTS = set(os.environ.get("BENCH_INVENTORY_PARTS", "snapshot,reserve,batch").split(","))
+# Share of positions a re-snapshot changes.
+RESNAPSHOT_CHANGED = 0.02
 BATCH = 5_000
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -146,6 +150,56 @@ async def _seed(ops: inventory_service_pb2_grpc.InventoryServiceAsyncStub) -> No
         )
 
 
+async def _import(
+    erp: inventory_service_pb2_grpc.InventoryServiceAsyncStub,
+    auth: tuple[tuple[str, str], ...],
+    request_id: str,
+    estate: list[tuple[str, str, int]],
+    as_of: datetime,
+    changed: int,
+) -> float:
+    """ImportStockSnapshots of the estate in BATCH-entry messages; rows per second."""
+    stamp = _ts(as_of)
+
+    def batches() -> Iterator[pb.ImportStockSnapshotsRequest]:
+        for first in range(0, len(estate), BATCH):
+            yield pb.ImportStockSnapshotsRequest(
+                request_id=request_id,
+                entries=[
+                    stock_pb2.StockSnapshotEntry(sku=s, location_id=loc, on_hand=q, as_of_time=stamp)
+                    for s, loc, q in estate[first : first + BATCH]
+                ],
+            )
+
+    started = time.perf_counter()
+    result = await erp.ImportStockSnapshots(batches(), metadata=auth)
+    elapsed = time.perf_counter() - started
+    assert (result.applied_count, result.changed_count) == (len(estate), changed), result
+    return len(estate) / elapsed
+
+
+async def _drain(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    started = time.perf_counter()
+    while await pool.fetchval("select count(*) from outbox where published_at is null"):
+        if time.perf_counter() - started > 600:
+            raise RuntimeError("the relay did not drain the import's events within 600 s")
+        await asyncio.sleep(0.5)
+
+
+async def _raw_copy(
+    pool: asyncpg.Pool[asyncpg.Record], estate: list[tuple[str, str, int]], as_of: datetime
+) -> float:
+    """The baseline: COPY of the same rows in the same batches into a table of the same shape."""
+    await pool.execute("truncate raw_copy")
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        for first in range(0, len(estate), BATCH):
+            await conn.copy_records_to_table(
+                "raw_copy", records=[(s, loc, q, as_of) for s, loc, q in estate[first : first + BATCH]]
+            )
+    return len(estate) / (time.perf_counter() - started)
+
+
 async def run_inventory_bench() -> list[tuple[str, float, float | None, float | None]]:
     """Returns rows (figure, ours, raw baseline or None, target ratio or absolute target)."""
     server = await locate_postgres()
@@ -176,107 +230,102 @@ async def run_inventory_bench() -> list[tuple[str, float, float | None, float | 
         await _seed(ops)
         rows: list[tuple[str, float, float | None, float | None]] = []
 
-        # --- snapshot import vs raw COPY
+        # --- snapshot import vs raw COPY: a first load (every position new and changed) and a newer
+        # re-snapshot of the same estate where RESNAPSHOT_CHANGED of the positions change.
         estate = [
             (f"sku-{s:05d}", f"store-{loc:03d}", 50 + (s + loc) % 50)
             for loc in range(STORES)
             for s in range(SKUS)
         ]
+        step = round(1 / RESNAPSHOT_CHANGED)
+        later = [(s, loc, q + 1 if i % step == 0 else q) for i, (s, loc, q) in enumerate(estate)]
         auth = (("authorization", f"Bearer {keys['erp'].get_secret_value()}"),)
-
-        def batches() -> Iterator[pb.ImportStockSnapshotsRequest]:
-            for first in range(0, len(estate), BATCH):
-                yield pb.ImportStockSnapshotsRequest(
-                    request_id="bench-estate",
-                    entries=[
-                        stock_pb2.StockSnapshotEntry(sku=s, location_id=loc, on_hand=q, as_of_time=_ts(AS_OF))
-                        for s, loc, q in estate[first : first + BATCH]
-                    ],
-                )
-
-        started = time.perf_counter()
-        result = await erp.ImportStockSnapshots(batches(), metadata=auth)
-        ours = len(estate) / (time.perf_counter() - started)
-        assert result.applied_count == len(estate)
-        # The import leaves one AvailabilityChanged per position in the outbox; the service's relay
-        # publishes them in the background. Let it drain first, so that neither raw COPY nor the
-        # reserve figures run beside the import's backlog (Reserve's relay then publishes Reserve's own).
-        drain_started = time.perf_counter()
-        while await pool.fetchval("select count(*) from outbox where published_at is null"):
-            if time.perf_counter() - drain_started > 300:
-                raise RuntimeError("the relay did not drain the import's events within 300 s")
-            await asyncio.sleep(0.5)
         await pool.execute(
             "create table raw_copy (sku text, location_id text, on_hand bigint, as_of timestamptz)"
         )
-        started = time.perf_counter()
-        async with pool.acquire() as conn:
-            for first in range(0, len(estate), BATCH):
-                await conn.copy_records_to_table(
-                    "raw_copy", records=[(s, loc, q, AS_OF) for s, loc, q in estate[first : first + BATCH]]
-                )
-        raw = len(estate) / (time.perf_counter() - started)
-        rows.append((f"snapshot import rows/s ({STORES}x{SKUS})", ours, raw, 0.3))
+        loads = [
+            ("first load", estate, AS_OF, len(estate)),
+            (
+                f"re-snapshot, {RESNAPSHOT_CHANGED:.0%} changed",
+                later,
+                AS_OF + timedelta(days=1),
+                len(estate) // step,
+            ),
+        ]
+        for label, rows_in, as_of, changed in loads if "snapshot" in PARTS else []:
+            ours = await _import(erp, auth, f"bench-{as_of:%j}", rows_in, as_of, changed)
+            # The import leaves one AvailabilityChanged per changed position in the outbox; the
+            # service's relay publishes them in the background. Let it drain first, so that neither raw
+            # COPY nor the next figures run beside the import's backlog.
+            await _drain(pool)
+            raw = await _raw_copy(pool, rows_in, as_of)
+            rows.append((f"snapshot import rows/s, {label} ({STORES}x{SKUS})", ours, raw, 0.3))
 
         # --- reserve: spread SKUs and one hot SKU, vs raw conditional UPDATE on the same table
-        await pool.execute(
-            "insert into locations (location_id, kind, region_id, time_zone, channel_ids)"
-            " values ('raw', 'LOCATION_KIND_STORE', 'raw', 'UTC', '{web}');"
-            "insert into stock (sku, location_id, on_hand)"
-            " select sku, 'raw', 1000000 from skus"
-        )
-        await pool.execute("update stock set on_hand = 1000000 where location_id = 'store-000'")
-
-        def spread(i: int) -> str:
-            return f"sku-{i % min(SPREAD_SKUS, SKUS):05d}"
-
-        for label, sku_of in (("spread SKUs", spread), ("one hot SKU", lambda i: "sku-00000")):
-            tag = label.split()[0]
-
-            async def reserve(i: int, sku_of: Callable[[int], str] = sku_of, tag: str = tag) -> None:
-                await web.ReserveStock(
-                    pb.ReserveStockRequest(
-                        reservation_id=f"{tag}-{i}",
-                        channel_id="web",
-                        lines=[pb.ReserveLine(sku=sku_of(i), location_id="store-000", quantity=1)],
-                    )
-                )
-
-            ours, raw, simple = await _interleaved(
-                RESERVES,
-                reserve,
-                _raw_reserve(pool, sku_of, _RAW_EQUIVALENT),
-                _raw_reserve(pool, sku_of, _RAW_SIMPLE),
+        if "reserve" in PARTS:
+            await pool.execute(
+                "insert into locations (location_id, kind, region_id, time_zone, channel_ids)"
+                " values ('raw', 'LOCATION_KIND_STORE', 'raw', 'UTC', '{web}');"
+                "insert into stock (sku, location_id, on_hand)"
+                " select sku, 'raw', 1000000 from skus"
             )
-            rows.append((f"ReserveStock TPS, {label} (gRPC, {CONCURRENCY} clients)", ours, raw, 0.6))
-            rows.append((f"  same vs minimal UPDATE (on_hand - reserved only), {tag}", ours, simple, 0.6))
+            await pool.execute("update stock set on_hand = 1000000 where location_id = 'store-000'")
+
+            def spread(i: int) -> str:
+                return f"sku-{i % min(SPREAD_SKUS, SKUS):05d}"
+
+            for label, sku_of in (("spread SKUs", spread), ("one hot SKU", lambda i: "sku-00000")):
+                tag = label.split()[0]
+
+                async def reserve(i: int, sku_of: Callable[[int], str] = sku_of, tag: str = tag) -> None:
+                    await web.ReserveStock(
+                        pb.ReserveStockRequest(
+                            reservation_id=f"{tag}-{i}",
+                            channel_id="web",
+                            lines=[pb.ReserveLine(sku=sku_of(i), location_id="store-000", quantity=1)],
+                        )
+                    )
+
+                ours, raw, simple = await _interleaved(
+                    RESERVES,
+                    reserve,
+                    _raw_reserve(pool, sku_of, _RAW_EQUIVALENT),
+                    _raw_reserve(pool, sku_of, _RAW_SIMPLE),
+                )
+                rows.append((f"ReserveStock TPS, {label} (gRPC, {CONCURRENCY} clients)", ours, raw, 0.6))
+                rows.append((f"  same vs minimal UPDATE (on_hand - reserved only), {tag}", ours, simple, 0.6))
 
         # --- the runtime's own cost per call (auth lookup, interceptors, spans, pool): a one-row read
-        async def get_location(i: int) -> None:
-            await web.GetLocation(pb.GetLocationRequest(location_id="store-000"))
+        if "reserve" in PARTS:
 
-        async def raw_get_location(i: int) -> None:
-            await pool.fetchrow("select * from locations where location_id = 'store-000'")
+            async def get_location(i: int) -> None:
+                await web.GetLocation(pb.GetLocationRequest(location_id="store-000"))
 
-        ours, raw = await _interleaved(RESERVES, get_location, raw_get_location)
-        rows.append((f"GetLocation QPS (call overhead reference, {CONCURRENCY} clients)", ours, raw, None))
+            async def raw_get_location(i: int) -> None:
+                await pool.fetchrow("select * from locations where location_id = 'store-000'")
+
+            ours, raw = await _interleaved(RESERVES, get_location, raw_get_location)
+            rows.append(
+                (f"GetLocation QPS (call overhead reference, {CONCURRENCY} clients)", ours, raw, None)
+            )
 
         # --- BatchGetAvailability
-        queries = [
-            pb.AvailabilityQuery(
-                sku=f"sku-{(i * 7) % SKUS:05d}",
-                scope=availability_pb2.AvailabilityScope(location_id=f"store-{i % STORES:03d}"),
-            )
-            for i in range(1000)
-        ]
-        request = pb.BatchGetAvailabilityRequest(channel_id="web", queries=queries)
-        calls = 200
+        if "batch" in PARTS:
+            queries = [
+                pb.AvailabilityQuery(
+                    sku=f"sku-{(i * 7) % SKUS:05d}",
+                    scope=availability_pb2.AvailabilityScope(location_id=f"store-{i % STORES:03d}"),
+                )
+                for i in range(1000)
+            ]
+            request = pb.BatchGetAvailabilityRequest(channel_id="web", queries=queries)
+            calls = 200
 
-        async def batch(i: int) -> None:
-            await web.BatchGetAvailability(request)
+            async def batch(i: int) -> None:
+                await web.BatchGetAvailability(request)
 
-        per_second = await _concurrently(calls, batch) * len(queries)
-        rows.append(("BatchGetAvailability SKU-locations/s", per_second, None, 50_000))
+            per_second = await _concurrently(calls, batch) * len(queries)
+            rows.append(("BatchGetAvailability SKU-locations/s", per_second, None, 50_000))
         for channel in channels.values():
             await channel.close(None)
         await pool.close()

@@ -378,6 +378,34 @@ async def test_streaming_snapshot_import(pool, operator, wms, clients):
     assert await pool.fetchval("select sum(on_hand) from stock where sku like 'S%'") == 3 * 2 * sum(range(50))
 
 
+async def test_bad_snapshot_entries_are_invalid_argument_naming_each_field(pool, operator, wms, clients):
+    await setup_stock(operator, wms, {("A", "s1"): 1})
+    key = (await clients.store.create("erp", PrincipalKind.SERVICE)).key
+    auth = (("authorization", f"Bearer {key.get_secret_value()}"),)
+    entries = [
+        stock_pb2.StockSnapshotEntry(sku="A", location_id="s1", on_hand=5, as_of_time=ts(10)),
+        stock_pb2.StockSnapshotEntry(sku="A B", location_id="s1", on_hand=5, as_of_time=ts(10)),
+        stock_pb2.StockSnapshotEntry(sku="C", location_id="", on_hand=-1, as_of_time=ts(10)),
+        stock_pb2.StockSnapshotEntry(sku="D", location_id="s1", on_hand=5),
+        stock_pb2.StockSnapshotEntry(sku="A", location_id="s1", on_hand=6, as_of_time=ts(10)),
+        stock_pb2.StockSnapshotEntry(sku="E\x07", location_id="s1", on_hand=5, as_of_time=ts(10)),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.ImportStockSnapshots(
+            iter([pb.ImportStockSnapshotsRequest(request_id="bad-1", entries=entries)]), metadata=auth
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in parse_error(caught.value).field_violations] == [
+        "entries[1].sku",
+        "entries[2].location_id",
+        "entries[2].on_hand",
+        "entries[3].as_of_time",
+        "entries[4]",
+        "entries[5].sku",
+    ]
+    assert await pool.fetchval("select on_hand from stock where sku = 'A'") == 1  # nothing applied
+
+
 async def test_oversell_storm_two_processes_64_clients(pool, operator, wms, clients, start_service, env):
     second = await start_service(MODULE, env)
     skus = ["HOT", "B", "C", "D"]

@@ -42,11 +42,24 @@ DOMAIN = "inventory"
 
 class EventWriter(Protocol):
     """What the repository needs from retail_common.messaging.OutboxWriter: any number of events of
-    one change in two statements (versions bumped in key order, consecutive per aggregate)."""
+    one change in two statements (versions bumped in key order, consecutive per aggregate), or one
+    event per row of a SELECT in one statement, the payload built in SQL (bulk snapshots)."""
 
     async def append_many(
         self, conn: Connection, events: Sequence[OutboxEvent]
     ) -> list[tuple[uuid.UUID, int]]: ...
+
+    async def append_select(
+        self,
+        conn: Connection,
+        *,
+        source: str,
+        payload: str,
+        event_type: str,
+        aggregate_type: str,
+        args: Sequence[object] = (),
+        schema_version: int = 1,
+    ) -> int: ...
 
 
 # Ids made only of token-safe characters are their own subject token (subject_token's identity case).
@@ -63,6 +76,91 @@ def subject(event: str, *key: str) -> str:
     event_subject builds it); usual ids skip the per-character encoder, a snapshot load names 10^5."""
     tokens = [k if _PLAIN_TOKEN.fullmatch(k) else subject_token(k) for k in key]
     return ".".join([_subject_prefix(event), *tokens])
+
+
+def subject_tokens(ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(ids, tokens) of the ids that are not their own subject token, for SQL-built subjects
+    (AVAILABILITY_SUBJECT_SQL): usual ids are plain and need no entry."""
+    odd = sorted({i for i in ids if not _PLAIN_TOKEN.fullmatch(i)})
+    return odd, [subject_token(i) for i in odd]
+
+
+def _token_sql(column: str, ids: str, tokens: str) -> str:
+    return (
+        f"case when {column} ~ '^[A-Za-z0-9_-]+$' then {column}"
+        f" else (select t from unnest({ids}::text[], {tokens}::text[]) u(i, t) where u.i = {column}) end"
+    )
+
+
+def _channels_sql(channels: str, ats: str) -> str:
+    """The encoded `repeated ChannelAvailableToSell channels = 6` of one position: an entry per distinct
+    channel of the array expression `channels` (as `x.channel` in `ats`), in channel (code point)
+    order. The OFFSET 0 layers keep each level's columns plain, so the pb functions inline."""
+    return f"""(select coalesce(string_agg(inv_pb_len(50, e.body), ''::bytea
+                                          order by e.channel collate "C"), ''::bytea)
+               from (select c.channel, inv_pb_str(10, c.channel) || inv_pb_int(16, c.ats) as body
+                     from (select x.channel, {ats} as ats
+                           from (select distinct y as channel from unnest({channels}) y) x
+                           offset 0) c
+                     offset 0) e)"""
+
+
+def availability_source_sql(positions: str, subject_args: tuple[int, int, int]) -> str:
+    """The SELECT of OutboxWriter.append_select for AvailabilityChanged: one row per position of
+    `positions` (a FROM item, alias s: stock rows joined with their locations as l), with its aggregate
+    key, its subject (parameters: the subject prefix and subject_tokens' two arrays) and its channels
+    already encoded (ChannelAvailableToSell per channel served by the location or fenced there, in
+    channel order, ATS by inv_ats where the location is active and serves the channel, else 0), as
+    availability_changed does in Python.
+
+    Positions without fences (effective fences empty: the usual bulk load) show one figure on every
+    channel of their location, so their channels are encoded once per distinct (channels, activity,
+    figure) and joined back; the others get the general per-position encoding."""
+    prefix, ids, tokens = (f"${n}" for n in subject_args)
+    general = _channels_sql(
+        "p.channel_ids || array(select jsonb_object_keys(p.effective))",
+        "case when p.active and x.channel = any(p.channel_ids)"
+        " then inv_ats(p.on_hand, p.reserved_total, p.safety_stock, p.effective, p.channel_reserved,"
+        " x.channel) else 0 end",
+    )
+    plain = _channels_sql("k.channel_ids", "case when k.active then k.figure else 0 end")
+    return f"""
+    with p as materialized (
+        select s.sku, s.location_id, s.on_hand, s.reserved_total, s.safety_stock, s.channel_reserved,
+               s.updated_at, l.active, l.channel_ids, l.default_fences || s.fences as effective,
+               greatest(0, s.on_hand - s.reserved_total - s.safety_stock) as figure
+        from {positions}
+    ), plain as (
+        select k.channel_ids, k.active, k.figure, {plain} as channels
+        from (select distinct channel_ids, active, figure from p where effective = '{{}}'::jsonb) k
+    )
+    select p.sku || '/' || p.location_id as aggregate_key,
+           {prefix} || '.' || {_token_sql("p.sku", ids, tokens)} || '.'
+               || {_token_sql("p.location_id", ids, tokens)} as subject,
+           p.sku, p.location_id, p.on_hand, p.reserved_total, p.safety_stock,
+           -- rows of a bulk change share their transaction's now(): encoded once (an InitPlan)
+           case when p.updated_at = now() then (select inv_pb_timestamp(66, now()))
+                else inv_pb_timestamp(66, p.updated_at) end as change_time,
+           coalesce(plain.channels, {general}) as channels
+    from p left join plain
+      on p.effective = '{{}}'::jsonb and plain.channel_ids = p.channel_ids and plain.active = p.active
+         and plain.figure = p.figure
+    """
+
+
+# AvailabilityChanged (events.proto field numbers) over availability_source_sql's columns, byte for
+# byte what availability_changed(...).SerializeToString(deterministic=True) writes.
+AVAILABILITY_PAYLOAD_SQL = (
+    "inv_pb_str(10, s.sku) || inv_pb_str(18, s.location_id) || inv_pb_int(24, s.on_hand)"
+    " || inv_pb_int(32, s.reserved_total) || inv_pb_int(40, s.safety_stock) || s.channels"
+    " || inv_pb_int(56, b.aggregate_version) || s.change_time"
+)
+AVAILABILITY_EVENT_TYPE = "retail.inventory.v1.AvailabilityChanged"
+STOCK_POSITION_AGGREGATE = "retail.inventory.v1.StockPosition"
+
+
+def availability_subject_prefix() -> str:
+    return _subject_prefix("AvailabilityChanged")
 
 
 def ts(value: datetime | None) -> Timestamp | None:
@@ -263,8 +361,8 @@ def availability_event(row: Row) -> OutboxEvent:
 
     return OutboxEvent(
         subject=subject("AvailabilityChanged", row["sku"], row["location_id"]),
-        event_type="retail.inventory.v1.AvailabilityChanged",
-        aggregate_type="retail.inventory.v1.StockPosition",
+        event_type=AVAILABILITY_EVENT_TYPE,
+        aggregate_type=STOCK_POSITION_AGGREGATE,
         aggregate_key=f"{row['sku']}/{row['location_id']}",
         payload=build,
     )

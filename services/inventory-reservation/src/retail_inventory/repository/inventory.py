@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import asyncpg
 
@@ -138,8 +138,9 @@ class MovementIn:
     occur_time: datetime
 
 
-@dataclass(frozen=True)
-class SnapshotIn:
+class SnapshotIn(NamedTuple):
+    """One snapshot entry; a tuple in the column order of the COPY (a bulk load builds 10^5 of them)."""
+
     sku: str
     location_id: str
     on_hand: int
@@ -484,84 +485,59 @@ class InventoryRepository:
         return outcomes
 
     async def import_snapshot_batch(self, conn: Connection, entries: Sequence[SnapshotIn]) -> SnapshotResult:
-        """COPY the batch into a temp table, then merge set-based (older as-of never overwrites)."""
+        """COPY the batch into a temp table, then merge set-based: an older as-of never overwrites a
+        newer one, movements after the as-of are re-applied on top, and the AvailabilityChanged events
+        of exactly the positions whose on-hand changed are written by one INSERT ... SELECT
+        (OutboxWriter.append_select, payloads encoded in SQL). A fixed number of statements per batch
+        whatever its size; per-position work only for shortage cuts (held units above the new on-hand)."""
         result = SnapshotResult(received=len(entries))
         if not entries:
             return result
-        await conn.execute(
-            "create temp table if not exists inv_snap_in (sku text, location_id text, on_hand bigint,"
-            " as_of timestamptz) on commit delete rows;"
-            "create temp table if not exists inv_snap_merge (sku text, location_id text, old_on_hand bigint,"
-            " new_on_hand bigint, reserved_total bigint, as_of timestamptz, inserted boolean)"
-            " on commit delete rows"
-        )
+        await conn.execute(_SNAPSHOT_TEMP_TABLES)
         await conn.copy_records_to_table(
-            "inv_snap_in",
-            records=[(e.sku, e.location_id, e.on_hand, e.as_of) for e in entries],
-            columns=["sku", "location_id", "on_hand", "as_of"],
+            "inv_snap_in", records=entries, columns=["sku", "location_id", "on_hand", "as_of"]
         )
-        # Temp tables have no statistics until analysed; the joins below need them.
-        await conn.execute(
-            "analyze inv_snap_in;"
-            "insert into skus (sku) select distinct sku from inv_snap_in on conflict do nothing;"
-            # New positions are created with the snapshot's figures directly (no movements can exist
-            # for a position that does not exist yet).
-            "with created as ("
-            " insert into stock (sku, location_id, on_hand, snapshot_as_of, version)"
-            " select sku, location_id, on_hand, as_of, (on_hand <> 0)::int from inv_snap_in"
-            " order by sku, location_id on conflict do nothing returning sku, location_id, on_hand)"
-            " insert into inv_snap_merge select sku, location_id, 0, on_hand, 0, null, true from created"
-        )
-        # Existing positions the snapshot is newer for: lock them in the global order and compute the
-        # new on-hand (snapshot + movements after its as-of).
-        await conn.execute(
-            """
-            insert into inv_snap_merge
-            select s.sku, s.location_id, s.on_hand,
-                   i.on_hand + coalesce((select sum(m.delta) from movements m
-                                         where m.sku = i.sku and m.location_id = i.location_id
-                                           and m.occur_time > i.as_of), 0),
-                   s.reserved_total, i.as_of, false
-            from inv_snap_in i join stock s on s.sku = i.sku and s.location_id = i.location_id
-            where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
-            order by s.sku, s.location_id
-            for update of s;
-            analyze inv_snap_merge
-            """
-        )
+        await conn.execute(_SNAPSHOT_MERGE)
         counts = await conn.fetchrow(
-            "select count(*) as applied, count(*) filter (where new_on_hand <> old_on_hand) as changed"
+            "select count(*) as applied, count(*) filter (where new_on_hand <> old_on_hand) as changed,"
+            " count(*) filter (where reserved_total > greatest(new_on_hand, 0)) as short"
             " from inv_snap_merge"
         )
         assert counts is not None
         result.applied = int(counts["applied"])
         result.ignored = result.received - result.applied
         result.changed = int(counts["changed"])
-        for r in await conn.fetch(
-            "select sku, location_id, new_on_hand, reserved_total from inv_snap_merge"
-            " where reserved_total > greatest(new_on_hand, 0) order by sku, location_id"
-        ):
-            await self._apply_shortage(
-                conn, (r["sku"], r["location_id"]), r["new_on_hand"], r["reserved_total"]
-            )
-        await conn.execute(
-            """
-            update stock s set on_hand = m.new_on_hand, snapshot_as_of = m.as_of,
-                   version = s.version + (m.new_on_hand <> m.old_on_hand)::int, updated_at = now()
-            from inv_snap_merge m
-            where not m.inserted and s.sku = m.sku and s.location_id = m.location_id
-            """
+        if counts["short"]:
+            for r in await conn.fetch(
+                "select sku, location_id, new_on_hand, reserved_total from inv_snap_merge"
+                " where reserved_total > greatest(new_on_hand, 0) order by sku, location_id"
+            ):
+                await self._apply_shortage(
+                    conn, (r["sku"], r["location_id"]), r["new_on_hand"], r["reserved_total"]
+                )
+        await conn.execute(_SNAPSHOT_UPDATE)
+        if not result.changed:
+            return result
+        ids, tokens = events.subject_tokens({e.sku for e in entries} | {e.location_id for e in entries})
+        await self._events.append_select(
+            conn,
+            source=events.availability_source_sql(
+                "inv_snap_merge m join stock s on s.sku = m.sku and s.location_id = m.location_id"
+                " join locations l on l.location_id = s.location_id where m.new_on_hand <> m.old_on_hand",
+                (1, 2, 3),
+            ),
+            payload=events.AVAILABILITY_PAYLOAD_SQL,
+            event_type=events.AVAILABILITY_EVENT_TYPE,
+            aggregate_type=events.STOCK_POSITION_AGGREGATE,
+            args=[events.availability_subject_prefix(), ids, tokens],
         )
-        if result.changed:
-            await self._announce(
-                conn,
-                await conn.fetch(
-                    f"select {_JOINED} from inv_snap_merge m"
-                    " join stock s on s.sku = m.sku and s.location_id = m.location_id"
-                    " join locations l on l.location_id = s.location_id"
-                    " where m.new_on_hand <> m.old_on_hand order by s.sku, s.location_id"
-                ),
-            )
+        watched = await conn.fetch(
+            "select m.sku, m.location_id from inv_snap_merge m"
+            " join stock s on s.sku = m.sku and s.location_id = m.location_id"
+            " where m.new_on_hand <> m.old_on_hand and s.rule_count > 0"
+        )
+        if watched:
+            await self._evaluate_thresholds(conn, [(r["sku"], r["location_id"]) for r in watched])
         return result
 
     async def set_policies(self, conn: Connection, policies: Sequence[PolicyIn]) -> list[Row]:
@@ -1313,6 +1289,65 @@ class InventoryRepository:
             )
         return deleted
 
+
+# Staging of a snapshot batch (emptied at commit): the COPY target and the merge plan.
+_SNAPSHOT_TEMP_TABLES = """
+create temp table if not exists inv_snap_in (sku text, location_id text, on_hand bigint, as_of timestamptz)
+    on commit delete rows;
+create temp table if not exists inv_snap_merge (sku text, location_id text, old_on_hand bigint,
+    new_on_hand bigint, reserved_total bigint, as_of timestamptz, inserted boolean) on commit delete rows
+"""
+
+# The merge plan of the staged batch (temp tables have no statistics until analysed; the joins need
+# them). A batch touches a few thousand of possibly millions of positions: every join with stock goes
+# through its primary key (nested loops; at 10^5 cached positions the planner would rather hash the
+# whole table, ~5 us per batch row, growing with the estate). Existing positions are filtered out
+# first, then known SKUs among the rest (cheaper than letting ON CONFLICT find each; it stays for
+# concurrent imports). New positions are created with the snapshot's figures directly: no movement can
+# exist for a position that does not exist yet, since recording a movement creates its position.
+# Existing positions the snapshot is newer for are locked in the global order, their new on-hand =
+# snapshot + the movements that occurred after its as-of (one grouped join, not a probe per position).
+_SNAPSHOT_MERGE = """
+analyze inv_snap_in;
+set local enable_hashjoin = off; set local enable_mergejoin = off;
+with fresh as materialized (
+    select i.sku, i.location_id, i.on_hand, i.as_of from inv_snap_in i
+    where not exists (select 1 from stock s where s.sku = i.sku and s.location_id = i.location_id)),
+new_skus as (
+    insert into skus (sku)
+    select distinct f.sku from fresh f where not exists (select 1 from skus k where k.sku = f.sku)
+    on conflict do nothing),
+created as (
+    insert into stock (sku, location_id, on_hand, snapshot_as_of, version)
+    select sku, location_id, on_hand, as_of, (on_hand <> 0)::int from fresh
+    order by sku, location_id on conflict do nothing returning sku, location_id, on_hand)
+insert into inv_snap_merge select sku, location_id, 0, on_hand, 0, null, true from created;
+with later as (
+    select i.sku, i.location_id, sum(m.delta) as delta
+    from inv_snap_in i join movements m
+      on m.sku = i.sku and m.location_id = i.location_id and m.occur_time > i.as_of
+    group by i.sku, i.location_id)
+insert into inv_snap_merge
+select s.sku, s.location_id, s.on_hand, i.on_hand + coalesce(later.delta, 0), s.reserved_total, i.as_of,
+       false
+from inv_snap_in i join stock s on s.sku = i.sku and s.location_id = i.location_id
+left join later on later.sku = i.sku and later.location_id = i.location_id
+where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
+order by s.sku, s.location_id
+for update of s;
+set local enable_hashjoin = on; set local enable_mergejoin = on;
+analyze inv_snap_merge
+"""
+
+# The merge plan applied to the existing positions (by key: nested loops, as in _SNAPSHOT_MERGE).
+_SNAPSHOT_UPDATE = """
+set local enable_hashjoin = off; set local enable_mergejoin = off;
+update stock s set on_hand = m.new_on_hand, snapshot_as_of = m.as_of,
+       version = s.version + (m.new_on_hand <> m.old_on_hand)::int, updated_at = now()
+from inv_snap_merge m
+where not m.inserted and s.sku = m.sku and s.location_id = m.location_id;
+set local enable_hashjoin = on; set local enable_mergejoin = on
+"""
 
 # Header and lines of a new reservation in one statement; no row when the id exists (its unique key
 # serialises concurrent duplicates: the second waits for the first to commit, then finds it).
