@@ -204,6 +204,48 @@ def test_sampler_comes_from_the_standard_variables() -> None:
     assert result.stdout.split() == ["False", "StaticSampler"]
 
 
+UNEXPORTED = (
+    "from opentelemetry import trace\n"
+    "from opentelemetry.propagate import extract\n"
+    "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+    "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+    "t = setup_telemetry('svc')\n"
+    "tracer = trace.get_tracer('x')\n"
+    "remote = extract({'traceparent': '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'})\n"
+    "with tracer.start_as_current_span('root') as root:\n"
+    "    with tracer.start_as_current_span('child') as child:\n"
+    "        pass\n"
+    "    ids = root.get_span_context()\n"
+    "    print(root.is_recording(), ids.is_valid, ids.trace_flags.sampled)\n"
+    "    print(child.get_span_context().trace_id == root.get_span_context().trace_id,\n"
+    "          child.get_span_context().span_id != root.get_span_context().span_id)\n"
+    "continued = tracer.start_span('continued', context=remote)\n"
+    "print(format(continued.get_span_context().trace_id, '032x'))\n"
+    "exporter = InMemorySpanExporter()\n"
+    "t.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+    "with tracer.start_as_current_span('exported') as span:\n"
+    "    print(span.is_recording())\n"
+    "print([s.name for s in exporter.get_finished_spans()])\n"
+)
+
+
+def test_without_an_exporter_spans_keep_ids_and_context_but_are_not_recorded() -> None:
+    result = run_setup(UNEXPORTED)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "False True True"  # not recorded; valid ids; sampled as the default sampler says
+    assert lines[1] == "True True"  # the child is in the root's trace with its own span id
+    assert lines[2] == "0af7651916cd43dd8448eb211c80319c"  # a caller's trace continues
+    # once a processor is attached, the tracer handed out before records and exports
+    assert lines[3:] == ["True", "['exported']"]
+
+
+def test_without_an_exporter_the_sampler_still_decides_the_propagated_flag() -> None:
+    result = run_setup(UNEXPORTED, OTEL_TRACES_SAMPLER="always_off")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "False True False"
+
+
 def test_sdk_disabled_leaves_the_no_op_api() -> None:
     result = run_setup(
         "t = setup_telemetry('svc')\nprint(t.enabled, t.service_name)\n", OTEL_SDK_DISABLED="true"

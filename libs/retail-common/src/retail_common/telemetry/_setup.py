@@ -38,6 +38,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from retail_common.telemetry._unexported import UnexportedTracerProvider
+
 __all__ = ["Telemetry", "TelemetryConfigError", "setup_telemetry"]
 
 _lock = threading.Lock()
@@ -149,8 +151,11 @@ def setup_telemetry(service_name: str | None = None) -> Telemetry:
             _handle = Telemetry(service_name=name)
             return _handle
 
-        tracer_provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-        for exporter in _span_exporters():
+        exporters = _span_exporters()
+        # Without an exporter, spans keep their ids and context but are not recorded (_unexported.py).
+        provider_class = TracerProvider if exporters else UnexportedTracerProvider
+        tracer_provider = provider_class(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+        for exporter in exporters:
             tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         readers, prometheus = _metric_readers()
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
