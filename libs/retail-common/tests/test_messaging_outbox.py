@@ -171,3 +171,27 @@ async def test_concurrent_append_select_and_append_many_over_shared_aggregates_s
         by_key.setdefault(row["aggregate_key"], []).append(row["aggregate_version"])
     for versions in by_key.values():
         assert versions == list(range(1, len(versions) + 1))  # gap-free, in id order
+
+
+async def test_append_select_with_types_per_row_and_a_data_modifying_cte(pool):
+    await pool.execute("create table counters (k text primary key, n int not null)")
+    await pool.execute("insert into counters values ('a', 1), ('b', 1)")
+    async with transaction(pool) as conn:
+        await WRITER.append_many(conn, [OutboxEvent("s", "T", "zeta", "a", b"")])
+        written = await WRITER.append_select(
+            conn,
+            ctes="counted as (update counters set n = n + 1 where k = any($1::text[]) returning k, n)",
+            source=(
+                "select 'zeta' as aggregate_type, 'Z' as event_type, k as aggregate_key,"
+                " 'z.' || k as subject, n from counted"
+                " union all select 'alpha', 'A', 'a', 'a.a', null"
+            ),
+            payload="convert_to(s.event_type || coalesce(s.n::text, '-') || b.aggregate_version, 'UTF8')",
+            args=[["a", "b"]],
+        )
+    assert written == 3
+    rows = await pool.fetch("select * from outbox order by id")
+    assert [(r["aggregate_type"], r["event_type"], r["aggregate_key"], r["payload"]) for r in rows[1:]] == [
+        ("alpha", "A", "a", b"A-1"), ("zeta", "Z", "a", b"Z22"), ("zeta", "Z", "b", b"Z21"),
+    ]  # fmt: skip
+    assert await pool.fetchval("select sum(n) from counters") == 4

@@ -44,26 +44,27 @@ select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], 
 
 
 # append_select: one event per row of the caller's SELECT, set-based. The bump takes the version rows'
-# locks in key order (as _BUMP_MANY does); the outbox rows are inserted in key order too, so for one
-# aggregate the outbox ids stay in version order. The writer's own parameters are numbered after the
-# caller's. The event id is a UUIDv7: the call's millisecond timestamp and version nibble (7 bytes, one
-# per call), then 9 random bytes of a v4 UUID (its bytes 7-15, whose variant bits are already right).
+# locks in (type, key) order as _BUMP_MANY does; the outbox rows are inserted in that order too, so for
+# one aggregate the outbox ids stay in version order. {a_type} and {e_type} are the writer's parameters
+# or the source's columns; the writer's parameters are numbered after the caller's. The event id is a
+# UUIDv7: the call's millisecond timestamp and version nibble (7 bytes, one per call), then 9 random
+# bytes of a v4 UUID (its bytes 7-15, whose variant bits are already right).
 _APPEND_SELECT = """
-with s as materialized ({source}),
+with {ctes}s as materialized ({source}),
 bumped as (
     insert into aggregate_versions (aggregate_type, aggregate_key, version)
-    select ${a_type}, s.aggregate_key, 1 from s order by s.aggregate_key
+    select {a_type}, s.aggregate_key, 1 from s order by 1, 2
     on conflict (aggregate_type, aggregate_key)
     do update set version = aggregate_versions.version + 1
-    returning aggregate_key, version as aggregate_version
+    returning aggregate_type, aggregate_key, version as aggregate_version
 )
 insert into outbox (event_id, subject, event_type, schema_version, aggregate_type, aggregate_key,
                     aggregate_version, payload, occurred_at, traceparent, tracestate)
 select encode(${id_prefix}::bytea || substring(uuid_send(gen_random_uuid()) from 8 for 9), 'hex')::uuid,
-       s.subject, ${e_type}, ${schema}, ${a_type}, s.aggregate_key, b.aggregate_version, ({payload}),
+       s.subject, {e_type}, ${schema}, {a_type}, s.aggregate_key, b.aggregate_version, ({payload}),
        ${occurred}, ${traceparent}, ${tracestate}
-from s join bumped b on b.aggregate_key = s.aggregate_key
-order by s.aggregate_key
+from s join bumped b on b.aggregate_type = {a_type} and b.aggregate_key = s.aggregate_key
+order by {a_type}, s.aggregate_key
 """
 
 
@@ -181,42 +182,54 @@ class OutboxWriter:
         *,
         source: str,
         payload: str,
-        event_type: str,
-        aggregate_type: str,
+        event_type: str | None = None,
+        aggregate_type: str | None = None,
         args: Sequence[object] = (),
         schema_version: int = 1,
+        ctes: str = "",
     ) -> int:
         """Write one event per row of `source`, set-based (one statement whatever the count): for bulk
         changes whose events can be built in SQL, where append_many's per-event Python is the cost.
 
         `source` is a trusted SELECT (never user input) over the caller's parameters `args` ($1..$n)
-        with at least the columns `aggregate_key` (unique among its rows: one event per aggregate per
-        call, Postgres refuses a second bump of one row) and `subject`. `payload` is a SQL expression of
-        type bytea over the source's columns (alias `s`) and `b.aggregate_version`, the aggregate's new
-        version (bumped by one, exactly as append_many would). Same rows as append_many writes:
-        occurred_at from the writer's clock, the trace headers of the current span, UUIDv7 event ids.
+        with at least the columns `aggregate_key` and `subject`, and `event_type` / `aggregate_type`
+        unless given here for every row. A (type, key) appears at most once among its rows (one event
+        per aggregate per call: Postgres refuses a second bump of one row). `payload` is a SQL
+        expression of type bytea over the source's columns (alias `s`) and `b.aggregate_version`, the
+        aggregate's new version (bumped by one, exactly as append_many would). `ctes` are further
+        common table expressions put first in the statement's WITH ("name as (...), "), which may
+        modify data (Postgres allows that only at the top level): the change and its events in one
+        statement. Same rows as append_many writes: occurred_at from the writer's clock, the trace
+        headers of the current span, UUIDv7 event ids; ordered by (aggregate type, key).
         Returns the number of events written.
         """
         if not conn.is_in_transaction():
             raise RuntimeError("OutboxWriter.append must run inside the caller's transaction")
         if schema_version < 1:
             raise ValueError("schema_version must be >= 1")
-        n = len(args)
-        names = ("a_type", "e_type", "schema", "occurred", "id_prefix", "traceparent", "tracestate")
+        if ctes and not ctes.rstrip().endswith(","):
+            ctes = ctes.rstrip() + ", "
+        params: list[object] = list(args)
+
+        def param(value: object, cast: str = "") -> str:
+            params.append(value)
+            return f"${len(params)}{cast}"
+
         sql = _APPEND_SELECT.format(
-            source=source, payload=payload, **{name: n + 1 + i for i, name in enumerate(names)}
+            ctes=ctes,
+            source=source,
+            payload=payload,
+            a_type="s.aggregate_type" if aggregate_type is None else param(aggregate_type, "::text"),
+            e_type="s.event_type" if event_type is None else param(event_type, "::text"),
+            schema=len(params) + 1,
+            occurred=len(params) + 2,
+            id_prefix=len(params) + 3,
+            traceparent=len(params) + 4,
+            tracestate=len(params) + 5,
         )
         traceparent, tracestate = current_trace_headers()
         now = self._clock.now().astimezone(UTC)
         status = await conn.execute(
-            sql,
-            *args,
-            aggregate_type,
-            event_type,
-            schema_version,
-            now,
-            _id_prefix(now),
-            traceparent,
-            tracestate,
+            sql, *params, schema_version, now, _id_prefix(now), traceparent, tracestate
         )
         return int(status.split()[-1])
