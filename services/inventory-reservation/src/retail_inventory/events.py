@@ -55,10 +55,11 @@ class EventWriter(Protocol):
         *,
         source: str,
         payload: str,
-        event_type: str,
-        aggregate_type: str,
+        event_type: str | None = None,
+        aggregate_type: str | None = None,
         args: Sequence[object] = (),
         schema_version: int = 1,
+        ctes: str = "",
     ) -> int: ...
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
 import asyncpg
+from google.protobuf.message import Message
 
 from retail.inventory.v1 import reservation_pb2
 from retail_common.db import Connection, MigrationSource
@@ -820,11 +821,49 @@ class InventoryRepository:
         proto = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
         if before_hold is not None:
             await before_hold(conn, proto)
-        # From here on the positions are locked until commit: one statement, then the events.
-        rows = await self._hold_or_raise(conn, channel, plan, lines)
+        # From here on the positions are locked until commit.
         event = events.reservation_changed(proto, reservation_pb2.RESERVATION_CHANGE_CREATED)
+        deltas = _sum(plan)
+        if len(deltas) == 1 and await self._hold_one_and_announce(conn, channel, deltas, event):
+            return proto, True
+        # Several positions (locked in the global order first), a position watched by threshold rules,
+        # or a hold refused above (which changed nothing): the general path, which raises on refusal.
+        rows = await self._hold_or_raise(conn, channel, plan, lines)
         await self._announce(conn, rows, leading=[event])
         return proto, True
+
+    async def _hold_one_and_announce(
+        self, conn: Connection, channel: str, deltas: Mapping[Key, int], event: OutboxEvent
+    ) -> bool:
+        """Hold one position and write ReservationChanged and its AvailabilityChanged, all in one
+        statement (OutboxWriter.append_select with the hold as a leading CTE; the position's event
+        encoded in SQL). False, having changed nothing, if the hold is refused or the position is
+        watched by threshold rules (whose evaluation is the general path's)."""
+        (((sku, location_id), quantity),) = deltas.items()
+        payload = event.payload
+        assert isinstance(payload, Message)
+        ids, tokens = events.subject_tokens([sku, location_id])
+        written = await self._events.append_select(
+            conn,
+            ctes=_HOLD_ONE,
+            source=_HOLD_ONE_EVENTS,
+            payload=f"coalesce(s.fixed, {events.AVAILABILITY_PAYLOAD_SQL})",
+            args=[
+                sku,
+                location_id,
+                quantity,
+                channel,
+                events.availability_subject_prefix(),
+                ids,
+                tokens,
+                event.aggregate_type,
+                event.event_type,
+                event.aggregate_key,
+                event.subject,
+                payload.SerializeToString(deterministic=True),
+            ],
+        )
+        return written > 0
 
     async def _hold_or_raise(
         self, conn: Connection, channel: str, plan: Sequence[Allocation], lines: Sequence[RequestLine]
@@ -1377,6 +1416,39 @@ where s.sku = r.sku and s.location_id = r.location_id and l.location_id = s.loca
   and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
               s.channel_reserved, $4) >= r.qty
 returning {_JOINED}
+"""
+
+
+# The hold of one position as a leading CTE of append_select (sku $1, location $2, units $3, channel
+# $4): the same conditional UPDATE as _HOLD, and only where no threshold rule watches the position
+# (rule_count is maintained under the row lock, so this is re-checked with the ATS).
+_HOLD_ONE = """
+held as (
+    update stock s set reserved_total = s.reserved_total + $3,
+           channel_reserved = inv_add_reserved(s.channel_reserved, $4, $3),
+           version = s.version + 1, updated_at = now()
+    from locations l
+    where s.sku = $1 and s.location_id = $2 and l.location_id = s.location_id
+      and l.active and $4 = any(l.channel_ids) and s.rule_count = 0
+      and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
+                  s.channel_reserved, $4) >= $3
+    returning s.*
+)
+"""
+
+_HELD_POSITIONS = "held s join locations l on l.location_id = s.location_id"
+# Its events: the reservation's (type $8, event $9, key $10, subject $11, payload $12, built in Python)
+# and the held position's AvailabilityChanged (subject prefix and tokens $5-$7), none if nothing held.
+_HOLD_ONE_EVENTS = f"""
+select $8::text as aggregate_type, $9::text as event_type, $10::text as aggregate_key,
+       $11::text as subject, $12::bytea as fixed, null::text as sku, null::text as location_id,
+       null::bigint as on_hand, null::bigint as reserved_total, null::bigint as safety_stock,
+       null::bytea as change_time, null::bytea as channels
+where exists (select 1 from held)
+union all
+select '{events.STOCK_POSITION_AGGREGATE}', '{events.AVAILABILITY_EVENT_TYPE}', a.aggregate_key, a.subject,
+       null, a.sku, a.location_id, a.on_hand, a.reserved_total, a.safety_stock, a.change_time, a.channels
+from ({events.availability_source_sql(_HELD_POSITIONS, (5, 6, 7))}) a
 """
 
 
