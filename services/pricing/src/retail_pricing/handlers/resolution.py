@@ -77,7 +77,9 @@ async def resolve_price(deps: Deps, request: pb.ResolvePriceRequest) -> pb.Resol
     raise_if(problems)
     pricer = await deps.catalog.pricer()
     data = (await deps.catalog.skus([query.sku]))[query.sku]
-    return pb.ResolvePriceResponse(price=resolved_to_proto(_resolve(pricer, query, data, "query")))
+    response = pb.ResolvePriceResponse()
+    fill_resolved(response.price, _resolve(pricer, query, data, "query"))  # in place: no second copy
+    return response
 
 
 # SKUs that passed the ID check (bounded; cleared wholesale beyond): most batches repeat known SKUs, and a
