@@ -195,3 +195,32 @@ async def test_append_select_with_types_per_row_and_a_data_modifying_cte(pool):
         ("alpha", "A", "a", b"A-1"), ("zeta", "Z", "a", b"Z22"), ("zeta", "Z", "b", b"Z21"),
     ]  # fmt: skip
     assert await pool.fetchval("select sum(n) from counters") == 4
+
+
+async def test_append_select_returning_outside_a_transaction_is_one_atomic_statement(pool):
+    await pool.execute("create table items (k text primary key)")
+    source = (
+        "select 'item' as aggregate_type, 'I' as event_type, k as aggregate_key, 'i.' || k as subject"
+        " from added"
+    )
+    async with pool.acquire() as conn:
+        rows = await WRITER.append_select_returning(
+            conn,
+            ctes="added as (insert into items select unnest($1::text[]) returning k)",
+            source=source,
+            payload="convert_to(s.aggregate_key || b.aggregate_version, 'UTF8')",
+            args=[["x", "y"]],
+        )
+        assert [(r["aggregate_key"], r["aggregate_version"], bytes(r["payload"])) for r in rows] == [
+            ("x", 1, b"x1"), ("y", 1, b"y1"),
+        ]  # fmt: skip
+        with pytest.raises(asyncpg.UniqueViolationError):  # the insert fails: no event either
+            await WRITER.append_select_returning(
+                conn,
+                ctes="added as (insert into items select unnest($1::text[]) returning k)",
+                source=source,
+                payload="''::bytea",
+                args=[["z", "x"]],
+            )
+    assert await pool.fetchval("select count(*) from items") == 2
+    assert await pool.fetchval("select count(*) from outbox") == 2

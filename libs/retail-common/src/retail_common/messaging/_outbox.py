@@ -65,7 +65,7 @@ select encode(${id_prefix}::bytea || substring(uuid_send(gen_random_uuid()) from
        ${occurred}, ${traceparent}, ${tracestate}
 from s join bumped b on b.aggregate_type = {a_type} and b.aggregate_key = s.aggregate_key
 order by {a_type}, s.aggregate_key
-"""
+{returning}"""
 
 
 def _id_prefix(instant: datetime) -> bytes:
@@ -201,9 +201,57 @@ class OutboxWriter:
         modify data (Postgres allows that only at the top level): the change and its events in one
         statement. Same rows as append_many writes: occurred_at from the writer's clock, the trace
         headers of the current span, UUIDv7 event ids; ordered by (aggregate type, key).
-        Returns the number of events written.
+
+        Outside a transaction only when the change is in `ctes`: the statement is then a transaction of
+        its own, so the change and its events still commit together. Returns the number of events.
         """
-        if not conn.is_in_transaction():
+        sql, params = self._append_select_sql(
+            conn, source, payload, event_type, aggregate_type, args, schema_version, ctes, ""
+        )
+        status = await conn.execute(sql, *params)
+        return int(status.split()[-1])
+
+    async def append_select_returning(
+        self,
+        conn: Connection,
+        *,
+        source: str,
+        payload: str,
+        event_type: str | None = None,
+        aggregate_type: str | None = None,
+        args: Sequence[object] = (),
+        schema_version: int = 1,
+        ctes: str = "",
+    ) -> list[Any]:
+        """append_select, returning the written events (aggregate_type, aggregate_key,
+        aggregate_version, payload), in outbox order: for a caller whose reply is in a payload built by
+        the statement (state with database times), so that it needs no read after the write."""
+        sql, params = self._append_select_sql(
+            conn,
+            source,
+            payload,
+            event_type,
+            aggregate_type,
+            args,
+            schema_version,
+            ctes,
+            "returning aggregate_type, aggregate_key, aggregate_version, payload",
+        )
+        return list(await conn.fetch(sql, *params))
+
+    def _append_select_sql(
+        self,
+        conn: Connection,
+        source: str,
+        payload: str,
+        event_type: str | None,
+        aggregate_type: str | None,
+        args: Sequence[object],
+        schema_version: int,
+        ctes: str,
+        returning: str,
+    ) -> tuple[str, list[object]]:
+        if not conn.is_in_transaction() and not ctes:
             raise RuntimeError("OutboxWriter.append must run inside the caller's transaction")
         if schema_version < 1:
             raise ValueError("schema_version must be >= 1")
@@ -226,10 +274,9 @@ class OutboxWriter:
             id_prefix=len(params) + 3,
             traceparent=len(params) + 4,
             tracestate=len(params) + 5,
+            returning=returning,
         )
         traceparent, tracestate = current_trace_headers()
         now = self._clock.now().astimezone(UTC)
-        status = await conn.execute(
-            sql, *params, schema_version, now, _id_prefix(now), traceparent, tracestate
-        )
-        return int(status.split()[-1])
+        params.extend([schema_version, now, _id_prefix(now), traceparent, tracestate])
+        return sql, params
