@@ -66,3 +66,44 @@ async def test_transaction_uses_requested_isolation_and_accepts_a_connection(
             await insert_twice(tx)
         await tx.execute("insert into t values (2, null)")
     assert await pool.fetchval("select array_agg(id) from t") == [2]
+
+
+@pytest.fixture
+async def one_connection(database_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    await pool.execute("create table t (id int primary key, doc jsonb)")
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_a_transaction_left_open_is_rolled_back_on_release(one_connection: Pool) -> None:
+    async with one_connection.acquire() as conn:
+        backend = await conn.fetchval("select pg_backend_pid()")
+        await conn.execute("begin")
+        await conn.execute("insert into t values (1, null)")
+    async with one_connection.acquire() as conn:
+        assert await conn.fetchval("select pg_backend_pid()") == backend  # the same session, reused
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("select count(*) from t") == 0
+
+
+async def test_listeners_added_on_a_pooled_connection_are_removed_on_release(one_connection: Pool) -> None:
+    async with one_connection.acquire() as conn:
+        await conn.add_listener("pool_test_channel", lambda *_: None)
+        assert await conn.fetchval("select count(*) from pg_listening_channels()") == 1
+    async with one_connection.acquire() as conn:
+        assert await conn.fetchval("select count(*) from pg_listening_channels()") == 0
+
+
+async def test_a_clean_release_sends_nothing(one_connection: Pool, database_url: str) -> None:
+    async with one_connection.acquire() as conn:
+        backend = await conn.fetchval("select pg_backend_pid()")
+        await conn.fetchval("select 42 as marker")
+    admin = await asyncpg.connect(database_url)
+    try:
+        last = await admin.fetchval("select query from pg_stat_activity where pid = $1", backend)
+    finally:
+        await admin.close()
+    assert last == "select 42 as marker"  # not asyncpg's reset script (SELECT pg_advisory_unlock_all(); ...)
