@@ -6,7 +6,8 @@
   latency of the same number of messages at the same rate on the same server. (Approval -> outbox ->
   relay is pricing's part and not included.)
 - GetOffers offers/s (BENCH_GW_SKUS SKUs per call, gateway fanning out to pricing, inventory and
-  promotion, all separate processes) beside a bare grpc.aio echo (separate process), target >= 0.4.
+  promotion, all separate processes) beside a bare grpc.aio echo (separate process) called through the
+  same client stack (connect() with the key and default deadline), target >= 0.4.
 
 Run alone: `python -m bench.channel_gateway`; `run_channel_gateway_bench()` is the hook for bench/__main__.
 """
@@ -26,6 +27,7 @@ import nats
 from nats.aio.msg import Msg
 from pydantic import SecretStr
 
+from bench._pyspy import sampled
 from bench.raw_grpc_echo import ECHO_METHOD as ECHO
 from bench.raw_grpc_echo import start_echo
 from retail.channel.v1 import channel_gateway_service_pb2 as gw
@@ -362,7 +364,7 @@ async def run_channel_gateway_bench() -> list[Row]:
     suite = _Suite()
     market = FakeMarketplace(b"")
     echo_process, echo_address = await start_echo(tmp)
-    echo_channel = grpc.aio.insecure_channel(echo_address)
+    echo_channel: grpc.aio.Channel | None = None
     try:
         _gateway, clients = await suite.start()
         operator = await clients.operator()
@@ -395,14 +397,31 @@ async def run_channel_gateway_bench() -> list[Row]:
             )
 
         payload = gw.GetOffersRequest(location_id="s1", skus=skus[:SKUS_PER_CALL], currency_code="EUR")
+        # The same client stack as GetOffers' (Clients._channel: connect() with the channel's key and
+        # default deadline, no tracing), so the ratio compares the servers, not two kinds of client.
+        echo_channel = connect(echo_address, credential=SecretStr(key), default_timeout=30.0, tracing=False)
         echo_call = echo_channel.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
         data = payload.SerializeToString()
 
         async def echo() -> None:
             await echo_call(data)
 
+        # Before 2026-11-27 the echo was called on a bare channel (no client interceptors, no metadata):
+        # kept as an informational row so ratios from before and after can be compared.
+        bare_channel = grpc.aio.insecure_channel(echo_address)
+        bare_call = bare_channel.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
+
+        async def bare_echo() -> None:
+            await bare_call(data)
+
+        try:
+            bare_qps = await _rate(bare_echo)
+        finally:
+            await bare_channel.close(None)
         echo_qps = await _rate(echo)
-        offers_qps = await _rate(offers, "offers")
+        pids = {process.module.rsplit("_", 1)[-1]: process.pid for process in suite.processes}
+        with sampled(pids, "gateway-offers"):  # BENCH_PYSPY only
+            offers_qps = await _rate(offers, "offers")
         health = await operator.GetChannelHealth(ops.GetChannelHealthRequest(channel_id="web"))
         violations = len(market.violations)
         return [
@@ -436,9 +455,16 @@ async def run_channel_gateway_bench() -> list[Row]:
                 echo_qps,
                 0.4,
             ),
+            (
+                "GetOffers calls/s vs grpc.aio echo on a bare client channel (the ratio before 2026-11-27)",
+                offers_qps,
+                bare_qps,
+                None,
+            ),
         ]
     finally:
-        await echo_channel.close(None)
+        if echo_channel is not None:
+            await echo_channel.close(None)
         echo_process.terminate()
         await echo_process.wait()
         await market.close()

@@ -4,17 +4,20 @@ grpc.aio echo, same client, same run.
 "Ours" is the probe service (`retail_common.testing.probe`, built on `run_service` alone) answering
 WhoAmI: no database, no I/O, so what it costs beyond the echo is the runtime itself: the OTel server
 span, call context + request log, error mapping, deadline and auth interceptors, health and reflection
-registered. Two configurations, each its own process:
+registered. Three configurations, each its own process:
 
 - default: LOG_LEVEL=INFO (one JSON request log line per call, to the process's log file) and the OTel
   SDK as `setup_telemetry` sets it up without an OTLP endpoint (a real TracerProvider, no exporter);
-- quiet: LOG_LEVEL=WARNING and OTEL_SDK_DISABLED=true (interceptors and auth only), as the other
-  service benches run their services.
+- warning: the same tracing, LOG_LEVEL=WARNING (no request log line), as the pricing and inventory
+  benches run their services;
+- quiet: LOG_LEVEL=WARNING and OTEL_SDK_DISABLED=true (interceptors and auth only), as the gateway
+  bench runs its services.
 
 Both are called with the same raw channel and the same bytes (an empty WhoAmIRequest, which the echo
-returns unchanged), carrying the bearer key. Rounds alternate echo / default / quiet so load drifts hit
-all three alike. Besides calls/s, the server processes' CPU time (utime + stime from /proc) per call is
-reported: it is the cost per call itself, less sensitive to the client's share of the 2 cores.
+returns unchanged), carrying the bearer key. Rounds alternate echo and the three configurations so
+load drifts hit all alike. Besides calls/s, the server processes' CPU time (utime + stime from /proc)
+per call is reported: it is the cost per call itself, less sensitive to the client's share of the
+2 cores.
 
 Knobs: BENCH_CONCURRENCY (16), BENCH_SECONDS (3, per round), BENCH_RUNTIME_ROUNDS (3); BENCH_PYSPY
 (bench/_pyspy.py) samples each server during its rounds.
@@ -56,6 +59,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _OTEL_OVERRIDES = {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}
 CONFIGS: dict[str, dict[str, str]] = {
     "default": {"LOG_LEVEL": "INFO", **_OTEL_OVERRIDES},
+    "warning": {"LOG_LEVEL": "WARNING", **_OTEL_OVERRIDES},
     "quiet": {"LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"},
 }
 

@@ -9,12 +9,15 @@ none and says so (`promotions_applied = false`): never a made-up price.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from google.type import money_pb2
 
 from retail.channel.v1 import offers_pb2
 from retail.inventory.v1 import (
@@ -92,6 +95,13 @@ class NoPromotions:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _sale_money(amount: Decimal, currency: str) -> money_pb2.Money:
+    """The rounded sale price on the wire; cached because the same few prices repeat on every call
+    (callers only copy from it)."""
+    return to_money(round_money(amount, currency), currency)
+
+
 class Facade:
     def __init__(
         self,
@@ -143,8 +153,14 @@ class Facade:
         return [a.available_to_sell for a in response.availabilities]
 
     async def offers(
-        self, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
-    ) -> list[offers_pb2.Offer]:
+        self,
+        channel_id: str,
+        location_id: str,
+        currency: str,
+        skus: Sequence[str],
+        into: RepeatedCompositeFieldContainer[offers_pb2.Offer],
+    ) -> None:
+        """Append one offer per SKU to `into` (the response's field: no second copy of each offer)."""
         cache = self.cache
         if cache is not None and cache.usable:
             prices, ats, sales = await self._cached_components(cache, channel_id, location_id, currency, skus)
@@ -155,7 +171,7 @@ class Facade:
                 self._availability(channel_id, location_id, skus),
                 self._promotions.sale_prices(channel_id, location_id, currency, skus, self.timeout),
             )
-        return self._compose(location_id, currency, skus, prices, ats, sales)
+        self._compose(location_id, currency, skus, prices, ats, sales, into)
 
     async def _cached_components(
         self, cache: OfferCache, channel_id: str, location_id: str, currency: str, skus: Sequence[str]
@@ -220,14 +236,12 @@ class Facade:
         prices: Sequence[resolution_pb2.ResolvedPrice | None],
         ats: Sequence[int],
         sales: dict[str, SalePrice],
-    ) -> list[offers_pb2.Offer]:
-        out = []
+        into: RepeatedCompositeFieldContainer[offers_pb2.Offer],
+    ) -> None:
+        applied = self._promotions.applied
         for sku, price, available in zip(skus, prices, ats, strict=True):
-            offer = offers_pb2.Offer(
-                sku=sku,
-                location_id=location_id,
-                available_to_sell=available,
-                promotions_applied=self._promotions.applied,
+            offer = into.add(
+                sku=sku, location_id=location_id, available_to_sell=available, promotions_applied=applied
             )
             if price is not None:
                 offer.list_price.CopyFrom(price.price.gross)
@@ -235,14 +249,12 @@ class Facade:
                 if sale is None:
                     offer.sale_price.CopyFrom(price.price.gross)
                 else:
-                    offer.sale_price.CopyFrom(to_money(round_money(sale.amount, currency), currency))
+                    offer.sale_price.CopyFrom(_sale_money(sale.amount, currency))
                     offer.promotion_ids.extend(sale.promotion_ids)
                 if price.HasField("reference_price"):
                     offer.reference_price.CopyFrom(price.reference_price.gross)
                 if price.HasField("effective_since"):
                     offer.price_effective_time.CopyFrom(price.effective_since)
-            out.append(offer)
-        return out
 
     async def quote(
         self,

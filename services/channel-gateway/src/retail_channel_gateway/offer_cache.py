@@ -61,9 +61,10 @@ class ComponentCache(Generic[K, V]):
         """The fresh entries among `keys`, and the distinct keys to fetch (in first-seen order)."""
         hits: dict[K, V] = {}
         misses: dict[K, None] = {}
+        stored_after = now - self._ttl  # fresh: stored_at > now - ttl (one comparison per key)
         for key in keys:
             entry = self._entries.get(key)
-            if entry is not None and now - entry[0] < self._ttl:
+            if entry is not None and entry[0] > stored_after:
                 hits[key] = entry[1]
             else:
                 if entry is not None:

@@ -128,14 +128,16 @@ class GatewayServicer(pb_grpc.ChannelGatewayServiceServicer):
         return await resolve_channel(self._registry, requested)
 
     async def GetOffers(self, request: pb.GetOffersRequest, context: Context) -> pb.GetOffersResponse:
-        _require(_basics(request.location_id, request.currency_code) + _skus(list(request.skus), "skus", 200))
+        skus = list(request.skus)
+        _require(_basics(request.location_id, request.currency_code) + _skus(skus, "skus", 200))
         channel = await self._channel(request.channel_id)
         require_location(channel, request.location_id)
-        await require_assortment(self._registry, channel, list(request.skus), "skus")
-        offers = await self._facade.offers(
-            channel.channel_id, request.location_id, request.currency_code, list(request.skus)
+        await require_assortment(self._registry, channel, skus, "skus")
+        response = pb.GetOffersResponse()  # offers are built in place: no copy into the response
+        await self._facade.offers(
+            channel.channel_id, request.location_id, request.currency_code, skus, response.offers
         )
-        return pb.GetOffersResponse(offers=offers)
+        return response
 
     async def QuoteCart(self, request: pb.QuoteCartRequest, context: Context) -> pb.QuoteCartResponse:
         bad = _basics(request.location_id, request.currency_code)
