@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 from google.protobuf.message import Message
@@ -61,6 +61,19 @@ class EventWriter(Protocol):
         schema_version: int = 1,
         ctes: str = "",
     ) -> int: ...
+
+    async def append_select_returning(
+        self,
+        conn: Connection,
+        *,
+        source: str,
+        payload: str,
+        event_type: str | None = None,
+        aggregate_type: str | None = None,
+        args: Sequence[object] = (),
+        schema_version: int = 1,
+        ctes: str = "",
+    ) -> list[Any]: ...
 
 
 # Ids made only of token-safe characters are their own subject token (subject_token's identity case).

@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from retail.inventory.v1 import (
     availability_pb2,
@@ -60,6 +61,7 @@ from retail_inventory.repository import (
     LocationIn,
     MovementIn,
     PolicyIn,
+    ReserveAudit,
     RuleIn,
     SnapshotIn,
 )
@@ -251,6 +253,12 @@ def _fences(
         else:
             check.add(f"{ff}.amount", "set fixed_quantity or share_basis_points")
     return out
+
+
+def _current_trace_id() -> str | None:
+    """The current span's trace id, as retail_common.db.append_audit records it."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 def _as_dict(message: Message | None) -> Any:
@@ -820,6 +828,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         async def audit(conn: Connection, proto: reservation_pb2.Reservation) -> None:
             await self._audit(conn, "retail.inventory.v1.Reservation", request.reservation_id, None, proto)
 
+        one = await self._reserve_in_one_statement(request.reservation_id, channel, lines, ttl, print_)
+        if one is not None:
+            self._metrics.record(ReservationEvent.CREATED, channel)
+            return pb.ReserveStockResponse(reservation=one)
         created_now = False
 
         async def work(conn: Connection) -> pb.ReserveStockResponse:
@@ -849,6 +861,31 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         if created_now:
             self._metrics.record(ReservationEvent.CREATED, channel)
         return response
+
+    async def _reserve_in_one_statement(
+        self, reservation_id: str, channel: str, lines: list[RequestLine], ttl: timedelta, print_: str
+    ) -> reservation_pb2.Reservation | None:
+        """The one-statement Reserve (one position; autocommit: no BEGIN/COMMIT round trips), its audit
+        record as _audit writes it; None when it does not apply (see the repository), changing nothing."""
+        call = current_call()
+        principal = call.principal if call else None
+        audit = ReserveAudit(
+            action=call.method if call else "?",
+            actor_id=principal.id if principal else None,
+            actor_kind=str(principal.kind) if principal else None,
+            request_id=call.request_id if call else None,
+            trace_id=(call.trace_id if call else None) or _current_trace_id(),
+        )
+        async with self._ctx.pool.acquire() as conn:
+            return await self._repo.reserve_in_one_statement(
+                conn,
+                reservation_id=reservation_id,
+                channel=channel,
+                lines=lines,
+                ttl=ttl,
+                request_print=print_,
+                audit=audit,
+            )
 
     async def _existing(self, conn: Connection, reservation_id: str) -> reservation_pb2.Reservation:
         found = await self._repo.get_reservation(conn, reservation_id)

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
 import asyncpg
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from retail.inventory.v1 import reservation_pb2
+from retail.inventory.v1 import events_pb2, reservation_pb2
 from retail_common.db import Connection, MigrationSource
 from retail_common.errors import (
     Aborted,
@@ -57,6 +58,7 @@ __all__ = [
     "LocationIn",
     "MovementIn",
     "PolicyIn",
+    "ReserveAudit",
     "RuleIn",
     "SnapshotIn",
     "SnapshotResult",
@@ -146,6 +148,19 @@ class SnapshotIn(NamedTuple):
     location_id: str
     on_hand: int
     as_of: datetime
+
+
+@dataclass(frozen=True)
+class ReserveAudit:
+    """The audit record of a new reservation, as retail_common.db.append_audit writes it (its actor,
+    action, request id and trace id; entity = the reservation, after = its JSON), for the
+    one-statement Reserve, which writes it in SQL with the database's times."""
+
+    action: str
+    actor_id: str | None
+    actor_kind: str | None
+    request_id: str | None
+    trace_id: str | None
 
 
 @dataclass
@@ -832,6 +847,105 @@ class InventoryRepository:
         await self._announce(conn, rows, leading=[event])
         return proto, True
 
+    async def reserve_in_one_statement(
+        self,
+        conn: Connection,
+        *,
+        reservation_id: str,
+        channel: str,
+        lines: Sequence[RequestLine],
+        ttl: timedelta,
+        request_print: str,
+        audit: ReserveAudit,
+    ) -> reservation_pb2.Reservation | None:
+        """Reserve one position (every line names it) in one statement outside any transaction:
+        header, lines, audit record, hold, ReservationChanged and AvailabilityChanged, atomic as one
+        statement, the reply read back from the event's payload. None, having changed nothing, when
+        that does not fit: several positions or region lines, a reservation id seen before, a refused
+        hold, a position watched by threshold rules, a deadlock; the caller then runs `reserve`."""
+        if not all(line.location_id for line in lines):
+            return None
+        plan = [
+            Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
+        ]
+        deltas = _sum(plan)
+        if len(deltas) != 1:
+            return None
+        (((sku, location_id), quantity),) = deltas.items()
+        # The reservation as Python would build it, minus the database's times: the statement splices
+        # them in (fields 5-7 between lines and version, so the bytes are the deterministic encoding).
+        header = {
+            "reservation_id": reservation_id,
+            "channel_id": channel,
+            "state": "ACTIVE",
+            "created_at": None,
+            "expires_at": None,
+            "updated_at": None,
+            "version": 1,
+        }
+        line_rows = [
+            {
+                "line_index": i,
+                "request_line_index": a.request_line_index,
+                "sku": a.sku,
+                "location_id": a.location_id,
+                "quantity": a.quantity,
+                "confirmed": 0,
+                "released": 0,
+            }
+            for i, a in enumerate(plan)
+        ]
+        untimed = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
+        head = reservation_pb2.Reservation()
+        head.CopyFrom(untimed)
+        head.ClearField("version")
+        ids, tokens = events.subject_tokens([sku, location_id])
+        try:
+            rows = await self._events.append_select_returning(
+                conn,
+                ctes=_RESERVE_ONE,
+                source=_RESERVE_ONE_EVENTS,
+                payload=f"coalesce(s.fixed, {events.AVAILABILITY_PAYLOAD_SQL})",
+                args=[
+                    reservation_id,
+                    channel,
+                    request_print,
+                    ttl,
+                    [a.request_line_index for a in plan],
+                    [a.sku for a in plan],
+                    [a.location_id for a in plan],
+                    [a.quantity for a in plan],
+                    sku,
+                    location_id,
+                    quantity,
+                    events.availability_subject_prefix(),
+                    ids,
+                    tokens,
+                    head.SerializeToString(deterministic=True),
+                    reservation_pb2.Reservation(version=1).SerializeToString(deterministic=True),
+                    reservation_pb2.RESERVATION_CHANGE_CREATED,
+                    events.subject("ReservationChanged", reservation_id),
+                    audit.actor_id,
+                    audit.actor_kind,
+                    audit.action,
+                    audit.request_id,
+                    json.dumps(
+                        MessageToDict(untimed, preserving_proto_field_name=True), default=str, sort_keys=True
+                    ),
+                    audit.trace_id,
+                ],
+            )
+        except asyncpg.RaiseError as exc:
+            if exc.message != _NOT_HELD:
+                raise
+            return None
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            return None
+        if not rows:
+            return None  # the id exists: `reserve` returns it (or refuses a different request)
+        changed = events_pb2.ReservationChanged.FromString(bytes(rows[0]["payload"]))
+        return changed.reservation
+
     async def _hold_one_and_announce(
         self, conn: Connection, channel: str, deltas: Mapping[Key, int], event: OutboxEvent
     ) -> bool:
@@ -1437,6 +1551,68 @@ held as (
 """
 
 _HELD_POSITIONS = "held s join locations l on l.location_id = s.location_id"
+
+# reserve_in_one_statement: reservation $1, channel $2, fingerprint $3, ttl $4, lines $5-$8, the position
+# $9-$11 (sku, location, units), subject prefix and tokens $12-$14, the reservation's encoding around its
+# times $15-$16, its change $17 and subject $18, the audit record's actor, action, request and trace ids
+# and JSON $19-$24. Nothing is held for a reservation id seen before (no header inserted); a new one
+# that is not held (refused, or watched by threshold rules) fails the whole statement.
+_NOT_HELD = "inventory: not held in one statement"
+_RESERVE_ONE = f"""
+hdr as (
+    insert into reservations (reservation_id, channel_id, state, fingerprint, expires_at)
+    values ($1, $2, 'ACTIVE', $3, now() + $4::interval)
+    on conflict (reservation_id) do nothing
+    returning created_at, expires_at, updated_at
+),
+lines as (
+    insert into reservation_lines (reservation_id, line_index, request_line_index, sku, location_id, quantity)
+    select $1, x.i - 1, x.r, x.s, x.l, x.q
+    from hdr, unnest($5::int[], $6::text[], $7::text[], $8::bigint[]) with ordinality as x(r, s, l, q, i)
+),
+held as (
+    update stock s set reserved_total = s.reserved_total + $11,
+           channel_reserved = inv_add_reserved(s.channel_reserved, $2, $11),
+           version = s.version + 1, updated_at = now()
+    from locations l, hdr
+    where s.sku = $9 and s.location_id = $10 and l.location_id = s.location_id
+      and l.active and $2 = any(l.channel_ids) and s.rule_count = 0
+      and inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
+                  s.channel_reserved, $2) >= $11
+    returning s.*
+),
+verdict as (
+    select inv_require(exists (select 1 from held), '{_NOT_HELD}') as ok
+),
+audited as (
+    insert into audit_log (actor_id, actor_kind, action, entity_type, entity_key, request_id, before, after,
+                           trace_id)
+    select $19, $20, $21, 'retail.inventory.v1.Reservation', $1, $22, null,
+           $23::text::jsonb || jsonb_build_object('create_time', inv_json_time(h.created_at),
+                                                  'expire_time', inv_json_time(h.expires_at),
+                                                  'update_time', inv_json_time(h.updated_at)),
+           $24
+    from hdr h
+)
+"""
+
+_RESERVE_ONE_EVENTS = f"""
+select 'retail.inventory.v1.Reservation'::text as aggregate_type,
+       'retail.inventory.v1.ReservationChanged'::text as event_type, $1::text as aggregate_key,
+       $18::text as subject,
+       inv_pb_int(8, $17::bigint)
+       || inv_pb_len(18, $15::bytea || inv_pb_timestamp(42, h.created_at)
+                         || inv_pb_timestamp(50, h.expires_at) || inv_pb_timestamp(58, h.updated_at)
+                         || $16::bytea) as fixed,
+       null::text as sku, null::text as location_id, null::bigint as on_hand, null::bigint as reserved_total,
+       null::bigint as safety_stock, null::bytea as change_time, null::bytea as channels
+from hdr h cross join verdict v
+where v.ok
+union all
+select '{events.STOCK_POSITION_AGGREGATE}', '{events.AVAILABILITY_EVENT_TYPE}', a.aggregate_key, a.subject,
+       null, a.sku, a.location_id, a.on_hand, a.reserved_total, a.safety_stock, a.change_time, a.channels
+from ({events.availability_source_sql(_HELD_POSITIONS, (12, 13, 14))}) a
+"""
 # Its events: the reservation's (type $8, event $9, key $10, subject $11, payload $12, built in Python)
 # and the held position's AvailabilityChanged (subject prefix and tokens $5-$7), none if nothing held.
 _HOLD_ONE_EVENTS = f"""
