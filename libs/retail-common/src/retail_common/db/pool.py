@@ -62,7 +62,7 @@ async def _reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
     on every release: one more round trip per borrow, which cut a one-query borrow from ~9,500 to
     ~3,500/s. Pooled sessions here hold no other session-level state, by rule (docs/ARCHITECTURE.md,
-    "Database access"): locks are transaction-scoped (pg_advisory_xact_lock, SELECT ... FOR UPDATE),
+    retail_common.db): locks are transaction-scoped (pg_advisory_xact_lock, SELECT ... FOR UPDATE),
     settings are SET LOCAL, no cursor is declared WITH HOLD; long-lived LISTEN runs on dedicated
     connections (the auth and registry caches).
     """
