@@ -406,6 +406,33 @@ async def test_bad_snapshot_entries_are_invalid_argument_naming_each_field(pool,
     assert await pool.fetchval("select on_hand from stock where sku = 'A'") == 1  # nothing applied
 
 
+async def test_a_streamed_message_that_fails_ends_the_stream_after_the_ones_before(
+    pool, operator, wms, clients
+):
+    await setup_stock(operator, wms, {("A", "s1"): 1})
+    key = (await clients.store.create("erp", PrincipalKind.SERVICE)).key
+    auth = (("authorization", f"Bearer {key.get_secret_value()}"),)
+
+    def message(sku: str, location: str) -> pb.ImportStockSnapshotsRequest:
+        entry = stock_pb2.StockSnapshotEntry(sku=sku, location_id=location, on_hand=7, as_of_time=ts(10))
+        return pb.ImportStockSnapshotsRequest(request_id="stream-1", entries=[entry])
+
+    # the second message names an unknown location (found in its transaction): the first committed,
+    # the third is never applied
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.ImportStockSnapshots(
+            iter([message("P", "s1"), message("Q", "nowhere"), message("R", "s1")]), metadata=auth
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in parse_error(caught.value).field_violations] == ["entries[0].location_id"]
+    # the second message is malformed (found before its transaction): the first committed
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wms.ImportStockSnapshots(iter([message("S", "s1"), message("", "s1")]), metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    stock = await pool.fetch("select sku from stock where sku in ('P', 'Q', 'R', 'S') order by sku")
+    assert [r["sku"] for r in stock] == ["P", "S"]
+
+
 async def test_oversell_storm_two_processes_64_clients(pool, operator, wms, clients, start_service, env):
     second = await start_service(MODULE, env)
     skus = ["HOT", "B", "C", "D"]

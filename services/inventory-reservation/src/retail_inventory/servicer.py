@@ -6,6 +6,7 @@ transaction (with an audit record for each mutation), convert to protos. No busi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -114,6 +115,15 @@ def _plain_id(value: str) -> bool:
     """What _Violations.id accepts, in C (no per-character Python): the space is the only whitespace
     character str.isprintable() lets through. Failures go through _Violations.id for the message."""
     return bool(value) and len(value) <= limits.MAX_ID_LENGTH and " " not in value and value.isprintable()
+
+
+async def _settle(task: asyncio.Task[None] | None) -> None:
+    """Let a transaction the stream started finish (commit or roll back) before the call ends; its
+    error is dropped here: the one already propagating is the call's."""
+    if task is not None:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
 
 
 def _snapshot_entries(
@@ -536,47 +546,60 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         stamps: dict[tuple[int, int], datetime] = {}
         request_id = None
         known_locations: set[str] = set()
-        async for request in request_iterator:
-            check = _Violations()
-            check.id("request_id", request.request_id)
-            if request_id is not None and request.request_id != request_id:
-                check.add("request_id", "must be the same on every message of the stream")
-            request_id = request.request_id
-            check.count("entries", len(request.entries), limits.MAX_SNAPSHOT_ENTRIES_PER_MESSAGE)
-            entries = _snapshot_entries(request.entries, check, stamps)
-            check.raise_if_any()
+        # Each message is its own transaction, in stream order; the next message is received and
+        # validated while the previous one's transaction runs (Python beside Postgres).
+        pending: asyncio.Task[None] | None = None
+        try:
+            async for request in request_iterator:
+                check = _Violations()
+                check.id("request_id", request.request_id)
+                if request_id is not None and request.request_id != request_id:
+                    check.add("request_id", "must be the same on every message of the stream")
+                request_id = request.request_id
+                check.count("entries", len(request.entries), limits.MAX_SNAPSHOT_ENTRIES_PER_MESSAGE)
+                entries = _snapshot_entries(request.entries, check, stamps)
+                check.raise_if_any()
 
-            async def work(
-                conn: Connection, entries: list[SnapshotIn] = entries, request_id: str = request.request_id
-            ) -> None:
-                missing = {e.location_id for e in entries} - known_locations
-                if missing:
-                    unknown = await self._repo.unknown_locations(conn, missing)
-                    if unknown:
-                        i = next(i for i, e in enumerate(entries) if e.location_id in unknown)
-                        raise InvalidArgument.field(
-                            f"entries[{i}].location_id", f"unknown location {entries[i].location_id!r}"
-                        )
-                    known_locations.update(missing)
-                result = await self._repo.import_snapshot_batch(conn, entries)
-                total.received_count += result.received
-                total.applied_count += result.applied
-                total.ignored_count += result.ignored
-                total.changed_count += result.changed
-                await self._audit(
-                    conn,
-                    "retail.inventory.v1.StockSnapshot",
-                    request_id,
-                    None,
-                    pb.ImportStockSnapshotsResponse(
-                        received_count=result.received,
-                        applied_count=result.applied,
-                        ignored_count=result.ignored,
-                        changed_count=result.changed,
-                    ),
-                )
+                async def work(
+                    conn: Connection,
+                    entries: list[SnapshotIn] = entries,
+                    request_id: str = request.request_id,
+                ) -> None:
+                    missing = {e.location_id for e in entries} - known_locations
+                    if missing:
+                        unknown = await self._repo.unknown_locations(conn, missing)
+                        if unknown:
+                            i = next(i for i, e in enumerate(entries) if e.location_id in unknown)
+                            raise InvalidArgument.field(
+                                f"entries[{i}].location_id", f"unknown location {entries[i].location_id!r}"
+                            )
+                        known_locations.update(missing)
+                    result = await self._repo.import_snapshot_batch(conn, entries)
+                    total.received_count += result.received
+                    total.applied_count += result.applied
+                    total.ignored_count += result.ignored
+                    total.changed_count += result.changed
+                    await self._audit(
+                        conn,
+                        "retail.inventory.v1.StockSnapshot",
+                        request_id,
+                        None,
+                        pb.ImportStockSnapshotsResponse(
+                            received_count=result.received,
+                            applied_count=result.applied,
+                            ignored_count=result.ignored,
+                            changed_count=result.changed,
+                        ),
+                    )
 
-            await self._tx(work)
+                if pending is not None:
+                    await pending  # its error, if any, ends the stream here
+                pending = asyncio.create_task(self._tx(work))
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            await _settle(pending)
         return total
 
     async def SetStockPolicies(
