@@ -202,3 +202,26 @@ async def test_stock_rows_must_name_a_known_sku_and_location(pool, repo):
         await pool.execute("insert into stock (sku, location_id) values ('Q', 's1')")
     await pool.execute("insert into stock (sku, location_id) values ('A', 's1')")
     assert await pool.fetchval("select count(*) from stock") == 1
+
+
+def _varint(value: int) -> bytes:
+    """protobuf's int64 varint: two's complement for negatives (ten bytes)."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+async def test_sql_varints_at_every_length_boundary(pool):
+    values = [0, 1, -1, -(2**63), 2**63 - 1]
+    for length in range(1, 10):
+        edge = 1 << (7 * length)
+        values += [v for v in (edge - 1, edge) if v < 2**63]
+    rows = await pool.fetch("select v, inv_pb_varint(v) as b from unnest($1::bigint[]) v", values)
+    assert {r["v"]: bytes(r["b"]) for r in rows} == {v: _varint(v) for v in values}
