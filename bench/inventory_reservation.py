@@ -11,9 +11,13 @@
 - GetLocation QPS vs the same one-row select: the runtime's per-call cost (auth lookup, interceptors,
   spans, pool reset), which bounds every RPC's ratio;
 - BatchGetAvailability SKU-locations/s (1,000 queries per call; target >= 50,000/s);
-- snapshot import rows/s through the ImportStockSnapshots stream vs raw COPY of the same rows into a
-  table of the same shape (target >= 0.3). The estate is scaled down (BENCH_STORES x BENCH_SKUS) so the
-  run takes about a minute; the full estate is 600 x 20,000.
+- snapshot import rows/s through the ImportStockSnapshots stream vs raw COPY of the same rows, in the
+  same batches, into a table of the same shape (target >= 0.3), twice: a first load (every position is
+  new, every one changes and gets its AvailabilityChanged) and a newer re-snapshot of the same estate
+  in which RESNAPSHOT_CHANGED (2%) of the positions change (each position's as-of still moves). The
+  estate is scaled down (BENCH_STORES x BENCH_SKUS, 20 x 5,000) so the run takes a few minutes; the
+  full estate is 600 x 20,000. BENCH_INVENTORY_PARTS=snapshot,reserve,batch picks the figures (Reserve
+  needs the snapshot's SKUs).
 
 Run alone: `python -m bench.inventory_reservation`; registered as `inventory` in bench/registry.py.
 """
