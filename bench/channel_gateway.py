@@ -7,7 +7,10 @@
   relay is pricing's part and not included.)
 - GetOffers offers/s (BENCH_GW_SKUS SKUs per call, gateway fanning out to pricing, inventory and
   promotion, all separate processes) beside a bare grpc.aio echo (separate process) called through the
-  same client stack (connect() with the key and default deadline), target >= 0.4.
+  same client stack (connect() with the key and default deadline), target >= 0.4; BENCH_GW_ROUNDS (3)
+  alternating rounds of BENCH_SECONDS (4) each. Also the server CPU (utime+stime from /proc) per call:
+  the gateway's, and all four services' together, beside the echo server's: on a shared 2-core box
+  the calls/s ratio moved by +-0.1 between identical runs, CPU per call much less.
 
 Run alone: `python -m bench.channel_gateway`; `run_channel_gateway_bench()` is the hook for bench/__main__.
 """
@@ -18,6 +21,7 @@ import asyncio
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from pydantic import SecretStr
 from bench._pyspy import sampled
 from bench.raw_grpc_echo import ECHO_METHOD as ECHO
 from bench.raw_grpc_echo import start_echo
+from bench.runtime_overhead import cpu_seconds
 from retail.channel.v1 import channel_gateway_service_pb2 as gw
 from retail.channel.v1 import channel_gateway_service_pb2_grpc
 from retail.channel.v1 import channel_operations_service_pb2 as ops
@@ -69,7 +74,8 @@ EVENTS = int(os.environ.get("BENCH_GW_EVENTS", "500"))
 SKUS_PER_CALL = int(os.environ.get("BENCH_GW_SKUS", "10"))
 CATALOGUE = 200
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))  # per round
+ROUNDS = int(os.environ.get("BENCH_GW_ROUNDS", "3"))
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -338,8 +344,8 @@ async def _propagation(nats_url: str, market: FakeMarketplace) -> list[float]:
 _errors: dict[str, int] = {}
 
 
-async def _rate(call: Any, name: str = "") -> float:
-    """Successful calls per second with CONCURRENCY closed-loop callers; failures are counted apart."""
+async def _rate(call: Any, name: str = "") -> tuple[int, float]:
+    """Successful calls and seconds with CONCURRENCY closed-loop callers; failures are counted apart."""
     done = 0
     stop = time.perf_counter() + SECONDS
 
@@ -355,7 +361,31 @@ async def _rate(call: Any, name: str = "") -> float:
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
+
+
+@dataclass
+class _Tally:
+    """Calls, seconds and server CPU seconds (per process) summed over the rounds of one target."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    async def round(self, call: Any, pids: dict[str, int], name: str = "") -> None:
+        before = {process: cpu_seconds(pid) for process, pid in pids.items()}
+        done, elapsed = await _rate(call, name)
+        self.calls += done
+        self.seconds += elapsed
+        for process, pid in pids.items():
+            self.cpu[process] = self.cpu.get(process, 0.0) + cpu_seconds(pid) - before[process]
+
+    @property
+    def qps(self) -> float:
+        return self.calls / self.seconds
+
+    def cpu_us(self, *processes: str) -> float:
+        return sum(self.cpu[p] for p in processes) / self.calls * 1e6
 
 
 async def run_channel_gateway_bench() -> list[Row]:
@@ -414,14 +444,18 @@ async def run_channel_gateway_bench() -> list[Row]:
         async def bare_echo() -> None:
             await bare_call(data)
 
+        services = {process.module.rsplit("_", 1)[-1]: process.pid for process in suite.processes}
+        echo_pid = {"echo": echo_process.pid}
+        bare, same, got = _Tally(), _Tally(), _Tally()
         try:
-            bare_qps = await _rate(bare_echo)
+            for round_number in range(ROUNDS):  # alternating, so load drifts hit all three alike
+                await bare.round(bare_echo, echo_pid)
+                await same.round(echo, echo_pid)
+                with sampled(services, f"gateway-offers-{round_number}"):  # BENCH_PYSPY only
+                    await got.round(offers, services, "offers")
         finally:
             await bare_channel.close(None)
-        echo_qps = await _rate(echo)
-        pids = {process.module.rsplit("_", 1)[-1]: process.pid for process in suite.processes}
-        with sampled(pids, "gateway-offers"):  # BENCH_PYSPY only
-            offers_qps = await _rate(offers, "offers")
+        offers_qps, echo_qps, bare_qps = got.qps, same.qps, bare.qps
         health = await operator.GetChannelHealth(ops.GetChannelHealthRequest(channel_id="web"))
         violations = len(market.violations)
         return [
@@ -459,6 +493,18 @@ async def run_channel_gateway_bench() -> list[Row]:
                 "GetOffers calls/s vs grpc.aio echo on a bare client channel (the ratio before 2026-11-27)",
                 offers_qps,
                 bare_qps,
+                None,
+            ),
+            (
+                "gateway CPU us per GetOffers call vs echo server CPU us per call",
+                got.cpu_us("gateway"),
+                same.cpu_us("echo"),
+                None,
+            ),
+            (
+                "gateway+pricing+inventory+promotion CPU us per GetOffers call vs echo",
+                got.cpu_us(*services),
+                same.cpu_us("echo"),
                 None,
             ),
         ]

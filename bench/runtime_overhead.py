@@ -46,7 +46,7 @@ from retail_common.testing import NatsServer
 from retail_common.testing.postgres import locate_postgres
 from retail_common.testing.process import ServiceProcess
 
-__all__ = ["run_runtime_overhead_bench"]
+__all__ = ["cpu_seconds", "run_runtime_overhead_bench"]
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
@@ -64,7 +64,7 @@ CONFIGS: dict[str, dict[str, str]] = {
 }
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
@@ -95,11 +95,11 @@ async def _round(call: Callable[[], Awaitable[object]], pid: int, tally: _Tally)
             await call()
             done += 1
 
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     tally.seconds += time.perf_counter() - started
-    tally.cpu += _cpu_seconds(pid) - cpu_before
+    tally.cpu += cpu_seconds(pid) - cpu_before
     tally.calls += done
 
 
