@@ -8,7 +8,8 @@ Concurrency rules (no oversell, no deadlock):
   FOR UPDATE: every transaction locks positions in that one order.
 - Reservation rows are locked before positions (reserve inserts its row first; confirm, release,
   extend and the sweep lock it with FOR UPDATE first).
-- Every function expects to run inside the caller's transaction (retail_common.db.transaction).
+- Every function expects to run inside the caller's transaction (retail_common.db.transaction),
+  except reserve_in_one_statement, which is one statement and so its own transaction.
 """
 
 from __future__ import annotations
