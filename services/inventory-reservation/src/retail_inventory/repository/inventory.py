@@ -1489,7 +1489,7 @@ left join later on later.sku = i.sku and later.location_id = i.location_id
 where s.snapshot_as_of is null or i.as_of > s.snapshot_as_of
 order by s.sku, s.location_id
 for update of s;
-set local enable_hashjoin = on; set local enable_mergejoin = on;
+set local enable_hashjoin to default; set local enable_mergejoin to default;
 analyze inv_snap_merge
 """
 
@@ -1500,7 +1500,7 @@ update stock s set on_hand = m.new_on_hand, snapshot_as_of = m.as_of,
        version = s.version + (m.new_on_hand <> m.old_on_hand)::int, updated_at = now()
 from inv_snap_merge m
 where not m.inserted and s.sku = m.sku and s.location_id = m.location_id;
-set local enable_hashjoin = on; set local enable_mergejoin = on
+set local enable_hashjoin to default; set local enable_mergejoin to default
 """
 
 # Header and lines of a new reservation in one statement; no row when the id exists (its unique key
