@@ -3,7 +3,9 @@ request log policy (failed and slow calls always, OK calls sampled), and the reu
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -44,6 +46,15 @@ class Probe(probe_pb2_grpc.ProbeServiceServicer):
 
     async def Crash(self, request: Any, context: Any) -> Any:  # noqa: N802
         raise RuntimeError(request.secret_detail)
+
+
+async def _settled(done: Callable[[], bool]) -> None:
+    """An aborted call's status reaches the client before the server's handler has unwound to its span
+    end and log line: wait for them (bounded; the assertion that follows says what was missing)."""
+    for _ in range(500):
+        if done():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def resolve(key: str) -> Principal | None:
@@ -108,6 +119,7 @@ async def test_domain_errors_are_answers_and_unexpected_exceptions_are_recorded(
         await stub.GetAccount(probe_pb2.GetAccountRequest(account_id="a1"))
     with pytest.raises(grpc.aio.AioRpcError) as crashed:
         await stub.Crash(probe_pb2.CrashRequest(secret_detail="s3cret"))
+    await _settled(lambda: len(exporter.get_finished_spans()) == 2)
     assert (not_found.value.code(), crashed.value.code()) == (
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.INTERNAL,
@@ -132,6 +144,7 @@ async def test_unauthenticated_calls_get_a_span_too(traced: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.WhoAmI(probe_pb2.WhoAmIRequest(), metadata=(("authorization", "Bearer rk_nope_nope"),))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await _settled(lambda: len(exporter.get_finished_spans()) == 1)
     (span,) = exporter.get_finished_spans()
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == 16
@@ -151,6 +164,7 @@ async def test_with_sampling_off_only_failed_calls_are_logged(
         await stub.WhoAmI(probe_pb2.WhoAmIRequest())
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.GetAccount(probe_pb2.GetAccountRequest(account_id="a1"))
+    await _settled(lambda: bool(_rpc_records(caplog)))
     (record,) = _rpc_records(caplog)
     assert (record.rpc_method, record.rpc_code, record.principal_id) == (  # type: ignore[attr-defined]
         PROBE + "GetAccount",

@@ -38,8 +38,13 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact_text(record.getMessage())
         record.args = None
-        for key, value in _extras(record).items():
-            setattr(record, key, redact_value(value, key))
+        extras = _extras(record)
+        for key, value in extras.items():
+            redacted = redact_value(value, key)
+            if redacted is not value:  # most values are clean: no attribute write, no dict change
+                setattr(record, key, redacted)
+                extras[key] = redacted
+        record._retail_extras = extras  # the formatter's copy (a leading "_" keeps it out of extras)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -71,7 +76,8 @@ class JsonFormatter(logging.Formatter):
                 entry["request_id"] = call.request_id
             if call.principal is not None:
                 entry["principal"] = call.principal.id
-        for key, value in _extras(record).items():
+        extras = getattr(record, "_retail_extras", None)
+        for key, value in (extras if extras is not None else _extras(record)).items():
             entry.setdefault(key, value)  # the fixed fields above win over a clashing extra
         if record.exc_info or record.exc_text:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
