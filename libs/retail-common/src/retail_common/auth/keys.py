@@ -19,6 +19,7 @@ __all__ = ["KEY_PREFIX", "ParsedKey", "generate_key", "hash_secret", "parse_key"
 KEY_PREFIX = "rk"
 _KEY_ID_BYTES = 8  # 16 hex chars: hex never contains the "_" separator
 _SECRET_BYTES = 32
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def parse_key(key: str) -> ParsedKey | None:
     key_id, sep, secret = rest.partition("_")
     if prefix != KEY_PREFIX or not sep or not secret or len(key_id) != 2 * _KEY_ID_BYTES:
         return None
-    if any(c not in "0123456789abcdef" for c in key_id):
+    if not _HEX_DIGITS.issuperset(key_id):  # one C-level check on every call's key
         return None
     return ParsedKey(key_id=key_id, secret=SecretStr(secret))
 
