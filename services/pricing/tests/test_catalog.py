@@ -62,3 +62,43 @@ async def test_invalidating_the_same_sku_during_its_load_discards_the_result(
     loads = cache.loads
     await cache.skus(["A"])
     assert cache.loads == loads + 1  # reloaded
+
+
+async def test_a_batch_mixing_cached_uncached_and_unknown_skus_answers_each_in_order(
+    deps, acting, pool
+) -> None:
+    from retail.pricing.v1 import change_sets_pb2
+    from retail_pricing.handlers import change_sets as cs_h
+    from retail_pricing.handlers import price_lists as pl_h
+    from retail_pricing.handlers import resolution
+    from retail_pricing.testing import add, price_list, query
+
+    await seed(deps)
+    await pl_h.create_price_list(
+        deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base"))
+    )
+    now = deps.clock.now()
+    items = [add("base", "A", "1.00", now), add("base", "B", "2.00", now)]
+    draft = await cs_h.create_change_set(
+        deps, pb.CreateChangeSetRequest(request_id="c", change_set=change_sets_pb2.ChangeSet(items=items))
+    )
+    submitted = await cs_h.submit_change_set(
+        deps,
+        pb.SubmitChangeSetRequest(
+            request_id="s", change_set_id=draft.change_set.change_set_id, etag=draft.change_set.etag
+        ),
+    )
+    acting.as_("bob")
+    await cs_h.approve_change_set(
+        deps,
+        pb.ApproveChangeSetRequest(
+            request_id="a", change_set_id=draft.change_set.change_set_id, etag=submitted.change_set.etag
+        ),
+    )
+    await deps.catalog.skus(["A"])  # A cached; B and the unknown C are loaded by the batch
+    request = pb.BatchResolvePricesRequest(queries=[query("B"), query("A"), query("C"), query("A")])
+    for _ in range(2):  # then every SKU is cached
+        response = await resolution.batch_resolve_prices(deps, request)
+        answers = [r.price.sku or r.error.code for r in response.results]
+        assert answers == ["B", "A", "INVALID_ARGUMENT", "A"]
+        assert [r.price.price.gross.units for r in response.results] == [2, 1, 0, 1]

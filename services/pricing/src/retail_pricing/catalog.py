@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -85,6 +85,10 @@ class Catalog:
             if epoch == self._config_epoch:
                 self._pricer = pricer
             return pricer
+
+    def cached_skus(self) -> Mapping[str, SkuData]:
+        """The SKUs in the cache now (read it before any await: invalidation removes entries)."""
+        return self._skus
 
     async def skus(self, skus: Sequence[str]) -> dict[str, SkuData]:
         result = {sku: data for sku in skus if (data := self._skus.get(sku)) is not None}

@@ -117,13 +117,19 @@ async def batch_resolve_prices(
     queries = [_batch_query(deps, q, i, now, problems) for i, q in enumerate(request.queries)]
     raise_if(problems)
     pricer = await deps.catalog.pricer()
-    data = await deps.catalog.skus([q.sku for q in queries])
+    # Each query's SKU data from the cache as it is now, the misses loaded in one round trip (a list
+    # beside the queries: no per-batch dict of the hits).
+    cached = deps.catalog.cached_skus()
+    found = [cached.get(q.sku) for q in queries]
+    if any(d is None for d in found):
+        loaded = await deps.catalog.skus([q.sku for q, d in zip(queries, found, strict=True) if d is None])
+        found = [loaded[q.sku] if d is None else d for q, d in zip(queries, found, strict=True)]
     response = pb.BatchResolvePricesResponse()
     add = response.results.add
     resolve = pricer.resolve
-    for query in queries:
+    for query, sku_data in zip(queries, found, strict=True):
         result = add()
-        sku_data = data[query.sku]
+        assert sku_data is not None
         if sku_data.product is None:
             result.error.code, result.error.message = "INVALID_ARGUMENT", f"unknown SKU {query.sku!r}"
             continue
