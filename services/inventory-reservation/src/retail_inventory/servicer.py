@@ -29,7 +29,6 @@ from retail.inventory.v1 import (
     location_pb2,
     reservation_pb2,
     stock_pb2,
-    threshold_pb2,
 )
 from retail.inventory.v1 import (
     inventory_service_pb2 as pb,
@@ -269,6 +268,20 @@ def _current_trace_id() -> str | None:
     """The current span's trace id, as retail_common.db.append_audit records it."""
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _audit_stamp() -> ReserveAudit:
+    """The audit columns append_audit would write for the current call, for statements that write
+    their audit records in SQL."""
+    call = current_call()
+    principal = call.principal if call else None
+    return ReserveAudit(
+        action=call.method if call else "?",
+        actor_id=principal.id if principal else None,
+        actor_kind=str(principal.kind) if principal else None,
+        request_id=call.request_id if call else None,
+        trace_id=(call.trace_id if call else None) or _current_trace_id(),
+    )
 
 
 def _as_dict(message: Message | None) -> Any:
@@ -890,15 +903,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     ) -> reservation_pb2.Reservation | None:
         """The one-statement Reserve (one position; autocommit: no BEGIN/COMMIT round trips), its audit
         record as _audit writes it; None when it does not apply (see the repository), changing nothing."""
-        call = current_call()
-        principal = call.principal if call else None
-        audit = ReserveAudit(
-            action=call.method if call else "?",
-            actor_id=principal.id if principal else None,
-            actor_kind=str(principal.kind) if principal else None,
-            request_id=call.request_id if call else None,
-            trace_id=(call.trace_id if call else None) or _current_trace_id(),
-        )
+        audit = _audit_stamp()
         async with self._ctx.pool.acquire() as conn:
             return await self._repo.reserve_in_one_statement(
                 conn,
@@ -1072,12 +1077,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 if r.sku in unknown:
                     found.add(f"requests[{i}].rule.sku", f"unknown SKU {r.sku!r}")
             found.raise_if_any()
-            rules: list[threshold_pb2.ThresholdRule] = []
-            for row, created in await self._repo.create_rules(conn, inputs):
-                proto = events.threshold_rule_proto(row)
-                if created:
-                    await self._audit(conn, "retail.inventory.v1.ThresholdRule", proto.rule_id, None, proto)
-                rules.append(proto)
+            # The audit records of the new rules are written by the repository's insert (set-based).
+            created = await self._repo.create_rules(conn, inputs, _audit_stamp())
+            rules = [events.threshold_rule_proto(row) for row, _ in created]
             return pb.BatchCreateThresholdRulesResponse(rules=rules)
 
         return await self._tx(work)

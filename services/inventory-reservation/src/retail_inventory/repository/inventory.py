@@ -155,7 +155,8 @@ class SnapshotIn(NamedTuple):
 class ReserveAudit:
     """The audit record of a new reservation, as retail_common.db.append_audit writes it (its actor,
     action, request id and trace id; entity = the reservation, after = its JSON), for the
-    one-statement Reserve, which writes it in SQL with the database's times."""
+    one-statement Reserve, which writes it in SQL with the database's times; likewise the audit
+    records of the rules BatchCreateThresholdRules creates (create_rules)."""
 
     action: str
     actor_id: str | None
@@ -1322,9 +1323,17 @@ class InventoryRepository:
         )
         return row, True
 
-    async def create_rules(self, conn: Connection, rules: Sequence[RuleIn]) -> list[tuple[Row, bool]]:
-        """create_rule for many rules in a fixed number of statements (BatchCreateThresholdRules);
-        (row, created) per input, in input order. A request_id seen before returns its first rule."""
+    async def create_rules(
+        self, conn: Connection, rules: Sequence[RuleIn], audit: ReserveAudit
+    ) -> list[tuple[Row, bool]]:
+        """create_rule for many rules, set-based (BatchCreateThresholdRules): (row, created) per input,
+        in input order; a request_id seen before (or twice in `rules`) returns its first rule.
+
+        A fixed number of statements whatever the count: the known request ids, the positions made and
+        locked (global order), then one statement (_CREATE_RULES) that computes each new rule's initial
+        state from its position's ATS in SQL (as _rule_state does in Python), inserts the rules, counts
+        them on their positions and writes one audit record per rule, as the servicer's _audit writes
+        it for CreateThresholdRule (`audit`: its actor, action, request and trace ids)."""
         ids = [r.request_id for r in rules]
         rows = await conn.fetch("select * from threshold_rules where request_id = any($1::text[])", ids)
         known: dict[str, Row] = {r["request_id"]: r for r in rows}
@@ -1334,55 +1343,28 @@ class InventoryRepository:
             if r.request_id not in seen:
                 seen.add(r.request_id)
                 fresh.append(r)
+        created: set[str] = set()
         if fresh:
             keys = sorted({(r.sku, r.location_id) for r in fresh})
             await self._ensure_positions(conn, keys)
             await self._lock(conn, keys)
-            positions = {(p["sku"], p["location_id"]): p for p in await self.positions(conn, keys)}
             inserted = await conn.fetch(
-                """
-                insert into threshold_rules (rule_id, request_id, sku, location_id, channel_id, owner_kind,
-                    owner_id, kind, below_quantity, restore_quantity, units_sold, period_days, below_days,
-                    restore_days, state)
-                select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::int[],
-                    $13::int[], $14::int[], $15::text[])
-                returning *
-                """,
-                [uuid.uuid4() for _ in fresh],
-                *(
-                    [getattr(r, name) for r in fresh]
-                    for name in (
-                        "request_id",
-                        "sku",
-                        "location_id",
-                        "channel_id",
-                        "owner_kind",
-                        "owner_id",
-                        "kind",
-                        "below_quantity",
-                        "restore_quantity",
-                        "units_sold",
-                        "period_days",
-                        "below_days",
-                        "restore_days",
-                    )
-                ),
-                [_rule_state(r, positions[(r.sku, r.location_id)]).value for r in fresh],
+                _CREATE_RULES,
+                *([getattr(r, name) for r in fresh] for name in _RULE_COLUMNS),
+                audit.actor_id,
+                audit.actor_kind,
+                audit.action,
+                audit.request_id,
+                audit.trace_id,
             )
             known.update({r["request_id"]: r for r in inserted})
-            added: dict[Key, int] = defaultdict(int)
-            for r in fresh:
-                added[(r.sku, r.location_id)] += 1
-            await conn.execute(
-                "update stock s set rule_count = s.rule_count + a.n"
-                " from unnest($1::text[], $2::text[], $3::bigint[]) as a(sku, location_id, n)"
-                " where s.sku = a.sku and s.location_id = a.location_id",
-                [k[0] for k in added],
-                [k[1] for k in added],
-                list(added.values()),
-            )
-        created = {r.request_id for r in fresh}
+            created = {r["request_id"] for r in inserted}
+            raced = [r.request_id for r in fresh if r.request_id not in created]
+            if raced:  # registered by a concurrent call that committed first: theirs is the rule
+                more = await conn.fetch(
+                    "select * from threshold_rules where request_id = any($1::text[])", raced
+                )
+                known.update({r["request_id"]: r for r in more})
         out = []
         for r in rules:
             out.append((known[r.request_id], r.request_id in created))
@@ -1626,6 +1608,99 @@ union all
 select '{events.STOCK_POSITION_AGGREGATE}', '{events.AVAILABILITY_EVENT_TYPE}', a.aggregate_key, a.subject,
        null, a.sku, a.location_id, a.on_hand, a.reserved_total, a.safety_stock, a.change_time, a.channels
 from ({events.availability_source_sql(_HELD_POSITIONS, (5, 6, 7))}) a
+"""
+
+
+# The fields of RuleIn that _CREATE_RULES takes as parallel arrays $1..$13, in this order.
+_RULE_COLUMNS = (
+    "request_id",
+    "sku",
+    "location_id",
+    "channel_id",
+    "owner_kind",
+    "owner_id",
+    "kind",
+    "below_quantity",
+    "restore_quantity",
+    "units_sold",
+    "period_days",
+    "below_days",
+    "restore_days",
+)
+# New threshold rules (request ids not yet known, each once; their positions exist and are locked), in
+# one statement: the initial state from the position's ATS for the rule's channel (0 where the location
+# is inactive or does not sell in it), BELOW when already low, the low test of _evaluate_thresholds and
+# domain.threshold; each position's rule_count raised by its new rules; one audit record per rule in
+# input order, `after` being the rule as MessageToDict(threshold_rule_proto(row)) writes it (int64 as
+# strings, int32 as numbers; no field is zero or empty: validation requires them) with the audit
+# columns of append_audit ($14..$18). A request id a concurrent call inserted first is skipped (on
+# conflict): the caller reads that rule.
+_CREATE_RULES = """
+with input as (
+    select *
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::bigint[], $9::bigint[], $10::bigint[], $11::int[], $12::int[], $13::int[])
+         with ordinality
+         as i(request_id, sku, location_id, channel_id, owner_kind, owner_id, kind, below_quantity,
+              restore_quantity, units_sold, period_days, below_days, restore_days, ord)
+),
+valued as (
+    select i.*,
+           case when l.active and i.channel_id = any(l.channel_ids)
+                then inv_ats(s.on_hand, s.reserved_total, s.safety_stock, l.default_fences || s.fences,
+                             s.channel_reserved, i.channel_id)
+                else 0 end as ats
+    from input i
+    join stock s on s.sku = i.sku and s.location_id = i.location_id
+    join locations l on l.location_id = i.location_id
+),
+stamp as (  -- every rule's created_at and updated_at, and its JSON form, computed once
+    select now() as at, inv_json_time(now()) as json
+),
+ins as (
+    insert into threshold_rules (rule_id, request_id, sku, location_id, channel_id, owner_kind, owner_id,
+        kind, below_quantity, restore_quantity, units_sold, period_days, below_days, restore_days,
+        created_at, updated_at, state)
+    select gen_random_uuid(), v.request_id, v.sku, v.location_id, v.channel_id, v.owner_kind, v.owner_id,
+           v.kind, v.below_quantity, v.restore_quantity, v.units_sold, v.period_days, v.below_days,
+           v.restore_days, (select at from stamp), (select at from stamp),
+           case when case v.kind when 'ABSOLUTE' then v.ats < v.below_quantity
+                                 else v.ats * v.period_days < v.below_days::bigint * v.units_sold end
+                then 'BELOW' else 'ABOVE' end
+    from valued v
+    order by v.ord
+    on conflict (request_id) do nothing
+    returning *
+),
+counted as (
+    update stock s set rule_count = s.rule_count + n.added
+    from (select sku, location_id, count(*) as added from ins group by sku, location_id) n
+    where s.sku = n.sku and s.location_id = n.location_id
+),
+audited as (
+    insert into audit_log (actor_id, actor_kind, action, entity_type, entity_key, request_id, before, after,
+                           trace_id)
+    select $14::text, $15::text, $16::text, 'retail.inventory.v1.ThresholdRule', t.rule_id::text, $17::text,
+           null,
+           jsonb_build_object(
+               'rule_id', t.rule_id::text, 'sku', t.sku, 'location_id', t.location_id,
+               'channel_id', t.channel_id,
+               'owner', jsonb_build_object(
+                   case t.owner_kind when 'operator' then 'operator_id' else 'campaign_id' end, t.owner_id),
+               'state', 'THRESHOLD_STATE_' || t.state, 'version', t.version::text,
+               'create_time', m.json, 'update_time', m.json,
+               'etag', t.version::text)
+           || case t.kind
+                  when 'ABSOLUTE' then jsonb_build_object('absolute', jsonb_build_object(
+                      'below_quantity', t.below_quantity::text, 'restore_quantity', t.restore_quantity::text))
+                  else jsonb_build_object('days_of_cover', jsonb_build_object(
+                      'units_sold', t.units_sold::text, 'period_days', t.period_days,
+                      'below_days', t.below_days, 'restore_days', t.restore_days)) end,
+           $18::text
+    from ins t join input i on i.request_id = t.request_id cross join stamp m
+    order by i.ord
+)
+select * from ins
 """
 
 
