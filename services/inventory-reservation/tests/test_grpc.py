@@ -1018,3 +1018,46 @@ async def test_batch_threshold_rules_register_like_single_ones_in_one_call(pool,
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_batch_threshold_rules_refuse_bad_input_naming_the_field_and_change_nothing(
+    pool, operator, wms
+):
+    await setup_stock(operator, wms, {("A", "s1"): 12})
+
+    def request(n: int, sku: str = "A", below: int = 5) -> pb.CreateThresholdRuleRequest:
+        rule = threshold_pb2.ThresholdRule(
+            sku=sku,
+            location_id="s1",
+            channel_id="web",
+            owner=threshold_pb2.ThresholdOwner(campaign_id="camp-9"),
+            absolute=threshold_pb2.AbsoluteThreshold(below_quantity=below),
+        )
+        return pb.CreateThresholdRuleRequest(request_id=f"bad{n}", rule=rule)
+
+    async def changed() -> tuple[int, int, int]:
+        return (
+            await pool.fetchval("select count(*) from threshold_rules"),
+            await pool.fetchval("select count(*) from audit_log where entity_type like '%ThresholdRule'"),
+            await pool.fetchval("select sum(rule_count) from stock"),
+        )
+
+    before = await changed()
+    cases = [
+        ([request(0), request(1, below=0)], ["requests[1].rule.absolute.below_quantity"]),
+        ([request(0), request(1), request(2, sku="ZZ")], ["requests[2].rule.sku"]),
+    ]
+    for batch, fields in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=batch))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in parse_error(caught.value).field_violations] == fields
+        assert await changed() == before
+    created = await wms.BatchCreateThresholdRules(pb.BatchCreateThresholdRulesRequest(requests=[request(0)]))
+    assert await changed() == (before[0] + 1, before[1] + 1, before[2] + 1)
+    audit = await pool.fetchrow("select * from audit_log where entity_type like '%ThresholdRule'")
+    assert audit["entity_key"] == created.rules[0].rule_id
+    assert (audit["actor_id"], audit["action"]) == (
+        "wms",
+        "/retail.inventory.v1.InventoryService/BatchCreateThresholdRules",
+    )
