@@ -1,8 +1,9 @@
 """Pricing benchmarks beside raw baselines measured in the same run (issue 4).
 
 - ResolvePrice QPS (service as a separate process, BENCH_CONCURRENCY clients) vs a bare grpc.aio echo
-  server (also a separate process) called the same way, alternating BENCH_PRICING_ROUNDS (3) rounds of
-  BENCH_SECONDS each (target >= 0.6);
+  server (also a separate process) called the same way (a channel from retail_common.grpcx.connect for
+  both; the echo through a bare channel is a reference row), alternating BENCH_PRICING_ROUNDS (3)
+  rounds of BENCH_SECONDS each (target >= 0.6);
 - BatchResolvePrices SKU-prices/s (1,000 queries per call) on a catalogue of BENCH_PRICING_SKUS SKUs
   (full size 100,000) with BENCH_PRICING_STORES location-scoped override lists (full size 600), each
   overriding BENCH_PRICING_OVERRIDES SKUs (target >= 50,000/s);
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+from pydantic import SecretStr
 
 from bench.raw_grpc_echo import ECHO_METHOD as ECHO
 from bench.raw_grpc_echo import start_echo
@@ -322,24 +324,42 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
         )
         echo_process, address = await start_echo(tmp)
         try:
-            channel = grpc.aio.insecure_channel(address)
-            echo_call = channel.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
+            # The echo is called through a channel built like ours (retail_common.grpcx.connect: the
+            # client interceptors that add the credential and the deadline), so the ratio compares the
+            # servers; a bare channel's echo is reported beside it for reference.
+            same_client = connect(
+                address, credential=SecretStr(svc.keys["web"]), default_timeout=600, tracing=False
+            )
+            bare_client = grpc.aio.insecure_channel(address)
             payload = single[0].SerializeToString()
+            echo_same = same_client.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
+            echo_bare = bare_client.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
 
             async def echo() -> None:
-                await echo_call(payload)
+                await echo_same(payload)
+
+            async def echo_bare_client() -> None:
+                await echo_bare(payload)
 
             # Alternating rounds: a change in the machine's load hits both sides alike.
-            ours_rounds, raw_rounds = [], []
+            ours_rounds, raw_rounds, bare_rounds = [], [], []
             for _ in range(ROUNDS):
                 ours_rounds.append(await _qps(resolve))
                 raw_rounds.append(await _qps(echo))
+                bare_rounds.append(await _qps(echo_bare_client))
             ours, raw = sum(ours_rounds) / ROUNDS, sum(raw_rounds) / ROUNDS
-            await channel.close(None)
+            bare = sum(bare_rounds) / ROUNDS
+            await same_client.close(None)
+            await bare_client.close(None)
         finally:
             echo_process.terminate()
             await echo_process.wait()
-        rows.append((f"ResolvePrice QPS ({CONCURRENCY} clients) vs bare grpc.aio echo", ours, raw, 0.6))
+        rows.append(
+            (f"ResolvePrice QPS ({CONCURRENCY} clients) vs bare grpc.aio echo, same client", ours, raw, 0.6)
+        )
+        rows.append(
+            (f"(reference) bare grpc.aio echo QPS, bare client, {CONCURRENCY} clients", bare, None, None)
+        )
     finally:
         await svc.close()
     return rows
