@@ -335,7 +335,7 @@ async def _guardrail_launch(suite: Suite, skus: int, stores: int) -> Row:
     _say(f"guarded launch: {rules:,} rules in {elapsed:.1f}s")
     hours = full / (rules / elapsed) / 3600
     return Row(
-        f"guardrail rules/s registered by LaunchCampaign ({skus} SKUs x {stores} stores x {len(CHANNELS)})",
+        f"guardrail rules/s registered by LaunchCampaign ({skus} SKUs x {stores} stores x selling channels)",
         rules / elapsed,
         note=f"{rules:,} rules in {elapsed:.1f}s; at full size ({full:,} rules) ~{hours:,.0f} h",
     )
