@@ -153,31 +153,43 @@ async def validate_rows(conn: Connection) -> list[Violation]:
 
 # Whether any row breaks a rule the report checks, with the report's own regular expressions, so the
 # fast path is exactly as strict. Each distinct value of a column is checked and cast once (a file has few
-# distinct windows, amounts and tiers: the expressions run a few hundred times, not once per row); SKUs
-# and lists are hash anti-joins. A value that matches but does not exist (2030-02-30) fails its cast,
-# which sends the import to the report as well. Window order is checked by the insert itself.
+# distinct windows, amounts and tiers: the expressions run a few hundred times, not once per row), all
+# columns' distinct values from one scan (hashed grouping sets); SKUs are a hash anti-join with the active
+# products. A value that matches but does not exist (2030-02-30) fails its cast, which sends the import
+# to the report as well. Window order is checked by the insert itself.
 _ANY_BAD_VALUE = f"""
 select exists (
-    select 1 from (select distinct price_list_id, currency_code from import_rows offset 0) d
-    left join price_lists l on l.price_list_id = d.price_list_id and l.currency = d.currency_code
-    where l.price_list_id is null
-) or exists (
     select 1 from import_rows r left join products p on p.sku = r.sku and p.status = 'active'
     where p.sku is null
 ) or exists (
-    select 1 from (select distinct amount from import_rows offset 0) d
-    where amount is null or amount !~ '^\\d{{1,18}}(\\.\\d{{1,9}})?$'
-) or exists (
-    select 1 from (select distinct min_quantity from import_rows offset 0) d
-    where min_quantity <> ''
-      and case when min_quantity ~ '^\\d{{1,18}}$' then min_quantity::numeric < 1 else true end
-) or exists (
-    select 1 from (select distinct start_time, true as required from import_rows
-                   union select distinct end_time, false from import_rows offset 0) d
-    where case when start_time is null or start_time = '' then required
-               when start_time !~ ({_TIME_OR_LOCAL}) then true
-               when start_time ~ '{_OFFSET}' then start_time::timestamptz is null
-               else start_time::timestamp is null end
+    select 1 from (
+        select price_list_id, currency_code, amount, min_quantity, start_time, end_time,
+               grouping(price_list_id, currency_code) = 0 as by_list, grouping(amount) = 0 as by_amount,
+               grouping(min_quantity) = 0 as by_quantity, grouping(start_time) = 0 as by_start
+        from import_rows
+        group by grouping sets ((price_list_id, currency_code), (amount), (min_quantity), (start_time),
+                                (end_time))
+        offset 0
+    ) d
+    left join price_lists l
+        on d.by_list and l.price_list_id = d.price_list_id and l.currency = d.currency_code
+    where case when d.by_list then l.price_list_id is null
+               when d.by_amount then d.amount is null or d.amount !~ '^\\d{{1,18}}(\\.\\d{{1,9}})?$'
+               when d.by_quantity then
+                   case when d.min_quantity is null or d.min_quantity = '' then false
+                        when d.min_quantity !~ '^\\d{{1,18}}$' then true
+                        else d.min_quantity::numeric < 1 end
+               when d.by_start then
+                   case when d.start_time is null or d.start_time = '' then true
+                        when d.start_time !~ ({_TIME_OR_LOCAL}) then true
+                        when d.start_time ~ '{_OFFSET}' then d.start_time::timestamptz is null
+                        else d.start_time::timestamp is null end
+               else
+                   case when d.end_time is null or d.end_time = '' then false
+                        when d.end_time !~ ({_TIME_OR_LOCAL}) then true
+                        when d.end_time ~ '{_OFFSET}' then d.end_time::timestamptz is null
+                        else d.end_time::timestamp is null end
+          end
 )
 """
 
