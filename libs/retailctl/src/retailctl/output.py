@@ -15,7 +15,21 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from retail.promotion.v1 import deployment_pb2
+
 __all__ = ["Output", "enum_name", "message_dict", "render_table", "timestamp"]
+
+
+def state_counts(summary: deployment_pb2.ChannelDeploymentSummary, empty: str = "-") -> str:
+    """A ChannelDeploymentSummary as e.g. "598 ACKNOWLEDGED, 2 FAILED" (states with none left out)."""
+    counts = [
+        (summary.pending, "PENDING"),
+        (summary.delivered, "DELIVERED"),
+        (summary.acknowledged, "ACKNOWLEDGED"),
+        (summary.failed, "FAILED"),
+        (summary.suspended, "SUSPENDED"),
+    ]
+    return ", ".join(f"{n} {name}" for n, name in counts if n) or empty
 
 
 def message_dict(message: Message) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from retail.promotion.v1 import campaign_pb2, deployment_pb2, promotion_service_
 from retail.promotion.v1 import promotion_service_pb2 as pb
 from retailctl.commands._shared import Commands, leaf, noun, pages
 from retailctl.errors import ExitCode
-from retailctl.output import enum_name, message_dict, timestamp
+from retailctl.output import enum_name, message_dict, state_counts, timestamp
 from retailctl.runner import Context, command
 
 __all__ = ["register"]
@@ -52,17 +52,6 @@ async def _list(ctx: Context) -> ExitCode:
         empty="no campaigns",
     )
     return ExitCode.OK
-
-
-def _counts(summary: deployment_pb2.ChannelDeploymentSummary) -> str:
-    counts = [
-        (summary.pending, "PENDING"),
-        (summary.delivered, "DELIVERED"),
-        (summary.acknowledged, "ACKNOWLEDGED"),
-        (summary.failed, "FAILED"),
-        (summary.suspended, "SUSPENDED"),
-    ]
-    return ", ".join(f"{n} {name}" for n, name in counts if n) or "-"
 
 
 async def _deployment(ctx: Context) -> pb.GetCampaignDeploymentResponse:
@@ -120,7 +109,7 @@ async def _board(ctx: Context) -> ExitCode:
         ctx.out.line()
         ctx.out.table(
             ["STORE CHANNEL", "STORES", "STATES (per store; --locations lists each)"],
-            ([s.channel_id, sum(_store_total(s)), _counts(s)] for s in stores.values()),
+            ([s.channel_id, sum(_store_total(s)), state_counts(s)] for s in stores.values()),
             empty="",
         )
     if deployment.remediation_tasks:

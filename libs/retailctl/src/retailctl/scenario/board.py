@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from retail.promotion.v1 import campaign_pb2, deployment_pb2
 from retail.promotion.v1 import promotion_service_pb2 as pr
+from retailctl.output import state_counts
 from retailctl.scenario.clients import Clients
 from retailctl.scenario.errors import eventually, retrying
 from retailctl.scenario.narrator import Narrator
 from retailctl.scenario.plan import Plan
 
-__all__ = ["DONE", "by_channel", "read_board", "show_board", "store_counts", "suspensions", "wait_board"]
+__all__ = ["DONE", "by_channel", "read_board", "show_board", "suspensions", "wait_board"]
 
 D = deployment_pb2
 DONE = (D.TARGET_STATE_DELIVERED, D.TARGET_STATE_ACKNOWLEDGED)
@@ -101,19 +102,7 @@ def show_board(board: D.CampaignDeployment, say: Narrator) -> None:
         error = f"  [{t.error}]" if t.error else ""
         say.fact(f"  {t.channel_id:<14} {_name(t.state):<12} v{t.delivered_version}{error}")
     for channel, summary in stores.items():
-        say.fact(f"  {channel:<14} per store: {store_counts(summary)}")
+        say.fact(f"  {channel:<14} per store: {state_counts(summary, empty='no stores')}")
     for task in board.remediation_tasks:
         action = D.RemediationAction.Name(task.action).removeprefix("REMEDIATION_ACTION_")
         say.fact(f"  remediation: {task.channel_id} {action}: {task.description}")
-
-
-def store_counts(summary: D.ChannelDeploymentSummary) -> str:
-    """e.g. "598 ACKNOWLEDGED, 2 FAILED" (states with no store left out)."""
-    counts = [
-        (summary.pending, "PENDING"),
-        (summary.delivered, "DELIVERED"),
-        (summary.acknowledged, "ACKNOWLEDGED"),
-        (summary.failed, "FAILED"),
-        (summary.suspended, "SUSPENDED"),
-    ]
-    return ", ".join(f"{n} {name}" for n, name in counts if n) or "no stores"
