@@ -814,28 +814,7 @@ class InventoryRepository:
         )
         if times is None:
             return await self._existing_reservation(conn, reservation_id, request_print), False
-        header = {
-            "reservation_id": reservation_id,
-            "channel_id": channel,
-            "state": "ACTIVE",
-            "created_at": times["created_at"],
-            "expires_at": times["expires_at"],
-            "updated_at": times["created_at"],
-            "version": 1,
-        }
-        line_rows = [
-            {
-                "line_index": i,
-                "request_line_index": a.request_line_index,
-                "sku": a.sku,
-                "location_id": a.location_id,
-                "quantity": a.quantity,
-                "confirmed": 0,
-                "released": 0,
-            }
-            for i, a in enumerate(plan)
-        ]
-        proto = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
+        proto = _new_reservation(reservation_id, channel, plan, times["created_at"], times["expires_at"])
         if before_hold is not None:
             await before_hold(conn, proto)
         # From here on the positions are locked until commit.
@@ -876,28 +855,7 @@ class InventoryRepository:
         (((sku, location_id), quantity),) = deltas.items()
         # The reservation as Python would build it, minus the database's times: the statement splices
         # them in (fields 5-7 between lines and version, so the bytes are the deterministic encoding).
-        header = {
-            "reservation_id": reservation_id,
-            "channel_id": channel,
-            "state": "ACTIVE",
-            "created_at": None,
-            "expires_at": None,
-            "updated_at": None,
-            "version": 1,
-        }
-        line_rows = [
-            {
-                "line_index": i,
-                "request_line_index": a.request_line_index,
-                "sku": a.sku,
-                "location_id": a.location_id,
-                "quantity": a.quantity,
-                "confirmed": 0,
-                "released": 0,
-            }
-            for i, a in enumerate(plan)
-        ]
-        untimed = events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
+        untimed = _new_reservation(reservation_id, channel, plan, None, None)
         head = reservation_pb2.Reservation()
         head.CopyFrom(untimed)
         head.ClearField("version")
@@ -1706,6 +1664,39 @@ select * from ins
 
 class _RetryError(Exception):
     pass
+
+
+def _new_reservation(
+    reservation_id: str,
+    channel: str,
+    plan: Sequence[Allocation],
+    created_at: datetime | None,
+    expires_at: datetime | None,
+) -> reservation_pb2.Reservation:
+    """A just-created ACTIVE reservation (version 1) of `plan`, as its ReservationChanged carries it;
+    without times when the database splices them in (the one-statement Reserve)."""
+    header = {
+        "reservation_id": reservation_id,
+        "channel_id": channel,
+        "state": "ACTIVE",
+        "created_at": created_at,
+        "expires_at": expires_at,
+        "updated_at": created_at,
+        "version": 1,
+    }
+    line_rows = [
+        {
+            "line_index": i,
+            "request_line_index": a.request_line_index,
+            "sku": a.sku,
+            "location_id": a.location_id,
+            "quantity": a.quantity,
+            "confirmed": 0,
+            "released": 0,
+        }
+        for i, a in enumerate(plan)
+    ]
+    return events.reservation_proto(header, line_rows)  # type: ignore[arg-type]
 
 
 def _sum(plan: Iterable[Allocation]) -> dict[Key, int]:
