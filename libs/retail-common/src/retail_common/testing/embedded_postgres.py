@@ -136,8 +136,12 @@ def ensure_binaries(cache: Path | None = None) -> Path:
     if (home / "bin" / "postgres").exists():
         return home
     root.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):  # another process unpacked it meanwhile
+    try:
         _unpack(_download(key), home)
+    except OSError:
+        if not (home / "bin" / "postgres").exists():
+            raise
+        # another process unpacked it meanwhile (its rename won)
     if _running_as_root():
         _let_others_traverse(home)
     return home
@@ -202,7 +206,11 @@ class EmbeddedPostgres:
                 "initdb", "-D", str(self.data_dir), "-U", _SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"
             )
         self.port = self.port or _free_port()
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir} -c max_connections=200"
+        # TCP only: a Unix socket path under a deep checkout can exceed the 107-byte limit.
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            " -c max_connections=200"
+        )
         self._run(
             "pg_ctl",
             "-D",
