@@ -44,8 +44,14 @@ from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import events_pb2 as pricing_events
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail_channel_gateway.testing import FakeMarketplace
-from retail_channel_gateway.testing.harness import Clients, eventually, register, webhook_channel
-from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
+from retail_channel_gateway.testing.harness import (
+    Clients,
+    eventually,
+    register,
+    register_keys,
+    webhook_channel,
+)
+from retail_common.auth import AUTH_MIGRATIONS
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
 from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate, transaction
@@ -143,7 +149,7 @@ class _Suite:
                 PROMOTION_MIGRATIONS,
             ],
         )
-        await self._keys(
+        await register_keys(
             pricing_db,
             [
                 (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
@@ -151,14 +157,14 @@ class _Suite:
                 (approver_key, "approver", PrincipalKind.OPERATOR, ["pricing.approver"]),
             ],
         )
-        await self._keys(
+        await register_keys(
             inventory_db,
             [
                 (service_key, "channel-gateway", PrincipalKind.SERVICE, []),
                 (wms_key, "wms", PrincipalKind.OPERATOR, ["inventory.operator"]),
             ],
         )
-        await self._keys(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
+        await register_keys(promotion_db, [(service_key, "channel-gateway", PrincipalKind.SERVICE, [])])
         await self._campaign(promotion_db)
         inventory = await self._start("retail_inventory", {**common, "DATABASE_URL": inventory_db})
         pricing = await self._start("retail_pricing", {**common, "DATABASE_URL": pricing_db})
@@ -199,14 +205,6 @@ class _Suite:
         await process.wait_serving(120)
         self.processes.append(process)
         return process
-
-    async def _keys(self, dsn: str, entries: list[tuple[SecretStr, str, PrincipalKind, list[str]]]) -> None:
-        pool = await create_pool(dsn, min_size=1, max_size=1)
-        try:
-            for key, who, kind, roles in entries:
-                await CredentialStore(pool).register(key, who, kind, roles)
-        finally:
-            await pool.close()
 
     async def _campaign(self, dsn: str) -> None:
         pool = await create_pool(dsn, min_size=1, max_size=1)

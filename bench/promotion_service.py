@@ -34,7 +34,8 @@ from retail.pricing.v1 import change_sets_pb2, pricing_service_pb2_grpc
 from retail.pricing.v1 import pricing_service_pb2 as pricing_pb
 from retail.promotion.v1 import evaluation_pb2, promotion_pb2, promotion_service_pb2_grpc
 from retail.promotion.v1 import promotion_service_pb2 as pb
-from retail_common.auth import AUTH_MIGRATIONS, CredentialStore
+from retail_channel_gateway.testing.harness import register_keys
+from retail_common.auth import AUTH_MIGRATIONS
 from retail_common.auth.keys import generate_key
 from retail_common.context import PrincipalKind
 from retail_common.db import AUDIT_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, create_pool, migrate, transaction
@@ -145,28 +146,16 @@ class _Suite:
             promotion_db.dsn,
             [AUDIT_MIGRATIONS, AUTH_MIGRATIONS, IDEMPOTENCY_MIGRATIONS, MESSAGING_MIGRATIONS, MIGRATIONS],
         )
-        for dsn, entries in (
-            (
-                pricing_db.dsn,
-                [
-                    (service_key, "promotion", PrincipalKind.SERVICE, []),
-                    (ops_key, "ops", PrincipalKind.OPERATOR, ["pricing.operator", "pricing.approver"]),
-                    (
-                        approver_key,
-                        "approver",
-                        PrincipalKind.OPERATOR,
-                        ["pricing.operator", "pricing.approver"],
-                    ),
-                ],
-            ),
-            (promotion_db.dsn, [(web_key, "web", PrincipalKind.CHANNEL, [])]),
-        ):
-            pool = await create_pool(dsn, min_size=1, max_size=1)
-            try:
-                for key, who, kind, roles in entries:
-                    await CredentialStore(pool).register(key, who, kind, roles)
-            finally:
-                await pool.close()
+        operator_roles = ["pricing.operator", "pricing.approver"]
+        await register_keys(
+            pricing_db.dsn,
+            [
+                (service_key, "promotion", PrincipalKind.SERVICE, []),
+                (ops_key, "ops", PrincipalKind.OPERATOR, operator_roles),
+                (approver_key, "approver", PrincipalKind.OPERATOR, operator_roles),
+            ],
+        )
+        await register_keys(promotion_db.dsn, [(web_key, "web", PrincipalKind.CHANNEL, [])])
         env = {"NATS_URL": self.nats.url, "LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"}
         pricing = ServiceProcess(
             "retail_pricing", {**env, "DATABASE_URL": pricing_db.dsn, "DB_POOL_MAX": "10"}
