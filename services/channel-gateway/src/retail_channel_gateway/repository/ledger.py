@@ -73,11 +73,8 @@ class HealthRow:
     failed: int
 
 
-_PROJECT = """
-with s as (update channel_sequences set last_seq = last_seq + 1 where channel_id = $1 returning last_seq)
-insert into delivery_ledger as l (channel_id, entity_key, kind, lane, projected_version, payload, seq,
-                                  projected_at, due_at, next_attempt_at, traceparent, tracestate)
-select $1, $2, $3, $4, $5, $6, s.last_seq, $7, $8, $8, $9, $10 from s
+# A newer projection of an entity replaces the row and restarts its delivery; an older one changes nothing.
+_REPLACE_IF_NEWER = """
 on conflict (channel_id, entity_key) do update
 set kind = excluded.kind, lane = excluded.lane, projected_version = excluded.projected_version,
     payload = excluded.payload, seq = excluded.seq, projected_at = excluded.projected_at,
@@ -85,25 +82,27 @@ set kind = excluded.kind, lane = excluded.lane, projected_version = excluded.pro
     dead = false, resend = false, updated_at = now(), traceparent = excluded.traceparent,
     tracestate = excluded.tracestate
 where l.projected_version < excluded.projected_version
+"""
+
+_PROJECT = f"""
+with s as (update channel_sequences set last_seq = last_seq + 1 where channel_id = $1 returning last_seq)
+insert into delivery_ledger as l (channel_id, entity_key, kind, lane, projected_version, payload, seq,
+                                  projected_at, due_at, next_attempt_at, traceparent, tracestate)
+select $1, $2, $3, $4, $5, $6, s.last_seq, $7, $8, $8, $9, $10 from s
+{_REPLACE_IF_NEWER}
 returning l.seq
 """
 
 # _PROJECT for several entities of one change at once (a store group's per-store prices): one sequence
 # bump for all, seqs in array order; rows not newer than what is projected leave a gap, as in _PROJECT.
-_PROJECT_MANY = """
+_PROJECT_MANY = f"""
 with s as (update channel_sequences set last_seq = last_seq + cardinality($2::text[]) where channel_id = $1
            returning last_seq - cardinality($2::text[]) as base),
 x as (select * from unnest($2::text[], $5::bigint[], $6::bytea[]) with ordinality as x(k, v, p, n))
 insert into delivery_ledger as l (channel_id, entity_key, kind, lane, projected_version, payload, seq,
                                   projected_at, due_at, next_attempt_at, traceparent, tracestate)
 select $1, x.k, $3, $4, x.v, x.p, s.base + x.n, $7, $8, $8, $9, $10 from s, x order by x.n
-on conflict (channel_id, entity_key) do update
-set kind = excluded.kind, lane = excluded.lane, projected_version = excluded.projected_version,
-    payload = excluded.payload, seq = excluded.seq, projected_at = excluded.projected_at,
-    due_at = excluded.due_at, next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = null,
-    dead = false, resend = false, updated_at = now(), traceparent = excluded.traceparent,
-    tracestate = excluded.tracestate
-where l.projected_version < excluded.projected_version
+{_REPLACE_IF_NEWER}
 returning l.entity_key, l.seq
 """
 
