@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import functools
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from retail.inventory.v1 import events_pb2, location_pb2, reservation_pb2, stock_pb2, threshold_pb2
-from retail_common.db import Connection
-from retail_common.messaging import OutboxEvent, event_name, event_subject, subject_token
+from retail_common.messaging import OutboxEvent, OutboxWriter, event_name, event_subject, subject_token
 from retail_inventory.domain.ats import Fence, Position, ats
 
 __all__ = [
@@ -40,40 +38,10 @@ Row: TypeAlias = asyncpg.Record
 DOMAIN = "inventory"
 
 
-class EventWriter(Protocol):
-    """What the repository needs from retail_common.messaging.OutboxWriter: any number of events of
-    one change in two statements (versions bumped in key order, consecutive per aggregate), or one
-    event per row of a SELECT in one statement, the payload built in SQL (bulk snapshots)."""
-
-    async def append_many(
-        self, conn: Connection, events: Sequence[OutboxEvent]
-    ) -> list[tuple[uuid.UUID, int]]: ...
-
-    async def append_select(
-        self,
-        conn: Connection,
-        *,
-        source: str,
-        payload: str,
-        event_type: str | None = None,
-        aggregate_type: str | None = None,
-        args: Sequence[object] = (),
-        schema_version: int = 1,
-        ctes: str = "",
-    ) -> int: ...
-
-    async def append_select_returning(
-        self,
-        conn: Connection,
-        *,
-        source: str,
-        payload: str,
-        event_type: str | None = None,
-        aggregate_type: str | None = None,
-        args: Sequence[object] = (),
-        schema_version: int = 1,
-        ctes: str = "",
-    ) -> list[Any]: ...
+# The repository writes through the shared outbox: append_many for the events of one change,
+# append_select for one event per row of a SELECT with the payload built in SQL (bulk snapshots, the
+# one-statement Reserve). An alias, not a Protocol that would repeat its signatures.
+EventWriter: TypeAlias = OutboxWriter
 
 
 # Ids made only of token-safe characters are their own subject token (subject_token's identity case).

@@ -748,9 +748,7 @@ class InventoryRepository:
         self, conn: Connection, channel: str, lines: Sequence[RequestLine]
     ) -> list[Allocation]:
         if all(line.location_id for line in lines):
-            plan = [
-                Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
-            ]
+            plan = _located_plan(lines)
             await self._hold_or_raise(conn, channel, plan, lines)
             return plan
         for _attempt in range(5):
@@ -798,9 +796,7 @@ class InventoryRepository:
             if created and before_hold is not None:
                 await before_hold(conn, proto)
             return proto, created
-        plan = [
-            Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
-        ]
+        plan = _located_plan(lines)
         times = await conn.fetchrow(
             _RESERVE_HEADER,
             reservation_id,
@@ -846,9 +842,7 @@ class InventoryRepository:
         hold, a position watched by threshold rules, a deadlock; the caller then runs `reserve`."""
         if not all(line.location_id for line in lines):
             return None
-        plan = [
-            Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)
-        ]
+        plan = _located_plan(lines)
         deltas = _sum(plan)
         if len(deltas) != 1:
             return None
@@ -1664,6 +1658,11 @@ select * from ins
 
 class _RetryError(Exception):
     pass
+
+
+def _located_plan(lines: Sequence[RequestLine]) -> list[Allocation]:
+    """The allocation of lines that each name their location: line i at that location, as asked."""
+    return [Allocation(i, line.sku, line.location_id or "", line.quantity) for i, line in enumerate(lines)]
 
 
 def _new_reservation(
