@@ -229,13 +229,10 @@ async def list_change_set_items(
     after = int(raw) if raw else -1
     async with deps.pool.acquire() as conn:
         await _load(conn, change_set_id, lock=False)
-        items = await repo.load_items(conn, change_set_id, limit=size + 1, after_position=after)
+        items, last = await repo.load_item_page(conn, change_set_id, size, after_position=after)
         currencies = await _currencies(conn)
-    # Positions are 0..n-1 without gaps (replace_items and imports both number items that way).
-    token = encode_page_token(str(after + size)) if len(items) > size else ""
-    return pb.ListChangeSetItemsResponse(
-        items=items_to_proto(items[:size], currencies), next_page_token=token
-    )
+    token = encode_page_token(str(last)) if last is not None else ""
+    return pb.ListChangeSetItemsResponse(items=items_to_proto(items, currencies), next_page_token=token)
 
 
 # --- preview and guardrails ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
     "item_record",
     "list_change_sets",
     "load_effects",
+    "load_item_page",
     "load_items",
     "record_effect",
     "replace_items",
@@ -227,17 +228,29 @@ def _item(row: Any) -> Item:
     return AddEntry(row["price_list_id"], row["sku"], row["amount"], window, row["min_quantity"])
 
 
+# A NULL min_quantity means 1 (the direct import COPYs an empty cell as NULL).
+_ITEM_SELECT = (
+    "select position, kind, price_list_id, sku, coalesce(min_quantity, 1) as min_quantity, amount,"
+    " start_abs, end_abs, start_local, end_local, entry_id, end_time"
+    " from change_set_items where change_set_id = $1 and position > $3 order by position limit $2"
+)
+
+
 async def load_items(
     conn: Connection, change_set_id: uuid.UUID, limit: int | None = None, after_position: int = -1
 ) -> list[Item]:
-    rows = await conn.fetch(
-        "select * from change_set_items where change_set_id = $1 and position > $3"
-        " order by position limit $2",
-        change_set_id,
-        limit,
-        after_position,
-    )
+    rows = await conn.fetch(_ITEM_SELECT, change_set_id, limit, after_position)
     return [_item(r) for r in rows]
+
+
+async def load_item_page(
+    conn: Connection, change_set_id: uuid.UUID, size: int, after_position: int = -1
+) -> tuple[list[Item], int | None]:
+    """Up to `size` items after a position, and the position to read the next page after (None at the
+    end). Positions increase in item order but may have gaps (imports number from a sequence)."""
+    rows = await conn.fetch(_ITEM_SELECT, change_set_id, size + 1, after_position)
+    more = len(rows) > size
+    return [_item(r) for r in rows[:size]], (rows[size - 1]["position"] if more else None)
 
 
 def _entry_json(entry: PriceEntry) -> dict[str, Any]:

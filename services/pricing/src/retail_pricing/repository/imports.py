@@ -1,7 +1,12 @@
-"""Set-based CSV import: COPY the file into a staging table, insert the items with one statement.
+"""Set-based CSV import: the direct path, and the staging path with its row-numbered report.
 
-A good file costs one COPY into the (temporary, unindexed, all-text) staging table and one
-INSERT ... SELECT into `change_set_items` that casts every value once and checks every rule with cheap
+Direct (`copy_items`, `references_known`): rows the service screened (domain/csv_lines.py) are COPYed
+straight into `change_set_items`, the database casting each value and checking each window's order,
+then one query checks the SKUs, lists and currencies. Any failure rolls it back and the import takes the
+staging path.
+
+Staging: the file is COPYed into a (temporary, unindexed, all-text) staging table, then one
+INSERT ... SELECT into `change_set_items` casts every value once and checks every rule with cheap
 expressions and hash joins (`insert_if_all_valid`). Only when that statement refuses some row does the
 import run the detailed checks (`validate_rows`: regular expressions, one query per rule, row numbers);
 they are stricter than or equal to the fast path, so a file the fast path refuses for a reason the report
@@ -21,10 +26,12 @@ from retail_pricing.domain.errors import Violation
 
 __all__ = [
     "MAX_REPORTED",
+    "copy_items",
     "copy_rows",
     "create_staging",
     "insert_if_all_valid",
     "insert_items",
+    "references_known",
     "validate_rows",
 ]
 
@@ -65,6 +72,37 @@ async def copy_rows(
         row = f"rows[{int(where.group(1)) + 1}]" if where else "data"
         return 0, [Violation(row, f"malformed CSV: {exc}")]
     return int(status.split()[-1]), []
+
+
+# --- the direct path ---------------------------------------------------------------------------------
+
+
+async def copy_items(conn: Connection, columns: Sequence[str], source: AsyncIterable[bytes]) -> int:
+    """COPY screened CSV rows into change_set_items (`columns` in line order); positions come from the
+    table's sequence, in file order. Raises asyncpg.DataError (a value that does not cast) or
+    asyncpg.IntegrityConstraintViolationError (a window ending at or before its start)."""
+    status = await conn.copy_to_table("change_set_items", source=source, columns=list(columns), format="csv")
+    return int(status.split()[-1])
+
+
+async def references_known(conn: Connection, change_set_id: uuid.UUID) -> bool:
+    """Whether every item of the change set names an active SKU and a price list in its currency."""
+    async with conn.transaction():  # savepoint: the planner settings end with it
+        # Hash joins over the whole change set, in memory, instead of two index probes per row.
+        await conn.execute(
+            "set local enable_nestloop = off; set local enable_mergejoin = off; set local work_mem = '64MB'"
+        )
+        return not await conn.fetchval(
+            """
+            select exists (
+                select 1 from change_set_items i
+                left join products p on p.sku = i.sku and p.status = 'active'
+                left join price_lists l on l.price_list_id = i.price_list_id and l.currency = i.currency_code
+                where i.change_set_id = $1 and (p.sku is null or l.price_list_id is null)
+            )
+            """,
+            change_set_id,
+        )
 
 
 # --- the detailed report: one query per rule, every bad row with its number --------------------------
