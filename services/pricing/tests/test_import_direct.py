@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from retail.pricing.v1 import pricing_service_pb2 as pb
-from retail_pricing.domain.csv_lines import LineScreen, WindowStyle, prefix_lines
+from retail_pricing.domain.csv_lines import LineScreen, WindowStyle, number_lines
 from retail_pricing.domain.errors import BadInputError
 from retail_pricing.handlers import imports
 from retail_pricing.handlers import price_lists as pl
@@ -225,4 +225,4 @@ def test_screen_fixes_the_window_style_on_the_first_block() -> None:
     assert not screen.passes(b"base,A,1,EUR,2030-01-01T00:00,,\n")
     assert not LineScreen(COLUMNS).passes(b'"base",A,1,EUR,2030-01-01T00:00Z,,\n')
     assert not LineScreen(COLUMNS).passes(b"base,A,1,EUR,2030-01-01T00:00Z,\n")  # a cell short
-    assert prefix_lines(b"a\nb\n", b"x,") == b"x,a\nx,b\n"
+    assert number_lines(b"a\nb\r\n", b"x,", 7) == (b"x,7,a\nx,8,b\r\n", 9)

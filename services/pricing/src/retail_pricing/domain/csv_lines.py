@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Sequence
 
-__all__ = ["LineScreen", "WindowStyle", "prefix_lines"]
+__all__ = ["LineScreen", "WindowStyle", "number_lines"]
 
 
 class WindowStyle(enum.Enum):
@@ -84,6 +84,9 @@ class LineScreen:
         return [target.get(c, c) for c in self._columns]
 
 
-def prefix_lines(lines: bytes, prefix: bytes) -> bytes:
-    """Every line of `lines` (the last one ending in a newline) with `prefix` in front."""
-    return prefix + lines[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+def number_lines(lines: bytes, prefix: bytes, first: int) -> tuple[bytes, int]:
+    """Every line of `lines` (the last one ending in a newline) as `<prefix><position>,<line>`, positions
+    counting from `first`; and the position after the last."""
+    rows = lines.split(b"\n")
+    rows.pop()  # what follows the last newline: nothing
+    return b"".join([b"%b%d,%b\n" % (prefix, i, row) for i, row in enumerate(rows, first)]), first + len(rows)

@@ -1,13 +1,13 @@
 """ImportPriceEntries: a streamed CSV file into a DRAFT change set.
 
 The header is read in Python. The data then takes the direct path: each block of complete lines is
-screened by one regular-expression pass (domain/csv_lines.py), prefixed with the change set id, and
-COPYed straight into `change_set_items` (the request chunks feed the COPY as they arrive, so memory does
-not grow with the file); one query then checks the SKUs, lists and currencies. A file the direct path
-refuses (a bad row, or a form it does not take: quoted cells, absolute and local windows mixed) is rolled
-back to before it and replayed from a spool file on disk into the staging path (repository/imports.py),
-which writes the same items or names each bad row and column. Any bad row rolls the whole import back:
-nothing is kept.
+screened by one regular-expression pass (domain/csv_lines.py), prefixed with the change set id and its
+position, and COPYed straight into `change_set_items` (the request chunks feed the COPY as they arrive,
+so memory does not grow with the file); one query then checks the SKUs, lists and currencies. A file
+the direct path refuses (a bad row, or a form it does not take: quoted cells, absolute and local windows
+mixed) is rolled back to before it and replayed from a spool file on disk into the staging path
+(repository/imports.py), which writes the same items or names each bad row and column. Any bad row rolls
+the whole import back: nothing is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import uuid6
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.db import Connection, claim_request, store_response, transaction
 from retail_pricing.convert import change_set_to_proto
-from retail_pricing.domain.csv_lines import LineScreen, prefix_lines
+from retail_pricing.domain.csv_lines import LineScreen, number_lines
 from retail_pricing.domain.csv_rows import parse_header
 from retail_pricing.domain.errors import BadInputError, Violation
 from retail_pricing.handlers.common import IDEMPOTENCY_SCOPE, Deps, actor_id, audit, stream_fingerprint
@@ -122,16 +122,18 @@ async def _copy_directly(
     prefix = f"{change_set_id},add,".encode()
 
     async def screened() -> AsyncIterator[bytes]:
-        yield prefix_lines(first, prefix)
+        numbered, position = number_lines(first, prefix, 0)
+        yield numbered
         async for block in blocks:
             if not screen.passes(block):
                 raise _NotDirectError
-            yield prefix_lines(block, prefix)
+            numbered, position = number_lines(block, prefix, position)
+            yield numbered
 
     try:
         async with conn.transaction():  # savepoint: a refusal keeps nothing
             count = await staging.copy_items(
-                conn, ["change_set_id", "kind", *screen.item_columns()], screened()
+                conn, ["change_set_id", "kind", "position", *screen.item_columns()], screened()
             )
             if not await staging.references_known(conn, change_set_id):
                 raise _NotDirectError

@@ -228,18 +228,26 @@ def _item(row: Any) -> Item:
     return AddEntry(row["price_list_id"], row["sku"], row["amount"], window, row["min_quantity"])
 
 
-# A NULL min_quantity means 1 (the direct import COPYs an empty cell as NULL).
+# Items are numbered 0..n-1 without gaps (every writer numbers a change set's items that way; the table's
+# BRIN index, migration 0006, has no ordering of its own): the items after position p are a position
+# range, which the index finds without reading the rest of the change set. A NULL min_quantity means 1
+# (the direct import COPYs an empty cell as NULL).
 _ITEM_SELECT = (
     "select position, kind, price_list_id, sku, coalesce(min_quantity, 1) as min_quantity, amount,"
     " start_abs, end_abs, start_local, end_local, entry_id, end_time"
-    " from change_set_items where change_set_id = $1 and position > $3 order by position limit $2"
+    " from change_set_items where change_set_id = $1 and position > $2"
 )
 
 
 async def load_items(
     conn: Connection, change_set_id: uuid.UUID, limit: int | None = None, after_position: int = -1
 ) -> list[Item]:
-    rows = await conn.fetch(_ITEM_SELECT, change_set_id, limit, after_position)
+    if limit is None:
+        rows = await conn.fetch(_ITEM_SELECT + " order by position", change_set_id, after_position)
+    else:
+        rows = await conn.fetch(
+            _ITEM_SELECT + " and position <= $2 + $3 order by position", change_set_id, after_position, limit
+        )
     return [_item(r) for r in rows]
 
 
@@ -247,10 +255,10 @@ async def load_item_page(
     conn: Connection, change_set_id: uuid.UUID, size: int, after_position: int = -1
 ) -> tuple[list[Item], int | None]:
     """Up to `size` items after a position, and the position to read the next page after (None at the
-    end). Positions increase in item order but may have gaps (imports number from a sequence)."""
-    rows = await conn.fetch(_ITEM_SELECT, change_set_id, size + 1, after_position)
-    more = len(rows) > size
-    return [_item(r) for r in rows[:size]], (rows[size - 1]["position"] if more else None)
+    end)."""
+    items = await load_items(conn, change_set_id, size + 1, after_position)
+    more = len(items) > size
+    return items[:size], (after_position + size if more else None)
 
 
 def _entry_json(entry: PriceEntry) -> dict[str, Any]:

@@ -78,9 +78,9 @@ async def copy_rows(
 
 
 async def copy_items(conn: Connection, columns: Sequence[str], source: AsyncIterable[bytes]) -> int:
-    """COPY screened CSV rows into change_set_items (`columns` in line order); positions come from the
-    table's sequence, in file order. Raises asyncpg.DataError (a value that does not cast) or
-    asyncpg.IntegrityConstraintViolationError (a window ending at or before its start)."""
+    """COPY screened, numbered CSV rows into change_set_items (`columns` in line order). Raises
+    asyncpg.DataError (a value that does not cast) or asyncpg.IntegrityConstraintViolationError (a window
+    ending at or before its start)."""
     status = await conn.copy_to_table("change_set_items", source=source, columns=list(columns), format="csv")
     return int(status.split()[-1])
 
