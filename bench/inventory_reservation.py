@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bench._pyspy import sampled
 from retail.inventory.v1 import (
     availability_pb2,
     inventory_service_pb2_grpc,
@@ -290,12 +291,13 @@ async def run_inventory_bench() -> list[tuple[str, float, float | None, float | 
                         )
                     )
 
-                ours, raw, simple = await _interleaved(
-                    RESERVES,
-                    reserve,
-                    _raw_reserve(pool, sku_of, _RAW_EQUIVALENT),
-                    _raw_reserve(pool, sku_of, _RAW_SIMPLE),
-                )
+                with sampled({"inventory": process.pid}, f"inventory-reserve-{tag}"):  # BENCH_PYSPY only
+                    ours, raw, simple = await _interleaved(
+                        RESERVES,
+                        reserve,
+                        _raw_reserve(pool, sku_of, _RAW_EQUIVALENT),
+                        _raw_reserve(pool, sku_of, _RAW_SIMPLE),
+                    )
                 rows.append((f"ReserveStock TPS, {label} (gRPC, {CONCURRENCY} clients)", ours, raw, 0.6))
                 rows.append((f"  same vs minimal UPDATE (on_hand - reserved only), {tag}", ours, simple, 0.6))
 

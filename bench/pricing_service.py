@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 from pydantic import SecretStr
 
+from bench._pyspy import sampled
 from bench.raw_grpc_echo import ECHO_METHOD as ECHO
 from bench.raw_grpc_echo import start_echo
 from retail.pricing.v1 import change_sets_pb2, price_lists_pb2, pricing_service_pb2_grpc
@@ -299,7 +300,8 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
             await web.BatchResolvePrices(requests[turn % len(requests)])
 
         _phase(f"measuring BatchResolvePrices for {SECONDS:g}s (service pid {svc.process.pid})")
-        calls = await _qps(one_batch)
+        with sampled({"pricing": svc.process.pid}, "pricing-batch"):  # BENCH_PYSPY only
+            calls = await _qps(one_batch)
         rows.append(
             (
                 f"BatchResolvePrices SKU-prices/s ({SKUS} SKUs, {STORES} store lists)",
