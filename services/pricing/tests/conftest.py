@@ -9,14 +9,17 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.clock import ManualClock
 from retail_common.context import CallContext, Principal, PrincipalKind, set_call
 from retail_common.db import create_pool, migrate
 from retail_common.messaging import OutboxWriter
 from retail_common.service import RUNTIME_MIGRATIONS
 from retail_pricing.catalog import Catalog
+from retail_pricing.handlers import price_lists, products
 from retail_pricing.handlers.common import Deps
 from retail_pricing.schema import PRICING_MIGRATIONS
+from retail_pricing.testing import price_list, product
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -59,3 +62,15 @@ def acting() -> Iterator[Acting]:
     a.as_("alice")
     yield a
     set_call(None)
+
+
+@pytest.fixture
+async def seeded(deps: Deps, acting: Acting) -> None:
+    """An active SKU "A", an inactive "OFF" and the EUR list "base" (the import tests' catalogue)."""
+    await products.batch_upsert_products(
+        deps,
+        pb.BatchUpsertProductsRequest(request_id="p", products=[product("A"), product("OFF", active=False)]),
+    )
+    await price_lists.create_price_list(
+        deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base"))
+    )

@@ -4,6 +4,7 @@ refusal, at any point of the stream, falls back to the staging path with nothing
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import uuid
 
@@ -13,9 +14,6 @@ from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_pricing.domain.csv_lines import LineScreen, WindowStyle, number_lines
 from retail_pricing.domain.errors import BadInputError
 from retail_pricing.handlers import imports
-from retail_pricing.handlers import price_lists as pl
-from retail_pricing.handlers import products as products_h
-from retail_pricing.testing import price_list, product
 
 COLUMNS = ["price_list_id", "sku", "amount", "currency_code", "start_time", "end_time", "min_quantity"]
 HEADER = ",".join(COLUMNS) + "\n"
@@ -67,15 +65,6 @@ CASES: list[tuple[str, str]] = [
 ]
 
 
-@pytest.fixture
-async def seeded(deps, acting) -> None:
-    await products_h.batch_upsert_products(
-        deps,
-        pb.BatchUpsertProductsRequest(request_id="p", products=[product("A"), product("OFF", active=False)]),
-    )
-    await pl.create_price_list(deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base")))
-
-
 def _stream(body: bytes, size: int = 1 << 20) -> imports._Stream:
     async def rest():
         for i in range(size, len(body), size):
@@ -84,40 +73,42 @@ def _stream(body: bytes, size: int = 1 << 20) -> imports._Stream:
     return imports._Stream(pb.ImportPriceEntriesRequest(request_id="r", data=body[:size]), rest())
 
 
-async def _direct(pool, body: bytes, size: int = 1 << 20):
-    """The items the direct path kept, or None, in a transaction rolled back after."""
-    change_set_id = uuid.uuid4()
+@contextlib.asynccontextmanager
+async def _rolled_back(pool):
+    """A connection in a transaction that is rolled back afterwards."""
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:
-            with tempfile.TemporaryFile() as spool:
-                count = await imports._copy_directly(conn, change_set_id, COLUMNS, _stream(body, size), spool)
-                items = await conn.fetch(ITEMS, change_set_id)
-                if count is None:
-                    assert items == []  # a refusal keeps nothing
-                    return None
-                assert count == len(items)
-                return items
+            yield conn
         finally:
             await transaction.rollback()
+
+
+async def _direct(pool, body: bytes, size: int = 1 << 20):
+    """The items the direct path kept, or None."""
+    change_set_id = uuid.uuid4()
+    async with _rolled_back(pool) as conn:
+        with tempfile.TemporaryFile() as spool:
+            count = await imports._copy_directly(conn, change_set_id, COLUMNS, _stream(body, size), spool)
+        items = await conn.fetch(ITEMS, change_set_id)
+        if count is None:
+            assert items == []  # a refusal keeps nothing
+            return None
+        assert count == len(items)
+        return items
 
 
 async def _through_staging(pool, body: bytes):
     """(items or None, report subjects) of the staging path for the same data."""
     change_set_id = uuid.uuid4()
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            with tempfile.TemporaryFile() as spool:
-                try:
-                    await imports._copy_through_staging(conn, change_set_id, COLUMNS, _stream(body), spool)
-                except BadInputError as refused:
-                    return None, [v.subject for v in refused.violations]
-            return await conn.fetch(ITEMS, change_set_id), []
-        finally:
-            await transaction.rollback()
+    async with _rolled_back(pool) as conn:
+        with tempfile.TemporaryFile() as spool:
+            try:
+                await imports._copy_through_staging(conn, change_set_id, COLUMNS, _stream(body), spool)
+            except BadInputError as refused:
+                return None, [v.subject for v in refused.violations]
+        return await conn.fetch(ITEMS, change_set_id), []
 
 
 def _csv(rows: list[list[str]]) -> bytes:
@@ -197,11 +188,7 @@ async def test_a_refusal_late_in_the_stream_replays_the_whole_file_once(
         assert await pool.fetchval("select count(*) from change_set_items") == 0
 
 
-async def test_import_falls_back_to_the_report_for_rows_only_the_database_refuses(deps, acting, pool) -> None:
-    await products_h.batch_upsert_products(
-        deps, pb.BatchUpsertProductsRequest(request_id="p", products=[product("A")])
-    )
-    await pl.create_price_list(deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base")))
+async def test_import_falls_back_to_the_report_for_rows_only_the_database_refuses(seeded, deps, pool) -> None:
     good = "base,A,1.00,EUR,2030-01-01T00:00:00Z,,\n"
     body = HEADER + good * 3000 + "base,ZZ,1.00,EUR,2030-01-01T00:00:00Z,,\n" + good * 10
     body += "base,A,1.00,EUR,2030-02-30T00:00:00Z,,\n"

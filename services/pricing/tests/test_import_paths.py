@@ -10,10 +10,7 @@ import pytest
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_pricing.domain.errors import BadInputError
 from retail_pricing.handlers import imports
-from retail_pricing.handlers import price_lists as pl
-from retail_pricing.handlers import products as products_h
 from retail_pricing.repository import imports as staging
-from retail_pricing.testing import price_list, product
 
 COLUMNS = ["price_list_id", "sku", "amount", "currency_code", "start_time", "end_time", "min_quantity"]
 GOOD = ["base", "A", "1.00", "EUR", "2030-01-01T00:00:00Z", "", ""]
@@ -69,15 +66,6 @@ CASES: list[tuple[str, str]] = [
     ("sku", "a"),
     ("price_list_id", "BASE"),
 ]
-
-
-@pytest.fixture
-async def seeded(deps, acting) -> None:
-    await products_h.batch_upsert_products(
-        deps,
-        pb.BatchUpsertProductsRequest(request_id="p", products=[product("A"), product("OFF", active=False)]),
-    )
-    await pl.create_price_list(deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base")))
 
 
 def _csv(rows: list[list[str]]) -> bytes:
