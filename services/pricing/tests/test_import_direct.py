@@ -213,3 +213,18 @@ def test_screen_fixes_the_window_style_on_the_first_block() -> None:
     assert not LineScreen(COLUMNS).passes(b'"base",A,1,EUR,2030-01-01T00:00Z,,\n')
     assert not LineScreen(COLUMNS).passes(b"base,A,1,EUR,2030-01-01T00:00Z,\n")  # a cell short
     assert number_lines(b"a\nb\r\n", b"x,", 7) == (b"x,7,a\nx,8,b\r\n", 9)
+
+
+async def test_an_oversized_message_mid_copy_refuses_the_import_and_keeps_nothing(seeded, deps, pool) -> None:
+    good = _csv([GOOD] * 100)
+
+    async def requests():
+        yield pb.ImportPriceEntriesRequest(request_id="big", data=HEADER.encode() + good)
+        yield pb.ImportPriceEntriesRequest(data=good)  # the direct COPY is under way
+        yield pb.ImportPriceEntriesRequest(data=b"x" * (imports.MAX_MESSAGE_DATA + 1))
+
+    with pytest.raises(BadInputError) as caught:
+        await imports.import_price_entries(deps, requests())
+    assert [v.subject for v in caught.value.violations] == ["data"]
+    assert await pool.fetchval("select count(*) from change_set_items") == 0
+    assert await pool.fetchval("select count(*) from change_sets") == 0
