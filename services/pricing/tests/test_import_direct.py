@@ -91,6 +91,7 @@ async def _direct(pool, body: bytes, size: int = 1 << 20):
     async with _rolled_back(pool) as conn:
         with tempfile.TemporaryFile() as spool:
             count = await imports._copy_directly(conn, change_set_id, COLUMNS, _stream(body, size), spool)
+        assert await conn.fetchval("show enable_nestloop") == "on"  # the check's settings are undone
         items = await conn.fetch(ITEMS, change_set_id)
         if count is None:
             assert items == []  # a refusal keeps nothing

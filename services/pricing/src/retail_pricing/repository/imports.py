@@ -87,22 +87,27 @@ async def copy_items(conn: Connection, columns: Sequence[str], source: AsyncIter
 
 async def references_known(conn: Connection, change_set_id: uuid.UUID) -> bool:
     """Whether every item of the change set names an active SKU and a price list in its currency."""
-    async with conn.transaction():  # savepoint: the planner settings end with it
-        # Hash joins over the whole change set, in memory, instead of two index probes per row.
-        await conn.execute(
-            "set local enable_nestloop = off; set local enable_mergejoin = off; set local work_mem = '64MB'"
+    # Hash joins over the whole change set, in memory, instead of two index probes per row; the settings
+    # are reset after (SET LOCAL would otherwise last to the end of the import's transaction).
+    await conn.execute(
+        "set local enable_nestloop = off; set local enable_mergejoin = off; set local work_mem = '64MB'"
+    )
+    unknown = await conn.fetchval(
+        """
+        select exists (
+            select 1 from change_set_items i
+            left join products p on p.sku = i.sku and p.status = 'active'
+            left join price_lists l on l.price_list_id = i.price_list_id and l.currency = i.currency_code
+            where i.change_set_id = $1 and (p.sku is null or l.price_list_id is null)
         )
-        return not await conn.fetchval(
-            """
-            select exists (
-                select 1 from change_set_items i
-                left join products p on p.sku = i.sku and p.status = 'active'
-                left join price_lists l on l.price_list_id = i.price_list_id and l.currency = i.currency_code
-                where i.change_set_id = $1 and (p.sku is null or l.price_list_id is null)
-            )
-            """,
-            change_set_id,
-        )
+        """,
+        change_set_id,
+    )
+    await conn.execute(
+        "set local enable_nestloop to default; set local enable_mergejoin to default;"
+        " set local work_mem to default"
+    )
+    return not unknown
 
 
 # --- the detailed report: one query per rule, every bad row with its number --------------------------
