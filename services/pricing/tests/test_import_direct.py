@@ -229,3 +229,25 @@ async def test_an_oversized_message_mid_copy_refuses_the_import_and_keeps_nothin
     assert [v.subject for v in caught.value.violations] == ["data"]
     assert await pool.fetchval("select count(*) from change_set_items") == 0
     assert await pool.fetchval("select count(*) from change_sets") == 0
+
+
+async def test_columns_in_any_order_and_optional_ones_left_out_take_the_direct_path(
+    seeded, deps, pool
+) -> None:
+    header = "sku,start_time,currency_code,price_list_id,amount\n"
+    body = header + "A,2030-01-01T00:00:00+02:00,EUR,base,1.25\nA,2030-02-01T00:00:00Z,EUR,base,2\n"
+    done = await imports.import_price_entries(deps, _requests("perm", body.encode(), size=11))
+    assert done.row_count == 2
+    rows = await pool.fetch(
+        "select position, price_list_id, sku, amount::text, coalesce(min_quantity, 1) as q, start_abs,"
+        " end_abs, currency_code from change_set_items order by position"
+    )
+    assert [(r["position"], r["sku"], r["amount"], r["q"], r["end_abs"]) for r in rows] == [
+        (0, "A", "1.25", 1, None),
+        (1, "A", "2", 1, None),
+    ]
+    assert [r["start_abs"].isoformat() for r in rows] == [
+        "2029-12-31T22:00:00+00:00",
+        "2030-02-01T00:00:00+00:00",
+    ]
+    assert {r["currency_code"] for r in rows} == {"EUR"}  # kept only by the direct path
