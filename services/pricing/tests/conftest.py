@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from retail.pricing.v1 import change_sets_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.clock import ManualClock
 from retail_common.context import CallContext, Principal, PrincipalKind, set_call
@@ -16,7 +17,7 @@ from retail_common.db import create_pool, migrate
 from retail_common.messaging import OutboxWriter
 from retail_common.service import RUNTIME_MIGRATIONS
 from retail_pricing.catalog import Catalog
-from retail_pricing.handlers import price_lists, products
+from retail_pricing.handlers import change_sets, price_lists, products
 from retail_pricing.handlers.common import Deps
 from retail_pricing.schema import PRICING_MIGRATIONS
 from retail_pricing.testing import price_list, product
@@ -74,3 +75,36 @@ async def seeded(deps: Deps, acting: Acting) -> None:
     await price_lists.create_price_list(
         deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base"))
     )
+
+
+async def approve(
+    deps: Deps, acting: Acting, request_id: str, *items: change_sets_pb2.ChangeSetItem
+) -> pb.ApproveChangeSetResponse:
+    """A change set of `items` created and submitted by alice, approved by bob; alice acts again after."""
+    acting.as_("alice")
+    created = await change_sets.create_change_set(
+        deps,
+        pb.CreateChangeSetRequest(
+            request_id=f"{request_id}-c", change_set=change_sets_pb2.ChangeSet(items=list(items))
+        ),
+    )
+    submitted = await change_sets.submit_change_set(
+        deps,
+        pb.SubmitChangeSetRequest(
+            request_id=f"{request_id}-s",
+            change_set_id=created.change_set.change_set_id,
+            etag=created.change_set.etag,
+        ),
+    )
+    acting.as_("bob")
+    try:
+        return await change_sets.approve_change_set(
+            deps,
+            pb.ApproveChangeSetRequest(
+                request_id=f"{request_id}-a",
+                change_set_id=submitted.change_set.change_set_id,
+                etag=submitted.change_set.etag,
+            ),
+        )
+    finally:
+        acting.as_("alice")

@@ -8,6 +8,8 @@ from retail_pricing.catalog import Catalog
 from retail_pricing.handlers import products as products_h
 from retail_pricing.testing import product
 
+from .conftest import approve
+
 
 async def seed(deps) -> None:
     await products_h.batch_upsert_products(
@@ -67,8 +69,6 @@ async def test_invalidating_the_same_sku_during_its_load_discards_the_result(
 async def test_a_batch_mixing_cached_uncached_and_unknown_skus_answers_each_in_order(
     deps, acting, pool
 ) -> None:
-    from retail.pricing.v1 import change_sets_pb2
-    from retail_pricing.handlers import change_sets as cs_h
     from retail_pricing.handlers import price_lists as pl_h
     from retail_pricing.handlers import resolution
     from retail_pricing.testing import add, price_list, query
@@ -78,23 +78,7 @@ async def test_a_batch_mixing_cached_uncached_and_unknown_skus_answers_each_in_o
         deps, pb.CreatePriceListRequest(request_id="l", price_list=price_list("base"))
     )
     now = deps.clock.now()
-    items = [add("base", "A", "1.00", now), add("base", "B", "2.00", now)]
-    draft = await cs_h.create_change_set(
-        deps, pb.CreateChangeSetRequest(request_id="c", change_set=change_sets_pb2.ChangeSet(items=items))
-    )
-    submitted = await cs_h.submit_change_set(
-        deps,
-        pb.SubmitChangeSetRequest(
-            request_id="s", change_set_id=draft.change_set.change_set_id, etag=draft.change_set.etag
-        ),
-    )
-    acting.as_("bob")
-    await cs_h.approve_change_set(
-        deps,
-        pb.ApproveChangeSetRequest(
-            request_id="a", change_set_id=draft.change_set.change_set_id, etag=submitted.change_set.etag
-        ),
-    )
+    await approve(deps, acting, "c", add("base", "A", "1.00", now), add("base", "B", "2.00", now))
     await deps.catalog.skus(["A"])  # A cached; B and the unknown C are loaded by the batch
     request = pb.BatchResolvePricesRequest(queries=[query("B"), query("A"), query("C"), query("A")])
     for _ in range(2):  # then every SKU is cached

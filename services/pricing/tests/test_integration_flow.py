@@ -19,7 +19,7 @@ from retail_pricing.handlers import resolution as res
 from retail_pricing.handlers import tax_rates as tax_rates_h
 from retail_pricing.testing import add, as_decimal, end, price_list, product, query, ts
 
-from .conftest import START
+from .conftest import START, approve
 
 DAY = timedelta(days=1)
 MARKDOWN = price_lists_pb2.PRICE_LIST_KIND_MARKDOWN
@@ -40,36 +40,6 @@ async def setup_catalog(deps, *skus: str, **product_kwargs) -> None:
     )
 
 
-async def approved(deps, acting, request_id: str, *items) -> pb.ApproveChangeSetResponse:
-    acting.as_("alice")
-    created = await cs.create_change_set(
-        deps,
-        pb.CreateChangeSetRequest(
-            request_id=f"{request_id}-c", change_set=change_sets_pb2.ChangeSet(items=list(items))
-        ),
-    )
-    submitted = await cs.submit_change_set(
-        deps,
-        pb.SubmitChangeSetRequest(
-            request_id=f"{request_id}-s",
-            change_set_id=created.change_set.change_set_id,
-            etag=created.change_set.etag,
-        ),
-    )
-    acting.as_("bob")
-    try:
-        return await cs.approve_change_set(
-            deps,
-            pb.ApproveChangeSetRequest(
-                request_id=f"{request_id}-a",
-                change_set_id=submitted.change_set.change_set_id,
-                etag=submitted.change_set.etag,
-            ),
-        )
-    finally:
-        acting.as_("alice")
-
-
 async def gross(deps, sku: str, at=None) -> Decimal:
     resolved = await res.resolve_price(deps, pb.ResolvePriceRequest(query=query(sku, at)))
     return as_decimal(resolved.price.price.gross)
@@ -86,7 +56,7 @@ async def test_approved_change_set_sets_the_price_emits_versioned_events_and_aud
     deps, acting, pool, clock
 ) -> None:
     await setup_catalog(deps, "A")
-    first = await approved(deps, acting, "cs1", add("base", "A", "10.00", START))
+    first = await approve(deps, acting, "cs1", add("base", "A", "10.00", START))
     assert first.change_set.state == change_sets_pb2.CHANGE_SET_STATE_APPROVED
     assert first.change_set.author_id == "alice"
     assert first.change_set.reviewer_id == "bob"
@@ -94,7 +64,7 @@ async def test_approved_change_set_sets_the_price_emits_versioned_events_and_aud
 
     entry_id = first.created_entries[0].entry_id
     await clock.advance(DAY)
-    await approved(deps, acting, "cs2", end(entry_id), add("base", "A", "12.00", START))
+    await approve(deps, acting, "cs2", end(entry_id), add("base", "A", "12.00", START))
     assert await gross(deps, "A") == Decimal("12.00")
     # The past is not rewritten: the start was clamped to the approval, the old price still answers before.
     assert await gross(deps, "A", START + DAY - timedelta(microseconds=1)) == Decimal("10.00")
@@ -148,13 +118,13 @@ async def test_author_cannot_approve_and_nothing_changes(deps, acting, pool) -> 
 
 async def test_overlapping_window_is_refused_by_the_database(deps, acting, pool) -> None:
     await setup_catalog(deps, "A")
-    await approved(deps, acting, "cs1", add("base", "A", "10.00", START, START + 10 * DAY))
+    await approve(deps, acting, "cs1", add("base", "A", "10.00", START, START + 10 * DAY))
     with pytest.raises(RuleError, match="ENTRY_OVERLAP"):
-        await approved(deps, acting, "cs2", add("base", "A", "9.00", START + 5 * DAY))
+        await approve(deps, acting, "cs2", add("base", "A", "9.00", START + 5 * DAY))
     assert await pool.fetchval("select count(*) from price_entries") == 1
     assert await pool.fetchval("select count(*) from change_sets where state = 'approved'") == 1
     # Back-to-back windows are fine (half-open).
-    await approved(deps, acting, "cs3", add("base", "A", "9.00", START + 10 * DAY))
+    await approve(deps, acting, "cs3", add("base", "A", "9.00", START + 10 * DAY))
     assert await pool.fetchval("select count(*) from price_entries") == 2
 
 
@@ -280,7 +250,7 @@ async def test_change_set_etag_conflict_on_submit(deps, acting) -> None:
 
 async def test_guardrail_below_cost_blocks_submit_and_warnings_are_recorded(deps, acting) -> None:
     await setup_catalog(deps, "A", cost="5.00", map_price="8.00")
-    await approved(deps, acting, "base", add("base", "A", "10.00", START))
+    await approve(deps, acting, "base", add("base", "A", "10.00", START))
     below_cost = await cs.create_change_set(
         deps,
         pb.CreateChangeSetRequest(
@@ -318,7 +288,7 @@ async def test_guardrail_below_cost_blocks_submit_and_warnings_are_recorded(deps
 
 async def test_preview_shows_old_new_and_percent(deps, acting) -> None:
     await setup_catalog(deps, "A")
-    await approved(deps, acting, "base", add("base", "A", "10.00", START))
+    await approve(deps, acting, "base", add("base", "A", "10.00", START))
     draft = await cs.create_change_set(
         deps,
         pb.CreateChangeSetRequest(
@@ -340,9 +310,9 @@ async def test_preview_shows_old_new_and_percent(deps, acting) -> None:
 
 async def test_revert_restores_previous_price_from_the_revert_on(deps, acting, clock) -> None:
     await setup_catalog(deps, "A")
-    base = await approved(deps, acting, "base", add("base", "A", "10.00", START))
+    base = await approve(deps, acting, "base", add("base", "A", "10.00", START))
     await clock.advance(DAY)
-    change = await approved(
+    change = await approve(
         deps, acting, "chg", end(base.created_entries[0].entry_id), add("base", "A", "15.00", START)
     )
     assert await gross(deps, "A") == Decimal("15.00")
@@ -376,15 +346,15 @@ async def test_revert_restores_previous_price_from_the_revert_on(deps, acting, c
 async def test_valid_from_before_approval_is_clamped(deps, acting, clock) -> None:
     await setup_catalog(deps, "A")
     await clock.advance(DAY)
-    done = await approved(deps, acting, "cs", add("base", "A", "10.00", START - 30 * DAY))
+    done = await approve(deps, acting, "cs", add("base", "A", "10.00", START - 30 * DAY))
     start = done.created_entries[0].window.absolute.start_time.ToDatetime().replace(tzinfo=clock.now().tzinfo)
     assert start == clock.now()
 
 
 async def test_deactivating_a_list_changes_prices_and_announces_each_sku(deps, acting, pool) -> None:
     await setup_catalog(deps, "A", "B")
-    await approved(deps, acting, "base", add("base", "A", "10.00", START), add("base", "B", "11.00", START))
-    await approved(deps, acting, "md", add("markdown", "A", "8.00", START))
+    await approve(deps, acting, "base", add("base", "A", "10.00", START), add("base", "B", "11.00", START))
+    await approve(deps, acting, "md", add("markdown", "A", "8.00", START))
     assert await gross(deps, "A") == Decimal("8.00")
     current = await pl.get_price_list(deps, pb.GetPriceListRequest(price_list_id="markdown"))
     update = current.price_list
@@ -403,8 +373,8 @@ async def test_deactivating_a_list_changes_prices_and_announces_each_sku(deps, a
 
 async def test_price_history_and_explain_through_the_handlers(deps, acting, clock) -> None:
     await setup_catalog(deps, "A")
-    await approved(deps, acting, "base", add("base", "A", "10.00", START))
-    await approved(deps, acting, "md", add("markdown", "A", "8.00", START + DAY, START + 2 * DAY))
+    await approve(deps, acting, "base", add("base", "A", "10.00", START))
+    await approve(deps, acting, "md", add("markdown", "A", "8.00", START + DAY, START + 2 * DAY))
     history = await res.get_price_history(
         deps,
         pb.GetPriceHistoryRequest(query=query("A"), start_time=ts(START - DAY), end_time=ts(START + 3 * DAY)),
@@ -432,7 +402,7 @@ async def test_price_history_and_explain_through_the_handlers(deps, acting, cloc
 
 async def test_tax_rate_change_moves_net_gross_and_announces_priced_skus(deps, acting, pool) -> None:
     await setup_catalog(deps, "A", "B")
-    await approved(deps, acting, "base", add("base", "A", "11.90", START))
+    await approve(deps, acting, "base", add("base", "A", "11.90", START))
     rate = price_lists_pb2.TaxRate(region_id="", tax_class="standard", rate=decimal_pb2.Decimal(value="0.19"))
     await tax_rates_h.set_tax_rate(deps, pb.SetTaxRateRequest(request_id="t1", tax_rate=rate))
     resolved = await res.resolve_price(deps, pb.ResolvePriceRequest(query=query("A")))

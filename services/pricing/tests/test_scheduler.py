@@ -7,47 +7,18 @@ from datetime import timedelta
 
 import pytest
 
-from retail.pricing.v1 import change_sets_pb2, events_pb2
+from retail.pricing.v1 import events_pb2
 from retail.pricing.v1 import pricing_service_pb2 as pb
 from retail_common.db import create_pool
 from retail_common.messaging import OutboxWriter
-from retail_pricing.handlers import change_sets as cs
 from retail_pricing.handlers import price_lists as pl
 from retail_pricing.handlers import products as products_h
 from retail_pricing.scheduler import ActivationScheduler
 from retail_pricing.testing import add, end, price_list, product
 
-from .conftest import START
+from .conftest import START, approve
 
 DAY = timedelta(days=1)
-
-
-async def approve(deps, acting, request_id: str, *items) -> None:
-    acting.as_("alice")
-    created = await cs.create_change_set(
-        deps,
-        pb.CreateChangeSetRequest(
-            request_id=f"{request_id}-c", change_set=change_sets_pb2.ChangeSet(items=list(items))
-        ),
-    )
-    submitted = await cs.submit_change_set(
-        deps,
-        pb.SubmitChangeSetRequest(
-            request_id=f"{request_id}-s",
-            change_set_id=created.change_set.change_set_id,
-            etag=created.change_set.etag,
-        ),
-    )
-    acting.as_("bob")
-    await cs.approve_change_set(
-        deps,
-        pb.ApproveChangeSetRequest(
-            request_id=f"{request_id}-a",
-            change_set_id=submitted.change_set.change_set_id,
-            etag=submitted.change_set.etag,
-        ),
-    )
-    acting.as_("alice")
 
 
 async def seed(deps, acting) -> None:

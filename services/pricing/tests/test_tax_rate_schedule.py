@@ -21,8 +21,8 @@ from retail_pricing.handlers import tax_rates as tax
 from retail_pricing.scheduler import ActivationScheduler
 from retail_pricing.testing import add, as_decimal, product, query, ts
 
-from .conftest import START
-from .test_scheduler import activations_announced, approve, seed
+from .conftest import START, approve
+from .test_scheduler import activations_announced, seed
 
 DAY = timedelta(days=1)
 TICK = timedelta(microseconds=1)
