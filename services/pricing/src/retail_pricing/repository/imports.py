@@ -15,9 +15,10 @@ does not know still imports, through `insert_items`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 import asyncpg
 
@@ -74,6 +75,22 @@ async def copy_rows(
     return int(status.split()[-1]), []
 
 
+@contextlib.asynccontextmanager
+async def _hash_joins_in_memory(conn: Connection) -> AsyncIterator[None]:
+    """The statements inside plan whole-table checks as hash joins in memory (no nested loops, no merge
+    joins, no spill to disk). The settings are reset after: SET LOCAL outlives a released savepoint and
+    would last to the end of the import's transaction. (If a statement fails, the transaction or
+    savepoint it aborts is rolled back, and the settings with it.)"""
+    await conn.execute(
+        "set local enable_nestloop = off; set local enable_mergejoin = off; set local work_mem = '64MB'"
+    )
+    yield
+    await conn.execute(
+        "set local enable_nestloop to default; set local enable_mergejoin to default;"
+        " set local work_mem to default"
+    )
+
+
 # --- the direct path ---------------------------------------------------------------------------------
 
 
@@ -87,26 +104,19 @@ async def copy_items(conn: Connection, columns: Sequence[str], source: AsyncIter
 
 async def references_known(conn: Connection, change_set_id: uuid.UUID) -> bool:
     """Whether every item of the change set names an active SKU and a price list in its currency."""
-    # Hash joins over the whole change set, in memory, instead of two index probes per row; the settings
-    # are reset after (SET LOCAL would otherwise last to the end of the import's transaction).
-    await conn.execute(
-        "set local enable_nestloop = off; set local enable_mergejoin = off; set local work_mem = '64MB'"
-    )
-    unknown = await conn.fetchval(
-        """
-        select exists (
-            select 1 from change_set_items i
-            left join products p on p.sku = i.sku and p.status = 'active'
-            left join price_lists l on l.price_list_id = i.price_list_id and l.currency = i.currency_code
-            where i.change_set_id = $1 and (p.sku is null or l.price_list_id is null)
+    # Hash joins over the whole change set, in memory, instead of two index probes per row.
+    async with _hash_joins_in_memory(conn):
+        unknown = await conn.fetchval(
+            """
+            select exists (
+                select 1 from change_set_items i
+                left join products p on p.sku = i.sku and p.status = 'active'
+                left join price_lists l on l.price_list_id = i.price_list_id and l.currency = i.currency_code
+                where i.change_set_id = $1 and (p.sku is null or l.price_list_id is null)
+            )
+            """,
+            change_set_id,
         )
-        """,
-        change_set_id,
-    )
-    await conn.execute(
-        "set local enable_nestloop to default; set local enable_mergejoin to default;"
-        " set local work_mem to default"
-    )
     return not unknown
 
 
@@ -267,17 +277,10 @@ async def insert_if_all_valid(conn: Connection, change_set_id: uuid.UUID, staged
     try:
         async with conn.transaction():  # savepoint: a refusal keeps nothing, the settings included
             # Hash joins over the whole file instead of one index probe per row (without statistics on
-            # the staging table the planner may pick nested loops), in memory (no spill to disk).
-            await conn.execute(
-                "set local enable_nestloop = off; set local enable_mergejoin = off;"
-                " set local work_mem = '64MB'"
-            )
-            if await conn.fetchval(_ANY_BAD_VALUE):
-                raise _SomeRowIsBadError
-            await conn.execute(
-                "set local enable_nestloop to default; set local enable_mergejoin to default;"
-                " set local work_mem to default"
-            )
+            # the staging table the planner may pick nested loops).
+            async with _hash_joins_in_memory(conn):
+                if await conn.fetchval(_ANY_BAD_VALUE):
+                    raise _SomeRowIsBadError
             status = await conn.execute(_FAST_INSERT, change_set_id)
             inserted = int(status.split()[-1])
             if inserted != staged:
