@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from retail.promotion.v1 import deployment_pb2
 
-__all__ = ["Output", "enum_name", "message_dict", "render_table", "timestamp"]
+__all__ = ["Output", "enum_name", "message_dict", "render_table", "state_counts", "timestamp"]
 
 
 def state_counts(summary: deployment_pb2.ChannelDeploymentSummary, empty: str = "-") -> str:
