@@ -4,7 +4,6 @@ refusal, at any point of the stream, falls back to the staging path with nothing
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import uuid
 
@@ -15,6 +14,7 @@ from retail_pricing.domain.csv_lines import LineScreen, WindowStyle, number_line
 from retail_pricing.domain.errors import BadInputError
 from retail_pricing.handlers import imports
 
+from .conftest import rolled_back
 from .test_import import HEADER
 from .test_import_paths import CASES as STAGING_CASES
 from .test_import_paths import COLUMNS, GOOD
@@ -45,22 +45,10 @@ def _stream(body: bytes, size: int = 1 << 20) -> imports._Stream:
     return imports._Stream(pb.ImportPriceEntriesRequest(request_id="r", data=body[:size]), rest())
 
 
-@contextlib.asynccontextmanager
-async def _rolled_back(pool):
-    """A connection in a transaction that is rolled back afterwards."""
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            yield conn
-        finally:
-            await transaction.rollback()
-
-
 async def _direct(pool, body: bytes, size: int = 1 << 20):
     """The items the direct path kept, or None."""
     change_set_id = uuid.uuid4()
-    async with _rolled_back(pool) as conn:
+    async with rolled_back(pool) as conn:
         with tempfile.TemporaryFile() as spool:
             count = await imports._copy_directly(conn, change_set_id, COLUMNS, _stream(body, size), spool)
         assert await conn.fetchval("show enable_nestloop") == "on"  # the check's settings are undone
@@ -75,7 +63,7 @@ async def _direct(pool, body: bytes, size: int = 1 << 20):
 async def _through_staging(pool, body: bytes):
     """(items or None, report subjects) of the staging path for the same data."""
     change_set_id = uuid.uuid4()
-    async with _rolled_back(pool) as conn:
+    async with rolled_back(pool) as conn:
         with tempfile.TemporaryFile() as spool:
             try:
                 await imports._copy_through_staging(conn, change_set_id, COLUMNS, _stream(body), spool)

@@ -12,6 +12,8 @@ from retail_pricing.domain.errors import BadInputError
 from retail_pricing.handlers import imports
 from retail_pricing.repository import imports as staging
 
+from .conftest import rolled_back
+
 COLUMNS = ["price_list_id", "sku", "amount", "currency_code", "start_time", "end_time", "min_quantity"]
 GOOD = ["base", "A", "1.00", "EUR", "2030-01-01T00:00:00Z", "", ""]
 ITEM_COLUMNS = (
@@ -83,33 +85,28 @@ async def test_fast_path_accepts_no_row_the_report_refuses_and_writes_the_same_i
     row = list(GOOD)
     row[COLUMNS.index(column)] = value
     change_set_id = uuid.uuid4()
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            await staging.create_staging(conn)
-            staged, problems = await staging.copy_rows(conn, COLUMNS, _source(_csv([GOOD, row])))
-            assert (staged, problems) == (2, [])
-            fast = await staging.insert_if_all_valid(conn, change_set_id, staged)
-            fast_items = await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position")
-            assert await conn.fetchval("show enable_nestloop") == "on"  # the path's settings are undone
-            report = await staging.validate_rows(conn)
-            if fast is not None:
-                assert report == [], f"the fast path accepted {value!r} in {column}, the report refuses it"
-                assert fast == 2
-            elif not report:
-                await conn.execute("delete from change_set_items")
-                assert await staging.insert_items(conn, change_set_id) == 2
-                fast_items = []
-            else:
-                assert {v.subject for v in report} == {f"rows[3].{column}"}
-            if fast is not None or not report:
-                slow = await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position")
-                assert len(slow) == 2
-                if fast_items:
-                    assert fast_items == slow
-        finally:
-            await transaction.rollback()
+    async with rolled_back(pool) as conn:
+        await staging.create_staging(conn)
+        staged, problems = await staging.copy_rows(conn, COLUMNS, _source(_csv([GOOD, row])))
+        assert (staged, problems) == (2, [])
+        fast = await staging.insert_if_all_valid(conn, change_set_id, staged)
+        fast_items = await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position")
+        assert await conn.fetchval("show enable_nestloop") == "on"  # the path's settings are undone
+        report = await staging.validate_rows(conn)
+        if fast is not None:
+            assert report == [], f"the fast path accepted {value!r} in {column}, the report refuses it"
+            assert fast == 2
+        elif not report:
+            await conn.execute("delete from change_set_items")
+            assert await staging.insert_items(conn, change_set_id) == 2
+            fast_items = []
+        else:
+            assert {v.subject for v in report} == {f"rows[3].{column}"}
+        if fast is not None or not report:
+            slow = await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position")
+            assert len(slow) == 2
+            if fast_items:
+                assert fast_items == slow
 
 
 async def test_fast_path_and_report_path_write_identical_items(seeded, pool) -> None:
@@ -120,20 +117,15 @@ async def test_fast_path_and_report_path_write_identical_items(seeded, pool) -> 
     ]
     got = []
     for fast in (True, False):
-        async with pool.acquire() as conn:
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
-                await staging.create_staging(conn)
-                staged, _ = await staging.copy_rows(conn, COLUMNS, _source(_csv(rows)))
-                if fast:
-                    assert await staging.insert_if_all_valid(conn, uuid.uuid4(), staged) == 3
-                else:
-                    assert await staging.validate_rows(conn) == []
-                    assert await staging.insert_items(conn, uuid.uuid4()) == 3
-                got.append(await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position"))
-            finally:
-                await transaction.rollback()
+        async with rolled_back(pool) as conn:
+            await staging.create_staging(conn)
+            staged, _ = await staging.copy_rows(conn, COLUMNS, _source(_csv(rows)))
+            if fast:
+                assert await staging.insert_if_all_valid(conn, uuid.uuid4(), staged) == 3
+            else:
+                assert await staging.validate_rows(conn) == []
+                assert await staging.insert_items(conn, uuid.uuid4()) == 3
+            got.append(await conn.fetch(f"select {ITEM_COLUMNS} from change_set_items order by position"))
     assert got[0] == got[1]
 
 
