@@ -345,10 +345,11 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
 
             # Alternating rounds: a change in the machine's load hits both sides alike.
             ours_rounds, raw_rounds, bare_rounds = [], [], []
-            for _ in range(ROUNDS):
-                ours_rounds.append(await _qps(resolve))
-                raw_rounds.append(await _qps(echo))
-                bare_rounds.append(await _qps(echo_bare_client))
+            with sampled({"pricing": svc.process.pid}, "pricing-single"):  # BENCH_PYSPY only
+                for _ in range(ROUNDS):
+                    ours_rounds.append(await _qps(resolve))
+                    raw_rounds.append(await _qps(echo))
+                    bare_rounds.append(await _qps(echo_bare_client))
             ours, raw = sum(ours_rounds) / ROUNDS, sum(raw_rounds) / ROUNDS
             bare = sum(bare_rounds) / ROUNDS
             await same_client.close(None)

@@ -7,7 +7,7 @@ with a message an operator can act on.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     # request_log_slow_ms long are always logged, other OK calls with this probability (1.0: all).
     request_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     request_log_slow_ms: float = Field(default=500.0, ge=0.0)
+    # uvloop (libuv) runs the same asyncio code with ~10% less CPU per gRPC call (bench/README.md);
+    # "asyncio" is the standard library's loop, kept for platforms without uvloop and for diagnosis.
+    event_loop: Literal["uvloop", "asyncio"] = Field(default="uvloop")
 
     @field_validator("database_url")
     @classmethod

@@ -307,6 +307,19 @@ async def serve(spec: ServiceSpec[S], settings: S, *, stop: asyncio.Event | None
         raise StartupError("a background task ended unexpectedly")
 
 
+def run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run `main` on the configured event loop; uvloop where it is installed, else asyncio's own."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform: the standard loop runs the same code
+            logger.warning("uvloop is not installed: running on asyncio's event loop")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def run_service(spec: ServiceSpec[S]) -> None:
     """Entry point of `python -m <service>`: exit 0 after a clean shutdown, 1 on failure, 2 on bad config."""
     try:
@@ -318,7 +331,7 @@ def run_service(spec: ServiceSpec[S]) -> None:
     # Logs name the service as traces do (OTEL_SERVICE_NAME wins over spec.name in both).
     configure_logging(settings.log_level, telemetry.service_name)
     try:
-        asyncio.run(serve(spec, settings))
+        run_loop(serve(spec, settings), settings.event_loop)
     except Exception:
         logger.exception("%s failed", spec.name)
         sys.exit(1)

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-__all__ = ["KEY_PREFIX", "ParsedKey", "generate_key", "hash_secret", "parse_key", "secret_matches"]
+__all__ = [
+    "KEY_PREFIX",
+    "ParsedKey",
+    "generate_key",
+    "hash_secret",
+    "parse_key",
+    "secret_matches",
+    "split_key",
+]
 
 KEY_PREFIX = "rk"
 _KEY_ID_BYTES = 8  # 16 hex chars: hex never contains the "_" separator
@@ -34,14 +42,20 @@ def generate_key() -> tuple[str, SecretStr]:
     return key_id, SecretStr(f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}")
 
 
-def parse_key(key: str) -> ParsedKey | None:
+def split_key(key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key, else None: the per-call check, no objects built."""
     prefix, _, rest = key.partition("_")
     key_id, sep, secret = rest.partition("_")
     if prefix != KEY_PREFIX or not sep or not secret or len(key_id) != 2 * _KEY_ID_BYTES:
         return None
     if not _HEX_DIGITS.issuperset(key_id):  # one C-level check on every call's key
         return None
-    return ParsedKey(key_id=key_id, secret=SecretStr(secret))
+    return key_id, secret
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    split = split_key(key)
+    return None if split is None else ParsedKey(key_id=split[0], secret=SecretStr(split[1]))
 
 
 def hash_secret(secret: SecretStr) -> bytes:
