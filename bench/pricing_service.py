@@ -325,6 +325,10 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
             f" (service pid {svc.process.pid})"
         )
         echo_process, address = await start_echo(tmp)
+        # The services run on uvloop (ServiceSettings.event_loop); the baseline is a bare grpc.aio
+        # server on asyncio's loop. The same echo on uvloop is reported beside it, so the share of the
+        # ratio that is the event loop's stays visible.
+        uv_echo_process, uv_address = await start_echo(tmp, "uvloop")
         try:
             # The echo is called through a channel built like ours (retail_common.grpcx.connect: the
             # client interceptors that add the credential and the deadline), so the ratio compares the
@@ -332,36 +336,48 @@ async def _resolution_and_import(tmp: Path) -> list[Row]:
             same_client = connect(
                 address, credential=SecretStr(svc.keys["web"]), default_timeout=600, tracing=False
             )
+            uv_client = connect(
+                uv_address, credential=SecretStr(svc.keys["web"]), default_timeout=600, tracing=False
+            )
             bare_client = grpc.aio.insecure_channel(address)
             payload = single[0].SerializeToString()
             echo_same = same_client.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
             echo_bare = bare_client.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
+            echo_uv = uv_client.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
 
             async def echo() -> None:
                 await echo_same(payload)
+
+            async def echo_on_uvloop() -> None:
+                await echo_uv(payload)
 
             async def echo_bare_client() -> None:
                 await echo_bare(payload)
 
             # Alternating rounds: a change in the machine's load hits both sides alike.
-            ours_rounds, raw_rounds, bare_rounds = [], [], []
+            ours_rounds, raw_rounds, bare_rounds, uv_rounds = [], [], [], []
             with sampled({"pricing": svc.process.pid}, "pricing-single"):  # BENCH_PYSPY only
                 for _ in range(ROUNDS):
                     ours_rounds.append(await _qps(resolve))
                     raw_rounds.append(await _qps(echo))
                     bare_rounds.append(await _qps(echo_bare_client))
+                    uv_rounds.append(await _qps(echo_on_uvloop))
             ours, raw = sum(ours_rounds) / ROUNDS, sum(raw_rounds) / ROUNDS
-            bare = sum(bare_rounds) / ROUNDS
-            await same_client.close(None)
-            await bare_client.close(None)
+            bare, uv = sum(bare_rounds) / ROUNDS, sum(uv_rounds) / ROUNDS
+            for channel in (same_client, uv_client, bare_client):
+                await channel.close(None)
         finally:
-            echo_process.terminate()
-            await echo_process.wait()
+            for process in (echo_process, uv_echo_process):
+                process.terminate()
+                await process.wait()
         rows.append(
             (f"ResolvePrice QPS ({CONCURRENCY} clients) vs bare grpc.aio echo, same client", ours, raw, 0.6)
         )
         rows.append(
             (f"(reference) bare grpc.aio echo QPS, bare client, {CONCURRENCY} clients", bare, None, None)
+        )
+        rows.append(
+            (f"(reference) ResolvePrice QPS vs the echo on uvloop, {CONCURRENCY} clients", ours, uv, None)
         )
     finally:
         await svc.close()

@@ -35,11 +35,14 @@ async def _serve(port_file: Path) -> None:
     await server.wait_for_termination()
 
 
-async def start_echo(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """Start the echo server as a child process; returns it and its address. Terminate it when done."""
-    port_file = tmp / "echo.port"
+async def start_echo(tmp: Path, event_loop: str = "asyncio") -> tuple[asyncio.subprocess.Process, str]:
+    """Start the echo server as a child process; returns it and its address. Terminate it when done.
+
+    The baseline runs on asyncio's own loop (bare grpc.aio); `event_loop="uvloop"` is for reference
+    rows only (the services run on uvloop, ServiceSettings.event_loop)."""
+    port_file = tmp / f"echo-{event_loop}.port"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.raw_grpc_echo", str(port_file)
+        sys.executable, "-m", "bench.raw_grpc_echo", str(port_file), event_loop
     )
     for _ in range(1200):  # up to a minute for the child to bind on a loaded machine
         if port_file.exists():
@@ -50,4 +53,9 @@ async def start_echo(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(Path(sys.argv[1])))
+    if sys.argv[2:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(_serve(Path(sys.argv[1])))
+    else:
+        asyncio.run(_serve(Path(sys.argv[1])))
