@@ -38,3 +38,13 @@ def test_request_log_policy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUEST_LOG_SAMPLE_RATE", "1.5")
     with pytest.raises(ConfigError, match="REQUEST_LOG_SAMPLE_RATE"):
         load_settings(ServiceSettings)
+
+
+def test_event_loop_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/d")
+    assert load_settings(ServiceSettings).event_loop == "uvloop"
+    monkeypatch.setenv("EVENT_LOOP", "asyncio")
+    assert load_settings(ServiceSettings).event_loop == "asyncio"
+    monkeypatch.setenv("EVENT_LOOP", "trio")
+    with pytest.raises(ConfigError, match="EVENT_LOOP"):
+        load_settings(ServiceSettings)
