@@ -195,20 +195,28 @@ class _Service:
 
 
 async def _approve(svc: _Service, change_set: change_sets_pb2.ChangeSet) -> None:
-    submitted = await svc.stubs["ops"].SubmitChangeSet(
-        pb.SubmitChangeSetRequest(
-            request_id=f"s-{change_set.change_set_id}",
-            change_set_id=change_set.change_set_id,
-            etag=change_set.etag,
+    """Submit (preview + guardrails), then approve; each step's duration on stderr, sampled under
+    BENCH_PYSPY (not a benchmark figure: approval has no target, but operators wait for it)."""
+    started = time.perf_counter()
+    with sampled({"pricing": svc.process.pid}, "pricing-submit"):
+        submitted = await svc.stubs["ops"].SubmitChangeSet(
+            pb.SubmitChangeSetRequest(
+                request_id=f"s-{change_set.change_set_id}",
+                change_set_id=change_set.change_set_id,
+                etag=change_set.etag,
+            )
         )
-    )
-    await svc.stubs["approver"].ApproveChangeSet(
-        pb.ApproveChangeSetRequest(
-            request_id=f"a-{change_set.change_set_id}",
-            change_set_id=change_set.change_set_id,
-            etag=submitted.change_set.etag,
+    _phase(f"submitted in {time.perf_counter() - started:.1f}s; approving")
+    started = time.perf_counter()
+    with sampled({"pricing": svc.process.pid}, "pricing-approve"):
+        await svc.stubs["approver"].ApproveChangeSet(
+            pb.ApproveChangeSetRequest(
+                request_id=f"a-{change_set.change_set_id}",
+                change_set_id=change_set.change_set_id,
+                etag=submitted.change_set.etag,
+            )
         )
-    )
+    _phase(f"approved in {time.perf_counter() - started:.1f}s")
 
 
 async def _resolution_and_import(tmp: Path) -> list[Row]:
