@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from retail_common.service import run_loop
+
 __all__ = ["ECHO_METHOD", "start_echo"]
 
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -53,9 +55,4 @@ async def start_echo(tmp: Path, event_loop: str = "asyncio") -> tuple[asyncio.su
 
 
 if __name__ == "__main__":
-    if sys.argv[2:] == ["uvloop"]:
-        import uvloop
-
-        uvloop.run(_serve(Path(sys.argv[1])))
-    else:
-        asyncio.run(_serve(Path(sys.argv[1])))
+    run_loop(_serve(Path(sys.argv[1])), sys.argv[2] if len(sys.argv) > 2 else "asyncio")

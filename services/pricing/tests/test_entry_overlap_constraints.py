@@ -21,13 +21,16 @@ MONDAY = datetime(2026, 6, 1)  # wall-clock (local windows)
 MONDAY_UTC = MONDAY.replace(tzinfo=UTC)
 
 
+def _days(origin: datetime, start_day: int, end_day: int | None) -> tuple[datetime, datetime | None]:
+    return origin + start_day * DAY, None if end_day is None else origin + end_day * DAY
+
+
 def absolute(start_day: int, end_day: int | None = None) -> AbsoluteWindow:
-    end = None if end_day is None else MONDAY_UTC + end_day * DAY
-    return AbsoluteWindow(MONDAY_UTC + start_day * DAY, end)
+    return AbsoluteWindow(*_days(MONDAY_UTC, start_day, end_day))
 
 
 def local(start_day: int, end_day: int | None = None) -> LocalWindow:
-    return LocalWindow(MONDAY + start_day * DAY, None if end_day is None else MONDAY + end_day * DAY)
+    return LocalWindow(*_days(MONDAY, start_day, end_day))
 
 
 def entry(window: Window, tier: int = 1) -> AddEntry:
